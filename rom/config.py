@@ -69,6 +69,13 @@ class Routing(str, enum.Enum):
     INDEPENDENT = "independent"  # one router per expert projection (the naive-MoE ablation)
 
 
+class Combine(str, enum.Enum):
+    """How the 0/1-indicator branches (conv, gate, and x/dt/conv1d when expertised) combine top-k experts."""
+
+    MEAN = "mean"  # average of the k chosen experts (top-1: exactly the paper's 0/1 indicator)
+    SUM = "sum"  # plain sum of the k chosen experts (the paper's equation read literally)
+
+
 class Precision(str, enum.Enum):
     AUTO = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     BF16 = "bf16"
@@ -138,6 +145,7 @@ class RoMConfig:
     expert_projections: tuple[Projection, ...] = (Projection.CONV, Projection.GATE, Projection.OUT)
     routing: Routing = Routing.SHARED
     renormalize: bool = False  # renormalise the top-k router probabilities to sum to one
+    branch_combine: Combine = Combine.MEAN  # [?] top-k>1 only: identical for top-1
     load_balance_coef: float = 0.01  # Switch-style loss; 0 disables it
     z_loss_coef: float = 0.0  # router z-loss (ST-MoE); 0 disables it
 
@@ -225,6 +233,8 @@ class ModelConfig:
         self.rom.validate(f"{prefix}.rom")
         self.moe.validate(f"{prefix}.moe")
         self.attention.validate(f"{prefix}.attention")
+        if self.uses_rom and self.mamba.proj_bias:
+            raise ConfigError(f"{prefix}.mamba.proj_bias=true is not supported with RoM mixers (experts carry no bias)")
         if self.pattern == Pattern.HYBRID and self.d_model % self.attention.n_heads:
             raise ConfigError(
                 f"{prefix}.d_model={self.d_model} must be divisible by {prefix}.attention.n_heads="

@@ -1,0 +1,38 @@
+# RoM toolkit pipeline: corpus -> tokenizer -> tokens -> train -> eval / flops / downstream -> record
+# -> collect -> fit -> claims -> figures / tables -> report, for one study (config/studies/<study>.yaml).
+#
+#   snakemake --cores 2                                   the default (tiny) study, CPU
+#   snakemake --cores 16 --resources gpu=1 --config study=gpu
+#   snakemake --workflow-profile profiles/slurm --config study=paper
+#   snakemake --cores 2 --config study=gpu regenerate=true   analysis only, from committed run records
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    input:
+        ANALYSIS_OUTPUTS,
+    default_target: True
+
+
+if not config["regenerate"]:
+
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/train.smk"
+
+
+include: "workflow/rules/analysis.smk"

@@ -1,0 +1,233 @@
+"""Collect final run records into one tidy table: one row per run and evaluation context length.
+
+Columns carry their unit in the name where one applies (``*_nats``, ``*_s``, ``flops_*`` in FLOPs,
+``params_*`` in parameters, ``*_tokens`` in tokens); ``COLUMNS`` documents each one. Provenance
+(git SHA, package versions, device, config) rides along as JSON strings so that later steps (report)
+need nothing but the table.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from analysis._io import AnalysisError, atomic_path
+from rom.records import RecordError, load_record
+
+log = logging.getLogger(__name__)
+
+# Column -> (unit, description). The order here is the column order of the written table.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "run_id": ("", "run id (name + config hash)"),
+    "name": ("", "run name"),
+    "study": ("", "study the run belongs to"),
+    "role": ("", "scaling | ablation | seed | extrapolation"),
+    "family": ("", "mamba | rom | hybrid-mamba | hybrid-rom, optionally +moe"),
+    "base_family": ("", "family without the '+moe' suffix"),
+    "ffn_moe": ("bool", "the MLPs are FFN-MoE (family ends in '+moe')"),
+    "uses_rom": ("bool", "the SSM mixers are Routing Mamba"),
+    "d_model": ("", "model width"),
+    "n_layer": ("", "number of layers"),
+    "num_experts": ("", "experts per RoM layer (1 for dense)"),
+    "top_k": ("", "experts per token"),
+    "params_total": ("parameters", "all parameters"),
+    "params_active": ("parameters", "parameters used per token"),
+    "params_total_nonembedding": ("parameters", "all parameters without embeddings"),
+    "params_active_nonembedding": ("parameters", "active parameters without embeddings"),
+    "params_embedding": ("parameters", "embedding parameters"),
+    "flops_per_token_fwd": ("FLOPs/token", "analytic forward FLOPs per token"),
+    "flops_per_token_train": ("FLOPs/token", "analytic training FLOPs per token (3x forward)"),
+    "flops_train_total": ("FLOPs", "training FLOPs of the whole run (flops.train_total)"),
+    "train_tokens": ("tokens", "training tokens"),
+    "train_steps": ("steps", "optimizer steps"),
+    "train_seq_len": ("tokens", "training sequence length"),
+    "train_seed": ("", "training seed"),
+    "final_train_loss_nats": ("nats/token", "last training loss"),
+    "wall_time_s": ("s", "training wall time"),
+    "tokens_per_s": ("tokens/s", "training throughput"),
+    "diverged": ("bool", "training diverged (excluded from fits)"),
+    "device": ("", "training device"),
+    "precision": ("", "training precision"),
+    "context_length": ("tokens", "evaluation context length of this row"),
+    "context_multiple": ("x", "context_length / train_seq_len"),
+    "at_train_length": ("bool", "context_length == train_seq_len (the row used by the fits)"),
+    "loss_nats": ("nats/token", "validation loss at this context length"),
+    "ppl": ("", "validation perplexity exp(loss)"),
+    "bpb": ("bits/byte", "validation bits per byte"),
+    "eval_tokens": ("tokens", "validation tokens scored"),
+    "git_sha": ("", "git commit of the code that trained the run"),
+    "config_hash": ("", "hash of the run config"),
+    "hardware": ("", "machine description from the record's provenance (e.g. GPU model)"),
+    "python": ("", "python version"),
+    "created": ("", "record creation time (UTC)"),
+    "packages_json": ("JSON", "package versions {name: version}"),
+    "config_json": ("JSON", "the full run config"),
+    "record_path": ("path", "the final record this row came from"),
+    "metrics_path": ("path", "the run's step metrics JSONL ('' if the record names none)"),
+}
+DOWNSTREAM_PREFIX = "downstream."  # columns "downstream.<task>.<metric>", one value per run
+
+
+def expand_record_paths(specs: Sequence[str | Path]) -> list[Path]:
+    """Each spec is a file, a directory (searched recursively for final.json) or a glob pattern."""
+    paths: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(p.rglob("final.json"))
+            if not found:
+                raise AnalysisError(f"{p}: directory holds no final.json record")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            found = sorted(Path(m) for m in glob.glob(str(spec), recursive=True))
+            if not found:
+                raise AnalysisError(f"{spec}: no record file matches (expected a file, a directory or a glob)")
+            paths.extend(found)
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for p in paths:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    model, params, flops = record["model"], record["params"], record["flops"]
+    training, prov = record["training"], record.get("provenance", {})
+    family = record["family"]
+    metrics_file = record.get("metrics_file") or ""
+    return {
+        "run_id": record["run_id"],
+        "name": record["name"],
+        "study": record["study"],
+        "role": record["role"],
+        "family": family,
+        "base_family": family.replace("+moe", ""),
+        "ffn_moe": family.endswith("+moe"),
+        "uses_rom": "rom" in family.replace("+moe", ""),
+        "d_model": model["d_model"],
+        "n_layer": model["n_layer"],
+        "num_experts": model["num_experts"],
+        "top_k": model["top_k"],
+        "params_total": params["total"],
+        "params_active": params["active"],
+        "params_total_nonembedding": params["total_nonembedding"],
+        "params_active_nonembedding": params["active_nonembedding"],
+        "params_embedding": params["embedding"],
+        "flops_per_token_fwd": float(flops["per_token_fwd"]),
+        "flops_per_token_train": float(flops["per_token_train"]),
+        "flops_train_total": float(flops["train_total"]),
+        "train_tokens": training["tokens"],
+        "train_steps": training["steps"],
+        "train_seq_len": training["seq_len"],
+        "train_seed": training.get("seed"),
+        "final_train_loss_nats": float(training["final_train_loss"]),
+        "wall_time_s": float(training["wall_time_s"]),
+        "tokens_per_s": float(training["tokens_per_s"]),
+        "diverged": bool(training.get("diverged", False)),
+        "device": str(training.get("device", prov.get("device", ""))),
+        "precision": str(training.get("precision", "")),
+        "git_sha": str(prov.get("git_sha", "")),
+        "config_hash": str(record.get("config_hash", prov.get("config_hash", ""))),
+        "hardware": str(prov.get("device", "")),
+        "python": str(prov.get("python", "")),
+        "created": str(prov.get("created", "")),
+        "packages_json": json.dumps(prov.get("packages", {}), sort_keys=True),
+        "config_json": json.dumps(record["config"], sort_keys=True),
+        "record_path": str(path),
+        "metrics_path": str(path.parent / metrics_file) if metrics_file else "",
+    }
+
+
+def record_rows(record: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """Rows of one validated record: one per eval result (a record without eval rows gives none)."""
+    base = _row_base(record, path)
+    downstream = record.get("downstream") or {}
+    if not isinstance(downstream, dict):
+        raise AnalysisError(f"{path}: field 'downstream' must be an object {{task: {{metric: value}}}} or null")
+    for task, metrics in downstream.items():
+        if not isinstance(metrics, dict):
+            raise AnalysisError(f"{path}: field 'downstream.{task}' must be an object {{metric: value}}")
+        for metric, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                base[f"{DOWNSTREAM_PREFIX}{task}.{metric}"] = float(value)
+    rows = []
+    seq_len = base["train_seq_len"]
+    for result in record["eval"]["results"]:
+        ctx = int(result["context_length"])
+        rows.append(
+            {
+                **base,
+                "context_length": ctx,
+                "context_multiple": ctx / seq_len,
+                "at_train_length": ctx == seq_len,
+                "loss_nats": float(result["loss"]),
+                "ppl": float(result["ppl"]),
+                "bpb": float(result["bpb"]),
+                "eval_tokens": int(result.get("tokens", 0) or 0),
+            }
+        )
+    if not rows:
+        log.warning("%s: record has no eval results; the run contributes no rows", path)
+    return rows
+
+
+def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Load and validate every record (RecordError names the file) and build the tidy table."""
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        path = Path(path)
+        record = load_record(path)  # raises RecordError naming the file and the field
+        if record["run_id"] in seen:
+            raise RecordError(f"{path}: run_id {record['run_id']!r} already read from {seen[record['run_id']]}")
+        seen[record["run_id"]] = path
+        rows.extend(record_rows(record, path))
+    if not rows:
+        raise AnalysisError("no evaluation rows in the given records; nothing to analyse")
+    df = pd.DataFrame(rows)
+    ordered = [c for c in COLUMNS if c in df.columns]
+    extra = sorted(c for c in df.columns if c not in COLUMNS)
+    df = df[ordered + extra].sort_values(["family", "params_active_nonembedding", "run_id", "context_length"])
+    return df.reset_index(drop=True)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a table written by ``collect``; check the columns the later steps need."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnalysisError(f"{path}: table file does not exist (run `python -m analysis collect` first)")
+    df = pd.read_csv(path, dtype={"run_id": str, "name": str, "git_sha": str, "config_hash": str,
+                                  "metrics_path": str, "record_path": str})
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"{path}: table lacks columns {missing}; was it written by `analysis collect`?")
+    for col in ("metrics_path", "git_sha", "device", "hardware", "precision", "python", "created"):
+        df[col] = df[col].fillna("").astype(str)
+    for col in ("ffn_moe", "uses_rom", "diverged", "at_train_length"):
+        df[col] = df[col].astype(bool)
+    return df
+
+
+def runs_at_train_length(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: the evaluation at the training length (the loss the fits use)."""
+    return df[df["at_train_length"]].drop_duplicates("run_id").reset_index(drop=True)
+
+
+def runs_without_train_length(df: pd.DataFrame) -> list[str]:
+    at = set(df.loc[df["at_train_length"], "run_id"])
+    return sorted(set(df["run_id"]) - at)

@@ -1,0 +1,81 @@
+"""Kernels: the only place that touches optional accelerators (see registry for backends).
+
+Public ops (docs/interfaces.md, "Kernels"): ``selective_scan``, ``causal_conv1d``, ``make_dispatch``,
+``permute``, ``expert_matmul``, ``unpermute``, ``resolve``. The pure-torch reference is the semantics;
+``selective_scan_sequential`` is the per-timestep ground truth used by tests. Importing this package imports
+torch only: triton, mamba_ssm and causal_conv1d are probed lazily on first use.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rom.kernels.experts import Dispatch, grouped_mm_op, make_dispatch, permute, unpermute
+from rom.kernels.registry import (
+    BACKENDS,
+    OPS,
+    BackendUnavailableError,
+    describe,
+    get_impl,
+    resolve,
+)
+from rom.kernels.scan_reference import selective_scan_reference, selective_scan_sequential
+from rom.kernels.conv_reference import causal_conv1d_reference
+
+__all__ = [
+    "BACKENDS",
+    "OPS",
+    "BackendUnavailableError",
+    "Dispatch",
+    "causal_conv1d",
+    "causal_conv1d_reference",
+    "describe",
+    "expert_matmul",
+    "grouped_mm_op",
+    "make_dispatch",
+    "permute",
+    "resolve",
+    "selective_scan",
+    "selective_scan_reference",
+    "selective_scan_sequential",
+    "unpermute",
+]
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Mamba-1 selective scan (semantics: rom.kernels.scan_reference). y: (batch, d_inner, L) in u's dtype.
+
+    ``return_last_state=True`` (extension) returns ``(y, h_L)`` with h_L (batch, d_inner, N) in fp32.
+    """
+    impl = get_impl("selective_scan", backend, u.device)
+    if return_last_state:
+        return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True)
+    return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def causal_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str | None = "silu",
+    backend: str = "auto",
+) -> Tensor:
+    """Depthwise causal conv1d: x (batch, d, L), weight (d, width) -> (batch, d, L), then activation."""
+    return get_impl("causal_conv1d", backend, x.device)(x, weight, bias, activation)
+
+
+def expert_matmul(x_perm: Tensor, weight: Tensor, dispatch: Dispatch, backend: str = "auto") -> Tensor:
+    """Per-expert projection of permuted rows: (T*k, d_in) x (E, d_in, d_out) -> (T*k, d_out)."""
+    return get_impl("expert_matmul", backend, x_perm.device)(x_perm, weight, dispatch)

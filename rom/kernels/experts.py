@@ -1,0 +1,213 @@
+"""Sort-based expert dispatch (megablocks-style) and the expert projection.
+
+Decomposition: top-k expert ids (T, k) -> stable sort of the T*k (token, slot) pairs by expert -> tokens per
+expert (a scatter-add histogram) -> cumulative end offsets -> gather the rows (``permute``) -> one grouped
+GEMM over contiguous per-expert row blocks (``expert_matmul``) -> gather back to (token, slot) order and sum
+the k slots, optionally weighted (``unpermute``).
+
+No host synchronisation anywhere on this path (no .item(), .tolist(), .cpu(), data-dependent shapes) except
+in the per-expert loop fallback, which must split rows by host-side counts. Empty experts (zero rows) are
+fine everywhere.
+
+expert_matmul implementations:
+* "grouped" (backend "reference"): torch's native grouped GEMM (``torch.nn.functional.grouped_mm`` when
+  present, else ``torch._grouped_mm``; both dispatch to ``aten._grouped_mm``, see ``grouped_mm_op``), wrapped
+  in an autograd.Function whose backward makes the incoming gradient contiguous (the op requires 16-byte
+  aligned strides) and computes both gradients with grouped GEMMs as well. Supported dtypes (CPU, torch
+  2.13): float32, bfloat16, float16; the row stride of every operand must be a multiple of 16 bytes, so
+  d_in and d_out not multiple of 16/itemsize are zero-padded (exact; costs a copy of the weight). Other dtypes
+  (float64) or a torch without grouped GEMM fall back to the loop.
+* "loop" (backend "loop"): one matmul per expert over its row block. Syncs once for the counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_ALIGN_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Routing of T tokens x k slots to E experts, rows sorted by expert (stable).
+
+    token_index: (T*k,) source token of each permuted row.
+    slot_index: (T*k,) flat index into (T, k) of each permuted row.
+    inverse_index: (T*k,) permuted row of each flat (T, k) slot (extension: the inverse of slot_index).
+    tokens_per_expert: (E,) int64 rows per expert.
+    offsets: (E,) int32 cumulative end offsets (the ``offs`` argument of grouped_mm).
+    """
+
+    token_index: Tensor
+    slot_index: Tensor
+    inverse_index: Tensor
+    tokens_per_expert: Tensor
+    offsets: Tensor
+    num_tokens: int
+    top_k: int
+    num_experts: int
+
+
+def make_dispatch(expert_indices: Tensor, num_experts: int) -> Dispatch:
+    """Build the Dispatch for expert ids of shape (T, k) (int64) without any host synchronisation."""
+    if expert_indices.dim() != 2:
+        raise ValueError(f"make_dispatch: expert_indices must be (tokens, top_k), got {tuple(expert_indices.shape)}")
+    if expert_indices.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"make_dispatch: expert_indices must be int64 (or int32), got {expert_indices.dtype}")
+    if num_experts < 1:
+        raise ValueError(f"make_dispatch: num_experts must be >= 1, got {num_experts}")
+    num_tokens, top_k = expert_indices.shape
+    flat = expert_indices.reshape(-1).long()
+    if flat.device.type == "cpu" and flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_experts):
+        # value check only on CPU, where it costs no device synchronisation
+        raise ValueError(
+            f"make_dispatch: expert ids must lie in [0, {num_experts}), got range "
+            f"[{int(flat.min())}, {int(flat.max())}]"
+        )
+    _, slot_index = torch.sort(flat, stable=True)
+    token_index = torch.div(slot_index, top_k, rounding_mode="floor")
+    rows = torch.arange(flat.numel(), device=flat.device)
+    inverse_index = torch.empty_like(slot_index).scatter_(0, slot_index, rows)
+    # histogram by scatter-add: unlike bincount it needs no max() on the host to size its output
+    tokens_per_expert = torch.zeros(num_experts, dtype=torch.int64, device=flat.device)
+    tokens_per_expert.scatter_add_(0, flat, torch.ones_like(flat))
+    offsets = tokens_per_expert.cumsum(0).to(torch.int32)
+    return Dispatch(
+        token_index=token_index,
+        slot_index=slot_index,
+        inverse_index=inverse_index,
+        tokens_per_expert=tokens_per_expert,
+        offsets=offsets,
+        num_tokens=num_tokens,
+        top_k=top_k,
+        num_experts=num_experts,
+    )
+
+
+def permute(x: Tensor, dispatch: Dispatch) -> Tensor:
+    """(T, d) tokens -> (T*k, d) rows grouped by expert."""
+    if x.dim() != 2 or x.shape[0] != dispatch.num_tokens:
+        raise ValueError(f"permute: x must be (tokens={dispatch.num_tokens}, d), got {tuple(x.shape)}")
+    return x.index_select(0, dispatch.token_index)
+
+
+def unpermute(y_perm: Tensor, dispatch: Dispatch, weights: Tensor | None = None) -> Tensor:
+    """(T*k, d) expert rows -> (T, d): each token's k rows summed, weighted by ``weights`` (T, k) if given.
+
+    Gather-based (no atomics): deterministic on every device.
+    """
+    rows = dispatch.num_tokens * dispatch.top_k
+    if y_perm.dim() != 2 or y_perm.shape[0] != rows:
+        raise ValueError(f"unpermute: y_perm must be (tokens*top_k={rows}, d), got {tuple(y_perm.shape)}")
+    y = y_perm.index_select(0, dispatch.inverse_index).view(dispatch.num_tokens, dispatch.top_k, -1)
+    if weights is None:
+        return y.sum(1)
+    if tuple(weights.shape) != (dispatch.num_tokens, dispatch.top_k):
+        raise ValueError(
+            f"unpermute: weights must be (tokens, top_k)=({dispatch.num_tokens}, {dispatch.top_k}), "
+            f"got {tuple(weights.shape)}"
+        )
+    return torch.bmm(weights.to(y.dtype).unsqueeze(1), y).squeeze(1)
+
+
+# ------------------------------------------------------------------------------------------ grouped GEMM
+
+
+def _grouped_mm_fn() -> Callable[..., Tensor] | None:
+    fn = getattr(F, "grouped_mm", None)
+    if fn is None:
+        fn = getattr(torch, "_grouped_mm", None)
+    return fn
+
+
+def grouped_mm_op() -> Any:
+    """The aten op the grouped path ends up in (for a FlopCounterMode / fvcore formula), or None."""
+    if _grouped_mm_fn() is None:
+        return None
+    return torch.ops.aten._grouped_mm
+
+
+def grouped_mm_available() -> bool:
+    return _grouped_mm_fn() is not None
+
+
+class _GroupedMM(torch.autograd.Function):
+    """out[rows of group e] = x[rows of group e] @ w[e]; gradients by grouped GEMMs on contiguous grads."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, offsets: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, w, offsets)
+        return _grouped_mm_fn()(x, w, offs=offsets)  # type: ignore[misc]
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        x, w, offsets = ctx.saved_tensors
+        grad_out = grad_out.contiguous()  # incoming grads can be strided (e.g. from a transpose/expand)
+        fn = _grouped_mm_fn()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = fn(grad_out, w.transpose(-2, -1), offs=offsets)  # type: ignore[misc]
+        if ctx.needs_input_grad[1]:
+            grad_w = fn(x.transpose(0, 1), grad_out, offs=offsets)  # (E, d_in, d_out); empty groups are 0
+        return grad_x, grad_w, None
+
+
+def _pad_to(t: Tensor, dim: int, multiple: int) -> Tensor:
+    pad = (-t.shape[dim]) % multiple
+    if pad == 0:
+        return t
+    spec = [0, 0] * (t.dim() - 1 - dim % t.dim()) + [0, pad]
+    return F.pad(t, spec)
+
+
+def expert_matmul_grouped(x_perm: Tensor, weight: Tensor, dispatch: Dispatch) -> Tensor:
+    """Grouped-GEMM expert projection; falls back to the loop for dtypes the op does not support."""
+    x_perm, weight = _check_expert_inputs(x_perm, weight, dispatch)
+    if not grouped_mm_available() or x_perm.dtype not in GROUPED_MM_DTYPES:
+        return expert_matmul_loop(x_perm, weight, dispatch)
+    d_out = weight.shape[2]
+    multiple = _ALIGN_BYTES // x_perm.element_size()
+    x = _pad_to(x_perm.contiguous(), 1, multiple)
+    w = _pad_to(_pad_to(weight.contiguous(), 1, multiple), 2, multiple)
+    out = _GroupedMM.apply(x, w, dispatch.offsets)
+    if out.shape[1] != d_out:
+        out = out[:, :d_out]
+    return out
+
+
+def expert_matmul_loop(x_perm: Tensor, weight: Tensor, dispatch: Dispatch) -> Tensor:
+    """One matmul per expert over its contiguous row block (host sync for the counts)."""
+    x_perm, weight = _check_expert_inputs(x_perm, weight, dispatch)
+    counts = dispatch.tokens_per_expert.tolist()
+    blocks = x_perm.split(counts, dim=0)
+    return torch.cat([block @ weight[e] for e, block in enumerate(blocks)], dim=0)
+
+
+def _check_expert_inputs(x_perm: Tensor, weight: Tensor, dispatch: Dispatch) -> tuple[Tensor, Tensor]:
+    """Validate shapes; under autocast cast both operands to the autocast dtype (as F.linear would)."""
+    rows = dispatch.num_tokens * dispatch.top_k
+    if weight.dim() != 3 or weight.shape[0] != dispatch.num_experts:
+        raise ValueError(
+            f"expert_matmul: weight must be (num_experts={dispatch.num_experts}, d_in, d_out), "
+            f"got {tuple(weight.shape)}"
+        )
+    if x_perm.dim() != 2 or tuple(x_perm.shape) != (rows, weight.shape[1]):
+        raise ValueError(
+            f"expert_matmul: x_perm must be (tokens*top_k={rows}, d_in={weight.shape[1]}), got {tuple(x_perm.shape)}"
+        )
+    device_type = x_perm.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        return x_perm.to(dtype), weight.to(dtype)
+    if x_perm.dtype != weight.dtype:
+        raise ValueError(f"expert_matmul: x_perm dtype {x_perm.dtype} differs from weight dtype {weight.dtype}")
+    return x_perm, weight

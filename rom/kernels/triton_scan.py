@@ -1,0 +1,778 @@
+"""Mamba-1 selective scan in Triton: forward and backward kernels behind one autograd.Function.
+
+Semantics are those of ``rom.kernels.scan_reference.selective_scan`` (docs/interfaces.md, "Kernels"):
+
+    delta' = softplus(delta + delta_bias)           (bias / softplus optional)
+    h_t    = exp(delta'_t * A) * h_{t-1} + delta'_t * B_t * u_t       (state (d_inner, N), fp32)
+    y_t    = C_t . h_t + D * u_t ;   y_t *= silu(z_t) if z is given
+
+Design (docs/gpu_kernels.md has the reasoning and the measurements):
+- one program per (batch, block of BLOCK_D channels); it walks the sequence in chunks of CHUNK steps;
+- inside a chunk the recurrence is an associative scan over a (CHUNK, BLOCK_D, N) fp32 tile whose time
+  axis is the slowest one, so Triton's default layout keeps the whole time axis inside each thread: the
+  scan is a sequential in-register recurrence, while the loads of u/delta/z/B/C are whole coalesced tiles;
+- the forward writes the state at every chunk start (fp32, (batch, d_inner, n_chunks, N)) when a
+  backward will follow; the backward walks the chunks in reverse, recomputes the chunk's states from that
+  checkpoint (one more exponential per element) and runs the adjoint recurrence
+  g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1} as a reverse scan (a second exponential per element);
+  the products a_t h_{t-1} that dA and d delta need are h_t - delta'_t B_t u_t, so no shifted state is needed;
+- reductions: over time (dA, dD, d delta_bias) in registers per program, then a torch sum over batch;
+  over channels (dB, dC) with fp32 atomic adds into a (batch, N, L) buffer (not bitwise deterministic).
+
+Triton is imported lazily: importing this module on a machine without triton raises ImportError only when
+the kernels are used (``selective_scan_triton``), never at ``import rom`` time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+try:  # triton is optional: CPU-only installs must still import rom.kernels
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - exercised on CPU-only machines
+    triton = None  # type: ignore[assignment]
+    tl = None  # type: ignore[assignment]
+    HAS_TRITON = False
+
+_LOG2E = 1.4426950408889634
+
+# Block shapes per state size: (CHUNK, BLOCK_D, num_warps) for the forward and backward kernels.
+# Chosen from the sweep in benchmarks/gpu_scan.py (see docs/gpu_kernels.md); overridable per call.
+FWD_CONFIGS: dict[int, tuple[int, int, int]] = {}
+BWD_CONFIGS: dict[int, tuple[int, int, int]] = {}
+
+
+def _default_config(n_state: int, backward: bool) -> tuple[int, int, int]:
+    table = BWD_CONFIGS if backward else FWD_CONFIGS
+    if n_state in table:
+        return table[n_state]
+    # keep the (CHUNK, BLOCK_D, N) tile near 2048 fp32 elements: 16 per thread at 4 warps
+    chunk = 16
+    block_d = max(1, min(64, 2048 // (chunk * n_state)))
+    return chunk, block_d, 4
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _combine(a1, b1, a2, b2):
+        # (a1, b1) is applied first, then (a2, b2):  h -> a2 * (a1 * h + b1) + b2
+        return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _softplus(x):
+        # log(1 + exp(x)) with the overflow guard mamba-ssm uses (identity above 20)
+        return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+    @triton.jit
+    def _scan_fwd_kernel(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
+        n_channels, seq_len, n_chunks,
+        s_u_b, s_u_d, s_u_l,
+        s_dt_b, s_dt_d, s_dt_l,
+        s_A_d, s_A_n,
+        s_B_b, s_B_n, s_B_l,
+        s_C_b, s_C_n, s_C_l,
+        s_z_b, s_z_d, s_z_l,
+        s_o_b, s_o_d, s_o_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        STORE_CKPT: tl.constexpr,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        offs_k = tl.arange(0, CHUNK)
+
+        # exp(dt * A) computed as exp2(dt * A * log2 e)
+        A2 = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n,
+                     mask=mask_d[:, None], other=0.0).to(tl.float32) * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+        u_base = u_ptr + pid_b * s_u_b + offs_d[None, :] * s_u_d
+        dt_base = dt_ptr + pid_b * s_dt_b + offs_d[None, :] * s_dt_d
+        z_base = z_ptr + pid_b * s_z_b + offs_d[None, :] * s_z_d
+        o_base = out_ptr + pid_b * s_o_b + offs_d[None, :] * s_o_d
+        B_base = B_ptr + pid_b * s_B_b + offs_n[None, :] * s_B_n
+        C_base = C_ptr + pid_b * s_C_b + offs_n[None, :] * s_C_n
+        ck_base = ckpt_ptr + ((pid_b * n_channels + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+
+        h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+        for c in range(0, n_chunks):
+            t = c * CHUNK + offs_k
+            mask_t = t < seq_len
+            m2 = mask_t[:, None] & mask_d[None, :]
+            u = tl.load(u_base + t[:, None] * s_u_l, mask=m2, other=0.0).to(tl.float32)
+            dt = tl.load(dt_base + t[:, None] * s_dt_l, mask=m2, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dt = dt + bias[None, :]
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            Bm = tl.load(B_base + t[:, None] * s_B_l, mask=mask_t[:, None], other=0.0).to(tl.float32)
+            Cm = tl.load(C_base + t[:, None] * s_C_l, mask=mask_t[:, None], other=0.0).to(tl.float32)
+            if STORE_CKPT:
+                tl.store(ck_base + c * N, h, mask=mask_d[:, None])
+
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                  # (CHUNK, BLOCK_D, N)
+            bx = (dt * u)[:, :, None] * Bm[:, None, :]
+            acum, hpart = tl.associative_scan((a, bx), axis=0, combine_fn=_combine)
+            hs = acum * h[None, :, :] + hpart
+            y = tl.sum(hs * Cm[:, None, :], axis=2)                        # (CHUNK, BLOCK_D)
+            if HAS_D:
+                y += u * Dv[None, :]
+            if HAS_Z:
+                z = tl.load(z_base + t[:, None] * s_z_l, mask=m2, other=0.0).to(tl.float32)
+                y = y * z * tl.sigmoid(z)
+            tl.store(o_base + t[:, None] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=m2)
+            # state after the chunk's last step (only read when another chunk follows)
+            h = tl.sum(tl.where((offs_k == CHUNK - 1)[:, None, None], hs, 0.0), axis=0)
+
+    @triton.jit
+    def _scan_bwd_kernel(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
+        du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        n_channels, seq_len, n_chunks,
+        s_u_b, s_u_d, s_u_l,
+        s_dt_b, s_dt_d, s_dt_l,
+        s_A_d, s_A_n,
+        s_B_b, s_B_n, s_B_l,
+        s_C_b, s_C_n, s_C_l,
+        s_z_b, s_z_d, s_z_l,
+        s_do_b, s_do_d, s_do_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+    ):
+        # Output buffers du, ddt, dz are contiguous (batch, d, L); dA is (batch, d, N) fp32 partials,
+        # dD / dbias (batch, d) fp32 partials; dB / dC contiguous fp32 (batch, N, L), accumulated atomically.
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        offs_k = tl.arange(0, CHUNK)
+
+        A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n,
+                    mask=mask_d[:, None], other=0.0).to(tl.float32)
+        A2 = A * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+        u_base = u_ptr + pid_b * s_u_b + offs_d[None, :] * s_u_d
+        dt_base = dt_ptr + pid_b * s_dt_b + offs_d[None, :] * s_dt_d
+        z_base = z_ptr + pid_b * s_z_b + offs_d[None, :] * s_z_d
+        do_base = dout_ptr + pid_b * s_do_b + offs_d[None, :] * s_do_d
+        B_base = B_ptr + pid_b * s_B_b + offs_n[None, :] * s_B_n
+        C_base = C_ptr + pid_b * s_C_b + offs_n[None, :] * s_C_n
+        ck_base = ckpt_ptr + ((pid_b * n_channels + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+        g_out = (pid_b * n_channels + offs_d[None, :]) * seq_len          # contiguous (b, d, L) grads
+        gBC = pid_b * N * seq_len + offs_n[None, :] * seq_len              # contiguous (b, N, L) grads
+
+        g_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)   # adjoint at the first step of the next chunk
+        dA_acc = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+        dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for i in range(0, n_chunks):
+            c = n_chunks - 1 - i
+            t = c * CHUNK + offs_k
+            mask_t = t < seq_len
+            m2 = mask_t[:, None] & mask_d[None, :]
+            t1 = t + 1
+            m2n = (t1 < seq_len)[:, None] & mask_d[None, :]
+
+            u = tl.load(u_base + t[:, None] * s_u_l, mask=m2, other=0.0).to(tl.float32)
+            dt = tl.load(dt_base + t[:, None] * s_dt_l, mask=m2, other=0.0).to(tl.float32)
+            dtn = tl.load(dt_base + t1[:, None] * s_dt_l, mask=m2n, other=0.0).to(tl.float32)
+            dout = tl.load(do_base + t[:, None] * s_do_l, mask=m2, other=0.0).to(tl.float32)
+            Bm = tl.load(B_base + t[:, None] * s_B_l, mask=mask_t[:, None], other=0.0).to(tl.float32)
+            Cm = tl.load(C_base + t[:, None] * s_C_l, mask=mask_t[:, None], other=0.0).to(tl.float32)
+            h_in = tl.load(ck_base + c * N, mask=mask_d[:, None], other=0.0)
+            if HAS_BIAS:
+                dt = dt + bias[None, :]
+                dtn = dtn + bias[None, :]
+            if SOFTPLUS:
+                dt_sig = tl.sigmoid(dt)
+                dt = _softplus(dt)
+                dtn = _softplus(dtn)
+
+            # recompute the chunk's states from its checkpoint
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bx = dtu[:, :, None] * Bm[:, None, :]
+            acum, hpart = tl.associative_scan((a, bx), axis=0, combine_fn=_combine)
+            hs = acum * h_in[None, :, :] + hpart
+
+            if HAS_Z:
+                z = tl.load(z_base + t[:, None] * s_z_l, mask=m2, other=0.0).to(tl.float32)
+                y = tl.sum(hs * Cm[:, None, :], axis=2)
+                if HAS_D:
+                    y += u * Dv[None, :]
+                z_sig = tl.sigmoid(z)
+                dy = dout * z * z_sig
+                dz = dout * y * z_sig * (1.0 + z * (1.0 - z_sig))
+                tl.store(dz_ptr + g_out + t[:, None], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+            else:
+                dy = dout
+            if HAS_D:
+                dD_acc += tl.sum(dy * u, axis=0)
+
+            # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}, a reverse scan seeded with the next chunk's g
+            an = tl.exp2(dtn[:, :, None] * A2[None, :, :])
+            an = tl.where(m2n[:, :, None], an, 0.0)
+            cc = dy[:, :, None] * Cm[:, None, :]
+            pprod, gpart = tl.associative_scan((an, cc), axis=0, combine_fn=_combine, reverse=True)
+            g = gpart + pprod * g_carry[None, :, :]
+            g_carry = tl.sum(tl.where((offs_k == 0)[:, None, None], g, 0.0), axis=0)
+
+            gB = tl.sum(g * Bm[:, None, :], axis=2)                  # (CHUNK, BLOCK_D)
+            gh = g * (hs - bx)                                         # g_t * a_t * h_{t-1}
+            ddt = u * gB + tl.sum(gh * A[None, :, :], axis=2)
+            du = dt * gB
+            if HAS_D:
+                du += dy * Dv[None, :]
+            dA_acc += tl.sum(gh * dt[:, :, None], axis=0)
+            if SOFTPLUS:
+                ddt = ddt * dt_sig
+            if HAS_BIAS:
+                dbias_acc += tl.sum(tl.where(m2, ddt, 0.0), axis=0)
+            tl.store(du_ptr + g_out + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
+            tl.store(ddt_ptr + g_out + t[:, None], ddt.to(ddt_ptr.dtype.element_ty), mask=m2)
+
+            dBc = tl.sum(g * dtu[:, :, None], axis=1)                 # (CHUNK, N), summed over channels
+            dCc = tl.sum(hs * dy[:, :, None], axis=1)
+            tl.atomic_add(dB_ptr + gBC + t[:, None], dBc, mask=mask_t[:, None])
+            tl.atomic_add(dC_ptr + gBC + t[:, None], dCc, mask=mask_t[:, None])
+
+        dA_off = (pid_b * n_channels + offs_d[:, None]) * N + offs_n[None, :]
+        tl.store(dA_ptr + dA_off, dA_acc, mask=mask_d[:, None])
+        if HAS_D:
+            tl.store(dD_ptr + pid_b * n_channels + offs_d, dD_acc, mask=mask_d)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + pid_b * n_channels + offs_d, dbias_acc, mask=mask_d)
+
+    # ------------------------------------------------------------------------------------------------
+    # v2: one thread (or two) per channel, the d_state axis inside the thread, a plain sequential loop
+    # over time. Tiles are (N, BLOCK_D): Triton's default layout puts BLOCK_D on the lanes and N in
+    # registers, so the per-step work is ~5 instructions per state element and sums over N stay in-thread.
+    # ------------------------------------------------------------------------------------------------
+
+    @triton.jit
+    def _ex2(x, FAST: tl.constexpr):
+        if FAST:  # MUFU.EX2 without the denormal fix-up ptxas adds around the non-ftz form
+            r = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+        else:
+            r = tl.exp2(x)
+        return r
+
+    @triton.jit
+    def _lg2(x, FAST: tl.constexpr):
+        if FAST:
+            r = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+        else:
+            r = tl.log2(x)
+        return r
+
+    @triton.jit
+    def _rcp(x, FAST: tl.constexpr):
+        if FAST:
+            r = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+        else:
+            r = 1.0 / x
+        return r
+
+    @triton.jit
+    def _sigmoid_fast(x, FAST: tl.constexpr):
+        return _rcp(1.0 + _ex2(-x * 1.4426950408889634, FAST), FAST)
+
+    @triton.jit
+    def _softplus_fast(x, FAST: tl.constexpr):
+        # log(1 + e^x): identity above 20; a 3-term series of log1p below -4 (where 1 + e^x loses digits)
+        e = _ex2(x * 1.4426950408889634, FAST)
+        series = e * (1.0 - e * (0.5 - e * 0.3333333333333333))
+        logp = _lg2(1.0 + e, FAST) * 0.6931471805599453
+        return tl.where(x > 20.0, x, tl.where(x < -4.0, series, logp))
+
+    @triton.jit
+    def _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, seq_len,
+                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr, N: tl.constexpr):
+        valid = t < seq_len
+        m = mask_d & valid
+        u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
+        dt_raw = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt_raw += bias
+        if SOFTPLUS:
+            dt = _softplus_fast(dt_raw, FAST)
+        else:
+            dt = dt_raw
+        Bv = tl.load(Bt_base + t * N + offs_n, mask=(offs_n < N) & valid, other=0.0)
+        return u, dt_raw, dt, Bv
+
+    @triton.jit
+    def _scan_fwd_kernel_v2(
+        u_ptr, dt_ptr, A_ptr, Bt_ptr, Ct_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
+        n_channels, seq_len, n_chunks,
+        s_u_b, s_u_d, s_u_l,
+        s_dt_b, s_dt_d, s_dt_l,
+        s_A_d, s_A_n,
+        s_z_b, s_z_d, s_z_l,
+        s_o_b, s_o_d, s_o_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        STORE_CKPT: tl.constexpr, FAST: tl.constexpr,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+    ):
+        # Bt, Ct: fp32 contiguous (batch, L, N). ckpt: fp32 (batch, n_chunks, N, d_inner), state before chunk c.
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        offs_t = tl.arange(0, T)
+        A2 = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
+                     mask=mask_d[None, :], other=0.0).to(tl.float32) * 1.4426950408889634   # (N, BLOCK_D)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        else:
+            bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        u_base = u_ptr + pid_b * s_u_b + offs_d * s_u_d
+        dt_base = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
+        z_base = z_ptr + pid_b * s_z_b + offs_d * s_z_d
+        o_base = out_ptr + pid_b * s_o_b + offs_d * s_o_d
+        Bt_base = Bt_ptr + pid_b * seq_len * N
+        Ct_base = Ct_ptr + pid_b * seq_len * N
+        ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
+
+        h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        for c in range(0, n_chunks):
+            t0 = c * T
+            if STORE_CKPT:
+                tl.store(ck_base + c * N * n_channels, h, mask=mask_d[None, :])
+            ybuf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            for i in tl.static_range(T):
+                t = t0 + i
+                u, dt_raw, dt, Bv = _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias,
+                                               seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+                Cv = tl.load(Ct_base + t * N + offs_n, mask=(offs_n < N) & (t < seq_len), other=0.0)
+                h = _ex2(dt[None, :] * A2, FAST) * h + Bv[:, None] * (dt * u)[None, :]
+                y = tl.sum(h * Cv[:, None], axis=0)
+                if HAS_D:
+                    y += Dv * u
+                if HAS_Z:
+                    z = tl.load(z_base + t * s_z_l, mask=mask_d & (t < seq_len), other=0.0).to(tl.float32)
+                    y = y * z * _sigmoid_fast(z, FAST)
+                ybuf = tl.where(offs_t[:, None] == i, y[None, :], ybuf)
+            tt = t0 + offs_t
+            tl.store(o_base[None, :] + tt[:, None] * s_o_l, ybuf.to(out_ptr.dtype.element_ty),
+                     mask=(tt < seq_len)[:, None] & mask_d[None, :])
+
+    @triton.jit
+    def _recompute_step(h, t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len,
+                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr, N: tl.constexpr):
+        u, dt_raw, dt, Bv = _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, seq_len,
+                                       HAS_BIAS, SOFTPLUS, FAST, N)
+        return _ex2(dt[None, :] * A2, FAST) * h + Bv[:, None] * (dt * u)[None, :]
+
+    @triton.jit
+    def _bwd_step(q, h_prev, h_cur, t, i: tl.constexpr, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                  u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                  offs_n, mask_d, bias, Dv, A, A2, seq_len,
+                  HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  FAST: tl.constexpr, N: tl.constexpr):
+        # q carries a_{t+1} * g_{t+1}; returns a_t * g_t. g_t = C_t dy_t + q is the adjoint of h_t.
+        valid = t < seq_len
+        m = mask_d & valid
+        u, dt_raw, dt, Bv = _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, seq_len,
+                                       HAS_BIAS, SOFTPLUS, FAST, N)
+        Cv = tl.load(Ct_base + t * N + offs_n, mask=(offs_n < N) & valid, other=0.0)
+        dout = tl.load(do_base + t * s_do_l, mask=m, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
+            y = tl.sum(h_cur * Cv[:, None], axis=0)
+            if HAS_D:
+                y += Dv * u
+            z_sig = _sigmoid_fast(z, FAST)
+            dy = dout * z * z_sig
+            dz = dout * y * z_sig * (1.0 + z * (1.0 - z_sig))
+            dz_buf = tl.where(offs_t[:, None] == i, dz[None, :], dz_buf)
+        else:
+            dy = dout
+        if HAS_D:
+            dD_acc += dy * u
+        g = dy[None, :] * Cv[:, None] + q
+        q = _ex2(dt[None, :] * A2, FAST) * g
+        gh = q * h_prev                                     # g_t * a_t * h_{t-1}
+        gB = tl.sum(g * Bv[:, None], axis=0)
+        dtu = dt * u
+        ddt = u * gB + tl.sum(gh * A, axis=0)
+        du = dt * gB
+        if HAS_D:
+            du += dy * Dv
+        dA_acc += gh * dt[None, :]
+        if SOFTPLUS:
+            ddt = ddt * _sigmoid_fast(dt_raw, FAST)
+        if HAS_BIAS:
+            dbias_acc += tl.where(m, ddt, 0.0)
+        du_buf = tl.where(offs_t[:, None] == i, du[None, :], du_buf)
+        ddt_buf = tl.where(offs_t[:, None] == i, ddt[None, :], ddt_buf)
+        mn = (offs_n < N) & valid
+        tl.store(dB_base + t * N + offs_n, tl.sum(g * dtu[None, :], axis=1), mask=mn)
+        tl.store(dC_base + t * N + offs_n, tl.sum(h_cur * dy[None, :], axis=1), mask=mn)
+        return q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf
+
+    @triton.jit
+    def _scan_bwd_kernel_v2(
+        u_ptr, dt_ptr, A_ptr, Bt_ptr, Ct_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
+        du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        n_channels, seq_len, n_chunks,
+        s_u_b, s_u_d, s_u_l,
+        s_dt_b, s_dt_d, s_dt_l,
+        s_A_d, s_A_n,
+        s_z_b, s_z_d, s_z_l,
+        s_do_b, s_do_d, s_do_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+    ):
+        # du, ddt, dz: contiguous (batch, d, L). dA: fp32 (batch, N, d) partials (summed over batch outside).
+        # dB, dC: fp32 (batch, n_dblocks, L, N) partials (summed over channel blocks outside: no atomics).
+        # dD, dbias: fp32 (batch, d) partials. T must be 8: the chunk's states are 8 named register tiles.
+        tl.static_assert(T == 8)
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        n_dblk = tl.num_programs(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        offs_t = tl.arange(0, T)
+        A = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
+                    mask=mask_d[None, :], other=0.0).to(tl.float32)
+        A2 = A * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        else:
+            Dv = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        else:
+            bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        u_base = u_ptr + pid_b * s_u_b + offs_d * s_u_d
+        dt_base = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
+        z_base = z_ptr + pid_b * s_z_b + offs_d * s_z_d
+        do_base = dout_ptr + pid_b * s_do_b + offs_d * s_do_d
+        Bt_base = Bt_ptr + pid_b * seq_len * N
+        Ct_base = Ct_ptr + pid_b * seq_len * N
+        dB_base = dB_ptr + (pid_b * n_dblk + pid_d) * seq_len * N
+        dC_base = dC_ptr + (pid_b * n_dblk + pid_d) * seq_len * N
+        ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
+        g_out = (pid_b * n_channels + offs_d[None, :]) * seq_len          # contiguous (b, d, L) grads
+
+        q = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        dA_acc = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for j in range(0, n_chunks):
+            c = n_chunks - 1 - j
+            t0 = c * T
+            h0 = tl.load(ck_base + c * N * n_channels, mask=mask_d[None, :], other=0.0)
+            du_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            ddt_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            dz_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            h1 = _recompute_step(h0, t0 + 0, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            h2 = _recompute_step(h1, t0 + 1, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            h3 = _recompute_step(h2, t0 + 2, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            h4 = _recompute_step(h3, t0 + 3, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            h5 = _recompute_step(h4, t0 + 4, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            h6 = _recompute_step(h5, t0 + 5, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            h7 = _recompute_step(h6, t0 + 6, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            h8 = _recompute_step(h7, t0 + 7, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h7, h8, t0 + 7, 7, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h6, h7, t0 + 6, 6, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h5, h6, t0 + 5, 5, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h4, h5, t0 + 4, 4, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h3, h4, t0 + 3, 3, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h2, h3, t0 + 2, 2, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h1, h2, t0 + 1, 1, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
+                q, h0, h1, t0 + 0, 0, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
+                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
+                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
+            tt = t0 + offs_t
+            m_out = (tt < seq_len)[:, None] & mask_d[None, :]
+            tl.store(du_ptr + g_out + tt[:, None], du_buf.to(du_ptr.dtype.element_ty), mask=m_out)
+            tl.store(ddt_ptr + g_out + tt[:, None], ddt_buf.to(ddt_ptr.dtype.element_ty), mask=m_out)
+            if HAS_Z:
+                tl.store(dz_ptr + g_out + tt[:, None], dz_buf.to(dz_ptr.dtype.element_ty), mask=m_out)
+
+        tl.store(dA_ptr + pid_b * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :], dA_acc,
+                 mask=mask_d[None, :])
+        if HAS_D:
+            tl.store(dD_ptr + pid_b * n_channels + offs_d, dD_acc, mask=mask_d)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + pid_b * n_channels + offs_d, dbias_acc, mask=mask_d)
+
+
+def _check_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                  D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None) -> None:
+    if not HAS_TRITON:
+        raise ImportError("rom.kernels.triton_scan: triton is not installed; use backend='reference'")
+    if u.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":  # interpreter runs on CPU
+        raise ValueError(f"selective_scan_triton: expected CUDA tensors, got u on {u.device}")
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan_triton: u must be (batch, d_inner, L), got shape {tuple(u.shape)}")
+    batch, d_inner, seq_len = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"selective_scan_triton: delta shape {tuple(delta.shape)} != u shape {tuple(u.shape)}")
+    if A.dim() != 2 or A.shape[0] != d_inner:
+        raise ValueError(f"selective_scan_triton: A must be (d_inner={d_inner}, N), got {tuple(A.shape)}")
+    n_state = A.shape[1]
+    if n_state & (n_state - 1) or n_state > 256:
+        raise ValueError(f"selective_scan_triton: d_state must be a power of two <= 256, got {n_state}")
+    for name, t in (("B", B), ("C", C)):
+        if t.shape != (batch, n_state, seq_len):
+            raise ValueError(f"selective_scan_triton: {name} must be (batch={batch}, N={n_state}, L={seq_len}),"
+                             f" got {tuple(t.shape)} (grouped / time-invariant B, C are not supported)")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"selective_scan_triton: z shape {tuple(z.shape)} != u shape {tuple(u.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.shape != (d_inner,):
+            raise ValueError(f"selective_scan_triton: {name} must be (d_inner={d_inner},), got {tuple(t.shape)}")
+
+
+def _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, store_ckpt: bool,
+                  config: tuple[int, int, int] | None = None):
+    batch, d_inner, seq_len = u.shape
+    n_state = A.shape[1]
+    chunk, block_d, num_warps = config or _default_config(n_state, backward=False)
+    n_chunks = triton.cdiv(seq_len, chunk)
+    out = torch.empty((batch, d_inner, seq_len), device=u.device, dtype=u.dtype)
+    if store_ckpt:
+        ckpt = torch.empty((batch, d_inner, n_chunks, n_state), device=u.device, dtype=torch.float32)
+    else:
+        ckpt = out  # never written (STORE_CKPT=False)
+    zz = z if z is not None else u
+    grid = (batch, triton.cdiv(d_inner, block_d))
+    _scan_fwd_kernel[grid](
+        u, delta, A, B, C, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, out, ckpt,
+        d_inner, seq_len, n_chunks,
+        *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *zz.stride(), *out.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        STORE_CKPT=store_ckpt, N=n_state, BLOCK_D=block_d, CHUNK=chunk, num_warps=num_warps,
+    )
+    return out, (ckpt if store_ckpt else None), chunk
+
+
+def _scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, ckpt, chunk: int,
+                   config: tuple[int, int, int] | None = None):
+    batch, d_inner, seq_len = u.shape
+    n_state = A.shape[1]
+    _, block_d, num_warps = config or _default_config(n_state, backward=True)
+    n_chunks = triton.cdiv(seq_len, chunk)
+    dev = u.device
+    du = torch.empty((batch, d_inner, seq_len), device=dev, dtype=u.dtype)
+    ddelta = torch.empty((batch, d_inner, seq_len), device=dev, dtype=delta.dtype)
+    dz = torch.empty((batch, d_inner, seq_len), device=dev, dtype=z.dtype) if z is not None else None
+    dA_part = torch.empty((batch, d_inner, n_state), device=dev, dtype=torch.float32)
+    dB32 = torch.zeros((batch, n_state, seq_len), device=dev, dtype=torch.float32)
+    dC32 = torch.zeros((batch, n_state, seq_len), device=dev, dtype=torch.float32)
+    dD_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if D is not None else None
+    dbias_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if delta_bias is not None else None
+    zz = z if z is not None else u
+    grid = (batch, triton.cdiv(d_inner, block_d))
+    _scan_bwd_kernel[grid](
+        u, delta, A, B, C, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, dout, ckpt,
+        du, ddelta, dz if dz is not None else du, dA_part, dB32, dC32,
+        dD_part if dD_part is not None else dA_part, dbias_part if dbias_part is not None else dA_part,
+        d_inner, seq_len, n_chunks,
+        *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *zz.stride(), *dout.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        N=n_state, BLOCK_D=block_d, CHUNK=chunk, num_warps=num_warps,
+    )
+    dA = dA_part.sum(0).to(A.dtype)
+    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    return du, ddelta, dA, dB32.to(B.dtype), dC32.to(C.dtype), dD, dz, dbias
+
+
+V2_CHUNK = 8  # steps per checkpoint in v2 (the backward keeps the chunk's 8 states in registers)
+DEFAULT_IMPL = "v2"
+# v2 block shapes per d_state: (BLOCK_D, num_warps) for forward and backward; from benchmarks/gpu_scan.py --sweep
+V2_FWD_CONFIGS: dict[int, tuple[int, int]] = {}
+V2_BWD_CONFIGS: dict[int, tuple[int, int]] = {}
+
+
+def _v2_default(n_state: int, backward: bool) -> tuple[int, int]:
+    table = V2_BWD_CONFIGS if backward else V2_FWD_CONFIGS
+    if n_state in table:
+        return table[n_state]
+    # 2 lanes per channel at N=16 (8 states per thread), 4 lanes at N=64 (16 states per thread)
+    return (16, 1) if n_state <= 16 else (8, 1)
+
+
+def _fast_math() -> bool:
+    # inline PTX (approximate ex2 / lg2 / rcp) cannot run in the Triton interpreter
+    return os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, store_ckpt: bool,
+                     config: tuple[int, int] | None = None):
+    batch, d_inner, seq_len = u.shape
+    n_state = A.shape[1]
+    block_d, num_warps = config or _v2_default(n_state, backward=False)
+    n_chunks = triton.cdiv(seq_len, V2_CHUNK)
+    # B, C as fp32 (batch, L, N): one step's N values are contiguous (vector loads), 1/d_inner of u's size
+    Bt = B.transpose(1, 2).to(torch.float32).contiguous()
+    Ct = C.transpose(1, 2).to(torch.float32).contiguous()
+    out = torch.empty((batch, d_inner, seq_len), device=u.device, dtype=u.dtype)
+    ckpt = (torch.empty((batch, n_chunks, n_state, d_inner), device=u.device, dtype=torch.float32)
+            if store_ckpt else out)
+    zz = z if z is not None else u
+    At = A.t().to(torch.float32).contiguous()  # (N, d): tiles contiguous along channels, so N stays in-thread
+    grid = (batch, triton.cdiv(d_inner, block_d))
+    _scan_fwd_kernel_v2[grid](
+        u, delta, At, Bt, Ct, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, out, ckpt,
+        d_inner, seq_len, n_chunks,
+        *u.stride(), *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *out.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        STORE_CKPT=store_ckpt, FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
+    )
+    return out, (ckpt if store_ckpt else None), Bt, Ct
+
+
+def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_softplus: bool, ckpt,
+                      config: tuple[int, int] | None = None):
+    batch, d_inner, seq_len = u.shape
+    n_state = A.shape[1]
+    block_d, num_warps = config or _v2_default(n_state, backward=True)
+    n_chunks = triton.cdiv(seq_len, V2_CHUNK)
+    n_dblk = triton.cdiv(d_inner, block_d)
+    dev = u.device
+    du = torch.empty((batch, d_inner, seq_len), device=dev, dtype=u.dtype)
+    ddelta = torch.empty((batch, d_inner, seq_len), device=dev, dtype=delta.dtype)
+    dz = torch.empty((batch, d_inner, seq_len), device=dev, dtype=z.dtype) if z is not None else None
+    dA_part = torch.empty((batch, n_state, d_inner), device=dev, dtype=torch.float32)
+    dB_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=torch.float32)
+    dC_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=torch.float32)
+    dD_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if D is not None else None
+    dbias_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if delta_bias is not None else None
+    zz = z if z is not None else u
+    At = A.t().to(torch.float32).contiguous()
+    _scan_bwd_kernel_v2[(batch, n_dblk)](
+        u, delta, At, Bt, Ct, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, dout, ckpt,
+        du, ddelta, dz if dz is not None else du, dA_part, dB_part, dC_part,
+        dD_part if dD_part is not None else dA_part, dbias_part if dbias_part is not None else dA_part,
+        d_inner, seq_len, n_chunks,
+        *u.stride(), *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *dout.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
+    )
+    dA = dA_part.sum(0).t().to(A.dtype)
+    dB = dB_part.sum(1).transpose(1, 2).to(B.dtype)
+    dC = dC_part.sum(1).transpose(1, 2).to(C.dtype)
+    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+class SelectiveScanTriton(torch.autograd.Function):
+    """autograd wrapper: forward saves the inputs and fp32 chunk-start states, backward recomputes."""
+
+    @staticmethod
+    def forward(ctx: Any, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, needs_grad: bool,
+                impl: str, fwd_config=None, bwd_config=None):
+        # needs_grad is decided by the caller: grad mode is always off inside forward
+        if impl == "v2":
+            out, ckpt, Bt, Ct = _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                 store_ckpt=needs_grad, config=fwd_config)
+            chunk = V2_CHUNK
+        else:
+            out, ckpt, chunk = _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                             store_ckpt=needs_grad, config=fwd_config)
+            Bt = Ct = None
+        if needs_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt, Bt, Ct)
+            ctx.delta_softplus = delta_softplus
+            ctx.chunk = chunk
+            ctx.impl = impl
+            ctx.bwd_config = bwd_config
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, dout):
+        u, delta, A, B, C, D, z, delta_bias, ckpt, Bt, Ct = ctx.saved_tensors
+        if ctx.impl == "v2":
+            grads = _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, ctx.delta_softplus, ckpt,
+                                      config=ctx.bwd_config)
+        else:
+            grads = _scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ckpt, ctx.chunk,
+                                   config=ctx.bwd_config)
+        du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+        return du, ddelta, dA, dB, dC, dD, dz, dbias, None, None, None, None, None
+
+
+def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                          C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                          delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
+                          impl: str | None = None, fwd_config: tuple[int, ...] | None = None,
+                          bwd_config: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Selective scan on CUDA through Triton; same contract as the reference ``selective_scan``.
+
+    u, delta, z: (batch, d_inner, L) fp32/bf16/fp16; A: (d_inner, N) real (negative); B, C: (batch, N, L);
+    D, delta_bias: (d_inner,). Returns y (batch, d_inner, L) in u's dtype. State math is fp32.
+    ``impl``: "v2" (default: sequential per channel, states in registers) or "v1" (chunked associative scan,
+    kept for comparison). ``fwd_config`` / ``bwd_config`` override block shapes: v2 (BLOCK_D, num_warps);
+    v1 (CHUNK, BLOCK_D, num_warps), where the backward uses the forward's CHUNK.
+    """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    impl = impl or DEFAULT_IMPL
+    if impl not in ("v1", "v2"):
+        raise ValueError(f"selective_scan_triton: impl must be 'v1' or 'v2', got {impl!r}")
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    return SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), needs_grad,
+                                     impl, fwd_config, bwd_config)
+
+
+def exp_floor_ms(batch: int, d_inner: int, seq_len: int, n_state: int, exps_per_element: int,
+                 sfu_exp_per_s: float) -> float:
+    """Time floor from the exponentials alone: batch * d_inner * L * N * exps / SFU rate, in ms."""
+    return batch * d_inner * seq_len * n_state * exps_per_element / sfu_exp_per_s * 1e3
+
+
+__all__ = ["selective_scan_triton", "SelectiveScanTriton", "HAS_TRITON", "exp_floor_ms"]

@@ -1,0 +1,194 @@
+"""Routing Mamba (RoM) mixer: a Mamba-1 mixer whose large projections are expert banks under one router.
+
+Shared routing (the paper): one router per layer, P(x_t) = softmax(x_t W_r), S_t = TopK(P(x_t)), decided once
+and reused by every expert projection:
+    H_t = SiLU(conv(sum_{i in S_t} x_t W_in,i))          conv (x) branch, 0/1 indicator
+    G_t = SiLU(sum_{i in S_t} x_t W_g,i)                 gate (z) branch, 0/1 indicator
+    O_t = sum_{i in S_t} P_i(x_t) (Y_t * G_t) W_out,i    out projection, router probability
+Conv1D, x_proj, dt_proj, A_log and D are shared unless listed in ``rom.expert_projections`` (the
+"comprehensive" ablation), in which case they are expert banks combined like the conv branch.
+
+Choices where the paper is silent (config options, see rom.config.RoMConfig):
+- top-k > 1: indicator branches take the mean of the k experts (``branch_combine=mean``; top-1 is exactly the
+  0/1 indicator) or their sum (``sum``); out weights are the top-k probabilities, renormalised if asked.
+- independent routing (the naive-MoE ablation): every expert projection has its own router, all seeing the
+  layer input x_t, and each projection is a standard MoE linear weighted by its own router's probabilities
+  (with 0/1 indicators its router would get no gradient from the language-model loss).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rom import kernels
+from rom.config import Combine, MambaConfig, Projection, RoMConfig, Routing
+from rom.layers.expert_linear import ExpertLinear
+from rom.layers.mamba import CausalConv1d, SSMCore, init_dt_bias
+from rom.layers.router import Router, RouterDecision
+
+
+class RoMMixer(nn.Module):
+    def __init__(
+        self, d_model: int, mcfg: MambaConfig, rcfg: RoMConfig, dt_rank: int, backend: str = "auto"
+    ) -> None:
+        super().__init__()
+        E = rcfg.num_experts
+        self.d_model, self.d_inner, self.d_state, self.dt_rank = d_model, mcfg.expand * d_model, mcfg.d_state, dt_rank
+        self.rcfg = rcfg
+        self.shared = rcfg.routing == Routing.SHARED
+        self.backend = backend
+        De, N, R = self.d_inner, self.d_state, dt_rank
+
+        def router(name: str) -> Router:
+            return Router(d_model, E, rcfg.top_k, rcfg.renormalize, rcfg.load_balance_coef, rcfg.z_loss_coef, name)
+
+        if self.shared:
+            self.router = router("router")
+        else:
+            self.routers = nn.ModuleDict({p.value: router(f"router_{p.value}") for p in rcfg.expert_projections})
+
+        # conv (x) and gate (z) halves of in_proj. Under shared routing the expert halves form one bank, so a
+        # single grouped GEMM computes both (as the dense in_proj computes x and z in one matmul).
+        self.in_expert_parts = [p for p in (Projection.CONV, Projection.GATE) if rcfg.is_expert(p)]
+        self.in_dense_parts = [p for p in (Projection.CONV, Projection.GATE) if not rcfg.is_expert(p)]
+        self.in_experts = nn.ModuleDict()
+        if self.in_expert_parts:
+            if self.shared:
+                self.in_experts["shared"] = ExpertLinear(E, d_model, De * len(self.in_expert_parts), backend)
+            else:
+                for p in self.in_expert_parts:
+                    self.in_experts[p.value] = ExpertLinear(E, d_model, De, backend)
+        self.in_proj = nn.Linear(d_model, De * len(self.in_dense_parts), bias=False) if self.in_dense_parts else None
+
+        if rcfg.is_expert(Projection.CONV1D):
+            conv = torch.stack([CausalConv1d(De, mcfg.d_conv).weight.data for _ in range(E)])
+            self.conv1d_experts = nn.Parameter(conv)  # (E, De, width)
+            bound = mcfg.d_conv**-0.5
+            self.conv1d_expert_bias = nn.Parameter(torch.empty(E, De).uniform_(-bound, bound))
+            self.conv1d = None
+        else:
+            self.conv1d = CausalConv1d(De, mcfg.d_conv, bias=mcfg.conv_bias, backend=backend)
+
+        if rcfg.is_expert(Projection.X):
+            self.x_experts = ExpertLinear(E, De, R + 2 * N, backend)
+        else:
+            self.x_proj = nn.Linear(De, R + 2 * N, bias=False)
+
+        if rcfg.is_expert(Projection.DT):
+            self.dt_experts = ExpertLinear(E, R, De, backend)
+            nn.init.uniform_(self.dt_experts.weight, -(R**-0.5), R**-0.5)
+            self.dt_expert_bias = nn.Parameter(torch.stack([init_dt_bias(De, mcfg) for _ in range(E)]))
+        else:
+            self.dt_proj = nn.Linear(R, De, bias=True)
+            nn.init.uniform_(self.dt_proj.weight, -(R**-0.5), R**-0.5)
+            with torch.no_grad():
+                self.dt_proj.bias.copy_(init_dt_bias(De, mcfg))
+            self.dt_proj.bias._no_reinit = True
+
+        self.ssm = SSMCore(De, N, backend)
+
+        if rcfg.is_expert(Projection.OUT):
+            self.out_experts = ExpertLinear(E, De, d_model, backend)
+            self.out_experts._is_residual_out = True
+        else:
+            self.out_proj = nn.Linear(De, d_model, bias=False)
+            self.out_proj._is_residual_out = True
+
+    # ------------------------------------------------------------------------------------------ routing
+    def _indicator_weights(self, dec: RouterDecision, dtype: torch.dtype) -> torch.Tensor | None:
+        """Combination weights of the 0/1-indicator branches (conv, gate, x, dt, conv1d)."""
+        if not self.shared:
+            return dec.weights.to(dtype)
+        if self.rcfg.branch_combine == Combine.SUM or self.rcfg.top_k == 1:
+            return None
+        return torch.full_like(dec.weights, 1.0 / self.rcfg.top_k, dtype=dtype)
+
+    def _moe_linear(self, bank: ExpertLinear, x_tok: torch.Tensor, dec: RouterDecision, weights) -> torch.Tensor:
+        d = dec.dispatch
+        return kernels.unpermute(bank(kernels.permute(x_tok, d), d), d, weights)
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list]:
+        b, L, Dm = hidden.shape
+        T, De, N, R = b * L, self.d_inner, self.d_state, self.dt_rank
+        h = hidden.reshape(T, Dm)
+        decisions: dict[str, RouterDecision] = {}
+
+        def decide(p: Projection) -> RouterDecision:
+            key = "shared" if self.shared else p.value
+            if key not in decisions:
+                decisions[key] = self.router(h) if self.shared else self.routers[p.value](h)
+            return decisions[key]
+
+        # in projection: x (conv branch) and z (gate branch)
+        parts: dict[Projection, torch.Tensor] = {}
+        if self.in_proj is not None:
+            for p, t in zip(self.in_dense_parts, self.in_proj(h).split(De, dim=-1)):
+                parts[p] = t
+        if self.in_expert_parts and self.shared:
+            dec = decide(self.in_expert_parts[0])
+            out = self._moe_linear(self.in_experts["shared"], h, dec, self._indicator_weights(dec, h.dtype))
+            for p, t in zip(self.in_expert_parts, out.split(De, dim=-1)):
+                parts[p] = t
+        elif self.in_expert_parts:
+            for p in self.in_expert_parts:
+                dec = decide(p)
+                parts[p] = self._moe_linear(self.in_experts[p.value], h, dec, self._indicator_weights(dec, h.dtype))
+        x_tok, z_tok = parts[Projection.CONV], parts[Projection.GATE]
+
+        # depthwise causal conv + SiLU
+        x = x_tok.reshape(b, L, De).transpose(1, 2)
+        if self.conv1d is not None:
+            x = self.conv1d(x)
+        else:
+            x = self._expert_conv(x, decide(Projection.CONV1D))
+        x_tok = x.transpose(1, 2).reshape(T, De)
+
+        # x_proj -> (dt, B, C)
+        if hasattr(self, "x_experts"):
+            dec = decide(Projection.X)
+            x_dbl = self._moe_linear(self.x_experts, x_tok, dec, self._indicator_weights(dec, x_tok.dtype))
+        else:
+            x_dbl = self.x_proj(x_tok)
+        dt, B, C = x_dbl.split([R, N, N], dim=-1)
+
+        # dt_proj -> delta (softplus inside the scan)
+        if hasattr(self, "dt_experts"):
+            dec = decide(Projection.DT)
+            d = dec.dispatch
+            delta_perm = self.dt_experts(kernels.permute(dt, d), d)
+            expert_of_row = dec.indices.reshape(-1)[d.slot_index]
+            delta_perm = delta_perm + self.dt_expert_bias[expert_of_row].to(delta_perm.dtype)
+            delta = kernels.unpermute(delta_perm, d, self._indicator_weights(dec, delta_perm.dtype))
+            delta_bias = None
+        else:
+            delta = F.linear(dt, self.dt_proj.weight)
+            delta_bias = self.dt_proj.bias.float()
+
+        def channels_first(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, L, -1).transpose(1, 2).contiguous()
+
+        y = self.ssm(x, channels_first(delta), channels_first(B), channels_first(C), channels_first(z_tok), delta_bias)
+        y_tok = y.transpose(1, 2).reshape(T, De)
+
+        if hasattr(self, "out_experts"):
+            dec = decide(Projection.OUT)
+            out = self._moe_linear(self.out_experts, y_tok, dec, dec.weights.to(y_tok.dtype))
+        else:
+            out = self.out_proj(y_tok)
+        return out.reshape(b, L, Dm), [dec.stats for dec in decisions.values()]
+
+    def _expert_conv(self, x: torch.Tensor, dec: RouterDecision) -> torch.Tensor:
+        """Per-token expert depthwise causal conv: x (b, De, L) -> SiLU(sum_i conv_i(x)_t) (b, De, L)."""
+        b, De, L = x.shape
+        width = self.conv1d_experts.shape[-1]
+        windows = F.pad(x, (width - 1, 0)).unfold(2, width, 1)  # (b, De, L, width)
+        windows = windows.permute(0, 2, 1, 3).reshape(b * L, De, width)
+        d = dec.dispatch
+        expert_of_row = dec.indices.reshape(-1)[d.slot_index]
+        w = self.conv1d_experts[expert_of_row].to(x.dtype)  # (T*k, De, width)
+        rows = (windows[d.token_index] * w).sum(-1) + self.conv1d_expert_bias[expert_of_row].to(x.dtype)
+        out = kernels.unpermute(rows, d, self._indicator_weights(dec, x.dtype))
+        return F.silu(out).reshape(b, L, De).transpose(1, 2)

@@ -1,0 +1,73 @@
+"""Top-k softmax router. Returns its decision and auxiliary losses instead of storing them.
+
+P(x_t) = softmax(x_t W_r); S_t = TopK(P(x_t)). Load-balancing loss (Switch Transformer):
+E * sum_i f_i * p_i with f_i the share of token-slots sent to expert i and p_i the mean router probability.
+Router z-loss (ST-MoE): mean(logsumexp(logits)^2). Probabilities are computed in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rom import kernels
+from rom.layers.aux import RouterStats
+
+
+@dataclass
+class RouterDecision:
+    logits: torch.Tensor  # (T, E) fp32
+    probs: torch.Tensor  # (T, E) fp32
+    indices: torch.Tensor  # (T, k) int64: chosen experts per token
+    weights: torch.Tensor  # (T, k) fp32: router probability of each chosen expert (renormalised if asked)
+    dispatch: "kernels.Dispatch"  # sort-based permutation of the token-slots by expert
+    stats: RouterStats
+
+
+class Router(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        top_k: int,
+        renormalize: bool = False,
+        load_balance_coef: float = 0.0,
+        z_loss_coef: float = 0.0,
+        name: str = "router",
+    ) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.renormalize = renormalize
+        self.load_balance_coef = load_balance_coef
+        self.z_loss_coef = z_loss_coef
+        self.name = name
+        self.weight = nn.Parameter(torch.empty(num_experts, d_model))
+        nn.init.normal_(self.weight, std=d_model**-0.5)
+
+    def forward(self, x: torch.Tensor) -> RouterDecision:
+        """x: (T, d_model) -> RouterDecision for T tokens."""
+        logits = (x @ self.weight.t().to(x.dtype)).float()
+        probs = torch.softmax(logits, dim=-1)
+        top_probs, indices = torch.topk(probs, self.top_k, dim=-1)
+        weights = top_probs / top_probs.sum(-1, keepdim=True) if self.renormalize else top_probs
+        dispatch = kernels.make_dispatch(indices, self.num_experts)
+
+        tokens_per_expert = dispatch.tokens_per_expert.to(probs.dtype)
+        slot_share = tokens_per_expert / max(1, indices.numel())
+        load_balance = self.num_experts * (slot_share.detach() * probs.mean(0)).sum()
+        z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean()
+        entropy = -(probs * torch.log(probs.clamp_min(1e-20))).sum(-1).mean()
+        weighted = self.load_balance_coef * load_balance + self.z_loss_coef * z_loss
+        stats = RouterStats(
+            name=self.name,
+            layer=-1,
+            tokens_per_expert=tokens_per_expert.detach(),
+            entropy=entropy.detach(),
+            load_balance_loss=load_balance,
+            z_loss=z_loss,
+            weighted_loss=weighted,
+        )
+        return RouterDecision(logits, probs, indices, weights, dispatch, stats)

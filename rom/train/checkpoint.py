@@ -1,0 +1,193 @@
+"""Atomic, validated, resumable training checkpoints and the final trained model file.
+
+Layout of ``RUN_DIR/checkpoint/``::
+
+    meta.json          {run_id, config_hash, step, file, bytes, sha256, created}   (written last)
+    step-00000100.pt   torch.save of the training state (model, optimizer, scheduler, RNG, loader, step)
+
+A new state file is written under a new name, then ``meta.json`` is atomically replaced, then older state
+files are removed: a crash at any point leaves a consistent (older or newer) checkpoint. Loading checks that
+the checkpoint belongs to the same run (run id and config hash), that the file has the recorded size and
+SHA-256, and that it unpickles; each failure raises ``CheckpointError`` naming the file.
+
+``RUN_DIR/model.pt`` holds ``{"config": to_dict(RunConfig), "state_dict": ...}`` for evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rom.config import ConfigError, RunConfig, run_config_from_dict, to_dict
+from rom.io import atomic_path, atomic_write_json
+from rom.records import now_iso
+
+CHECKPOINT_DIR = "checkpoint"
+META_FILE = "meta.json"
+MODEL_FILE = "model.pt"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or model file is missing, truncated, corrupt, or belongs to another run."""
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_meta(run_dir: str | Path) -> dict | None:
+    """The checkpoint's meta.json, or None when the run directory holds no checkpoint."""
+    ckpt = checkpoint_dir(run_dir)
+    meta_path = ckpt / META_FILE
+    if not meta_path.exists():
+        if ckpt.is_dir() and any(ckpt.glob("step-*.pt")):
+            raise CheckpointError(f"{meta_path}: missing, but {ckpt} holds state files; the checkpoint is incomplete")
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_path}: not valid JSON ({e}); the checkpoint is corrupt") from None
+    for key in ("run_id", "config_hash", "step", "file", "bytes", "sha256"):
+        if not isinstance(meta, dict) or key not in meta:
+            raise CheckpointError(f"{meta_path}: missing field '{key}'; the checkpoint is corrupt")
+    return meta
+
+
+def check_same_run(run_dir: str | Path, run_id: str, config_hash: str) -> dict | None:
+    """Refuse a run directory whose checkpoint belongs to a different run; return its meta (or None)."""
+    meta = read_meta(run_dir)
+    if meta is None:
+        return None
+    if meta["run_id"] != run_id or meta["config_hash"] != config_hash:
+        raise CheckpointError(
+            f"{checkpoint_dir(run_dir) / META_FILE}: this output directory holds a checkpoint of run "
+            f"{meta['run_id']!r} (config hash {meta['config_hash']}), not of run {run_id!r} (config hash "
+            f"{config_hash}); use another --out directory or remove {checkpoint_dir(run_dir)}"
+        )
+    return meta
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], run_id: str, config_hash: str) -> Path:
+    """Write ``state`` (must hold 'step') atomically; return the state file's path."""
+    ckpt = checkpoint_dir(run_dir)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    step = int(state["step"])
+    name = f"step-{step:08d}.pt"
+    target = ckpt / name
+    payload = {"format_version": FORMAT_VERSION, "run_id": run_id, "config_hash": config_hash, **state}
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    meta = {
+        "run_id": run_id,
+        "config_hash": config_hash,
+        "step": step,
+        "file": name,
+        "bytes": target.stat().st_size,
+        "sha256": _sha256(target),
+        "created": now_iso(),
+    }
+    atomic_write_json(ckpt / META_FILE, meta)
+    for old in ckpt.glob("step-*.pt"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def load_checkpoint(run_dir: str | Path, run_id: str, config_hash: str, map_location: str = "cpu") -> dict | None:
+    """The saved training state of this run, or None when there is no checkpoint; validated (see module doc)."""
+    meta = check_same_run(run_dir, run_id, config_hash)
+    if meta is None:
+        return None
+    path = checkpoint_dir(run_dir) / str(meta["file"])
+    if not path.exists():
+        raise CheckpointError(f"{path}: named by {checkpoint_dir(run_dir) / META_FILE} but missing")
+    size = path.stat().st_size
+    if size != meta["bytes"]:
+        raise CheckpointError(f"{path}: {size} bytes, expected {meta['bytes']}; the file is truncated or corrupt")
+    if _sha256(path) != meta["sha256"]:
+        raise CheckpointError(f"{path}: SHA-256 differs from {META_FILE}; the file is corrupt")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e}); the file is corrupt") from None
+    if state.get("run_id") != run_id or int(state.get("step", -1)) != int(meta["step"]):
+        raise CheckpointError(f"{path}: contents disagree with {META_FILE} (run id or step)")
+    return state
+
+
+# ----------------------------------------------------------------------------------------- RNG states
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and CUDA generator states, as tensors/ints (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    version, gauss = py[-2], py[-1]
+    random.setstate((version, tuple(py[:-2]), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------- model file
+
+
+def save_model(run_dir: str | Path, cfg: RunConfig, state_dict: dict[str, torch.Tensor]) -> Path:
+    path = Path(run_dir) / MODEL_FILE
+    with atomic_path(path) as tmp:
+        torch.save({"config": to_dict(cfg), "state_dict": state_dict}, tmp)
+    return path
+
+
+def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode on ``device``, RunConfig) from RUN_DIR/model.pt."""
+    from rom.train.factory import make_model
+
+    path = Path(run_dir) / MODEL_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: no trained model here (run `rom train --out {run_dir}` first)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e}); the file is corrupt") from None
+    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+        raise CheckpointError(f"{path}: expected a dict with 'config' and 'state_dict'")
+    try:
+        cfg = run_config_from_dict(blob["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: stored config is invalid: {e}") from None
+    model = make_model(cfg.model, cfg.train.backend.value)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the stored model config: {e}") from None
+    return model.to(device).eval(), cfg

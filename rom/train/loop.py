@@ -1,0 +1,489 @@
+"""The training loop: token budget, micro-batches, bf16 autocast on CUDA, clip, schedule, validation, metrics,
+atomic checkpoints (periodic and on SIGTERM/SIGINT), exact resume, DDP/FSDP2 under torchrun.
+
+``train(cfg, data_dir, out_dir)`` returns the record's train part and writes, on rank 0 only:
+RUN_DIR/metrics.jsonl, train.log, checkpoint/ (removed after a completed run), model.pt, train.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rom.config import ConfigError, Parallelism, RunConfig, to_dict
+from rom.eval.perplexity import autocast_context, precision_name, score_windows
+from rom.io import atomic_write_json
+from rom.records import load_json, make_part, now_iso
+from rom.train import distributed as D
+from rom.train import factory
+from rom.train.checkpoint import (CheckpointError, check_same_run, checkpoint_dir, load_checkpoint, rng_state,
+                                  save_checkpoint, save_model, set_rng_state)
+from rom.train.metrics import MetricsWriter, router_metrics
+from rom.train.optim import build_optimizer
+from rom.train.peaks import mfu, peak_flops
+from rom.train.schedule import WarmupCosine
+
+TRAIN_PART = "train.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+# Test hook: "STEP:SIGNAL" makes the process send itself SIGNAL right after optimizer step STEP.
+KILL_HOOK_ENV = "ROM_TEST_SIGNAL_AT_STEP"
+
+
+class TrainingInterrupted(Exception):
+    """Stopped by a signal after writing a checkpoint; ``exit_code`` = 128 + signal number."""
+
+    def __init__(self, signum: int, step: int, path: Path) -> None:
+        self.signum, self.step, self.path = signum, step, path
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received: checkpoint of step {step} written to {path}; run the same "
+                         f"command again to resume")
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _setup_log(run_dir: Path, enabled: bool) -> logging.Logger:
+    logger = logging.getLogger(f"rom.train.{run_dir}")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    if enabled:
+        handler = logging.FileHandler(run_dir / LOG_FILE)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        logger.addHandler(handler)
+    else:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("torch", "numpy", "tokenizers", "rom-toolkit", "triton", "mamba-ssm"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def provenance(cfg: RunConfig, device: torch.device) -> dict:
+    return {
+        "git_sha": _git_sha(),
+        "config_hash": cfg.config_hash(),
+        "packages": package_versions(),
+        "device": device_name(device),
+        "python": platform.python_version(),
+        "created": now_iso(),
+    }
+
+
+def model_summary(cfg: RunConfig) -> dict:
+    m = cfg.model
+    rom = m.uses_rom
+    out = {
+        "d_model": m.d_model,
+        "n_layer": m.n_layer,
+        "pattern": m.pattern.value,
+        "num_experts": m.rom.num_experts if rom else 1,
+        "top_k": m.rom.top_k if rom else 1,
+        "routing": m.rom.routing.value if rom else "none",
+        "expert_projections": [p.value for p in m.rom.expert_projections] if rom else [],
+        "mlp": m.mlp.value,
+    }
+    if m.mlp.value == "moe":
+        out["moe_num_experts"], out["moe_top_k"] = m.moe.num_experts, m.moe.top_k
+    return out
+
+
+def param_summary(cfg: RunConfig) -> dict:
+    from rom.accounting import count_params
+
+    p = count_params(cfg.model)
+    out = p.to_dict()  # components: {name: {total, active}}
+    for key in ("total", "active", "total_nonembedding", "active_nonembedding", "embedding"):
+        out[key] = int(out[key])
+    return out
+
+
+def train_flops_per_token(cfg: RunConfig) -> float | None:
+    try:
+        from rom.accounting import count_flops
+    except ImportError:
+        return None
+    return float(count_flops(cfg.model, cfg.train.seq_len).train)
+
+
+def _batch_layout(cfg: RunConfig, world: int) -> tuple[int, int]:
+    """(micro-batch size per rank, accumulation steps) for the global batch train.batch_size."""
+    t = cfg.train
+    if t.batch_size % world:
+        raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by the number of processes ({world})")
+    per_rank = t.batch_size // world
+    micro = t.micro_batch_size or per_rank
+    if micro > per_rank or per_rank % micro:
+        raise ConfigError(
+            f"train.micro_batch_size={micro} must divide the per-process batch {per_rank} "
+            f"(train.batch_size={t.batch_size} over {world} processes)"
+        )
+    return micro, per_rank // micro
+
+
+def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> dict | None:
+    """Refuse a directory of another run (checkpoint or train part); return the checkpoint meta if any."""
+    meta = check_same_run(run_dir, cfg.run_id, cfg.config_hash())
+    part = run_dir / TRAIN_PART
+    if meta is None and part.exists():
+        try:
+            other = load_json(part).get("run_id")
+        except Exception:  # noqa: BLE001 - an unreadable old part is simply replaced
+            other = None
+        if other is not None and other != cfg.run_id:
+            raise CheckpointError(
+                f"{part}: this output directory holds run {other!r}, not {cfg.run_id!r}; use another --out"
+            )
+    return meta
+
+
+class _StopFlag:
+    """Records SIGTERM/SIGINT; the loop checks it between optimizer steps."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _test_hook() -> tuple[int, int] | None:
+    spec = os.environ.get(KILL_HOOK_ENV)
+    if not spec:
+        return None
+    step, name = spec.split(":")
+    return int(step), int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, device: str | None = None) -> dict:
+    """Train ``cfg`` on the shards in ``data_dir``; write the run into ``out_dir``; return the train part."""
+    info = D.init_distributed(device)
+    try:
+        return _train(cfg, Path(data_dir), Path(out_dir), info)
+    finally:
+        D.shutdown(info)
+
+
+def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> dict:
+    t = cfg.train
+    main = info.is_main
+    run_id, config_hash = cfg.run_id, cfg.config_hash()
+    micro, accum = _batch_layout(cfg, info.world_size)
+    total_steps = t.steps
+    tokens_per_step = t.tokens_per_step
+    if t.threads:
+        torch.set_num_threads(t.threads)
+
+    # Inputs first: fail before touching the output directory.
+    train_shard = factory.open_shard(data_dir, "train")
+    val_shard = factory.open_shard(data_dir, "val")
+    factory.check_vocab(cfg.model, train_shard, f"{data_dir / 'train.json'}")
+    params = param_summary(cfg)  # fail fast if the accounting cannot describe this model
+    val_windows = min(t.eval_batches * micro * info.world_size, max(0, (len(val_shard.tokens) - 1) // t.seq_len))
+    val_windows -= val_windows % info.world_size
+    if val_windows == 0:
+        raise ConfigError(f"{data_dir / 'val.bin'}: {len(val_shard.tokens)} tokens, too few for one validation "
+                          f"window of {t.seq_len + 1} tokens per process")
+    flops_per_token = train_flops_per_token(cfg)
+
+    meta = prepare_run_dir(run_dir, cfg)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    D.barrier(info)
+    log = _setup_log(run_dir, main)
+    metrics = MetricsWriter(run_dir / METRICS_FILE, enabled=main)
+
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed % (2**32))
+    import random
+
+    random.seed(t.seed)
+    raw = factory.make_model(cfg.model, t.backend.value).to(info.device)
+    measured = sum(p.numel() for p in raw.parameters())
+    if measured != params["total"]:
+        log.warning("accounting says %d parameters, the built model has %d", params["total"], measured)
+    model = D.wrap_model(raw, info, t.parallelism)
+    optimizer = build_optimizer(raw, t)
+    schedule = WarmupCosine(optimizer, t, total_steps)
+    loader = factory.make_loader(train_shard, t.seq_len, micro, t.seed, info.rank, info.world_size)
+    forward = torch.compile(model) if t.compile else model
+    layout = "fsdp" if (info.distributed and t.parallelism == Parallelism.FSDP) else "full"
+
+    step, losses, elapsed, val_loss = 0, [], 0.0, None
+    state = load_checkpoint(run_dir, run_id, config_hash) if meta is not None else None
+    if state is not None:
+        if state["layout"] != layout or state["world_size"] != info.world_size:
+            raise CheckpointError(
+                f"{checkpoint_dir(run_dir)}: saved with {state['world_size']} process(es) and {state['layout']} "
+                f"state; resume with the same number of processes and train.parallelism"
+            )
+        D.load_full_state(raw, optimizer, state["model"], state["optimizer"], info, t.parallelism)
+        schedule.load_state_dict(state["schedule"])
+        loader.load_state_dict(state["loader"][info.rank])
+        set_rng_state(state["rng"][info.rank])
+        step, losses, elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed_s"])
+        val_loss = state.get("val_loss")
+        metrics.truncate_after(step)
+        log.info("resumed %s from step %d of %d (%s)", run_id, step, total_steps, checkpoint_dir(run_dir))
+        del state
+    else:
+        metrics.reset()
+        log.info("start %s: %d steps x %d tokens (batch %d = %d ranks x %d micro x %d accumulation), device %s",
+                 run_id, total_steps, tokens_per_step, t.batch_size, info.world_size, micro, accum,
+                 device_name(info.device))
+
+    def checkpoint() -> Path:
+        msd, osd = D.full_state(raw, optimizer, info, t.parallelism)
+        rngs = D.gather_objects(info, rng_state())
+        loaders = D.gather_objects(info, loader.state_dict())
+        path = checkpoint_dir(run_dir)
+        if main:
+            path = save_checkpoint(run_dir, {
+                "step": step, "model": msd, "optimizer": osd, "schedule": schedule.state_dict(),
+                "loader": loaders, "rng": rngs, "losses": losses, "elapsed_s": elapsed + (time.perf_counter() - t_session),
+                "val_loss": val_loss, "layout": layout, "world_size": info.world_size,
+            }, run_id, config_hash)
+            log.info("checkpoint step %d -> %s", step, path)
+        D.barrier(info)
+        return path
+
+    def validate() -> float:
+        ids = list(range(info.rank, val_windows, info.world_size))
+        s, c = score_windows(forward, val_shard.tokens, t.seq_len, ids, micro, info.device, t.precision)
+        s, c = D.all_reduce_sum(info, [s, float(c)])
+        return s / c
+
+    hook = _test_hook()
+    stop = _StopFlag()
+    stop.install()
+    bar = None
+    if main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.name}", unit="step", mininterval=1.0,
+                   dynamic_ncols=True, file=sys.stderr)
+    peak = peak_flops(torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else None)
+    raw.train()
+    diverged = False
+    last_lr = schedule.current_lr()
+    t_session = time.perf_counter()
+    pending: list[torch.Tensor] = []  # per step: (loss, ce, aux, grad_norm) on device, read at log time
+    router_buffer: list[Any] = []
+    window_start, window_data, window_steps = time.perf_counter(), 0.0, 0
+    batches = iter(loader)
+
+    def flush() -> dict[str, Any]:
+        """Read pending per-step values (one device sync), average over ranks, append to ``losses``."""
+        nonlocal diverged, window_start, window_data, window_steps
+        row: dict[str, Any] = {}
+        if not pending:
+            return row
+        vals = torch.stack(pending).double()
+        if info.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(vals, op=dist.ReduceOp.SUM)
+            vals /= info.world_size
+        vals_list = vals.cpu().tolist()
+        pending.clear()
+        losses.extend(v[0] for v in vals_list)
+        wall = time.perf_counter() - window_start
+        tokens_per_s = tokens_per_step * window_steps / wall if wall > 0 else 0.0
+        mean = np.mean(vals_list, axis=0)
+        row.update({
+            "train/loss": float(mean[0]), "train/ce": float(mean[1]), "train/aux_loss": float(mean[2]),
+            "grad_norm": float(vals_list[-1][3]), "lr": float(last_lr),
+            "perf/tokens_per_s": tokens_per_s, "perf/step_time_s": wall / max(1, window_steps),
+            "perf/data_time_frac": window_data / wall if wall > 0 else 0.0,
+            "perf/mfu": mfu(flops_per_token, tokens_per_s, peak, info.world_size),
+        })
+        if router_buffer:
+            row.update(router_metrics(router_buffer))
+            router_buffer.clear()
+        if not all(math.isfinite(v[0]) for v in vals_list):
+            diverged = True
+        window_start, window_data, window_steps = time.perf_counter(), 0.0, 0
+        return row
+
+    try:
+        while step < total_steps and not diverged:
+            if D.any_rank(info, stop.signum is not None):
+                break
+            log_step = (step + 1) % t.log_every == 0 or step + 1 == total_steps
+            optimizer.zero_grad(set_to_none=True)
+            ce_sum = torch.zeros((), device=info.device)
+            aux_sum = torch.zeros((), device=info.device)
+            for i in range(accum):
+                t0 = time.perf_counter()
+                try:
+                    x, y = next(batches)
+                except StopIteration:  # a finite loader: start its next pass
+                    batches = iter(loader)
+                    x, y = next(batches)
+                x = x.to(info.device, non_blocking=True)
+                y = y.to(info.device, non_blocking=True)
+                window_data += time.perf_counter() - t0
+                with D.set_grad_sync(model, i == accum - 1), autocast_context(info.device, t.precision):
+                    out = forward(x)
+                    logits = out.logits
+                    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+                    aux = out.aux_loss if torch.is_tensor(out.aux_loss) else torch.tensor(float(out.aux_loss))
+                    ((ce + aux) / accum).backward()
+                ce_sum += ce.detach()
+                aux_sum += aux.detach().to(ce_sum.device)
+                if log_step and getattr(out, "router_stats", None):
+                    router_buffer.extend(out.router_stats)
+            last_lr = optimizer.param_groups[0]["lr"]
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2 DTensor
+                grad_norm = grad_norm.full_tensor()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            window_steps += 1
+            ce_mean, aux_mean = ce_sum / accum, aux_sum / accum
+            pending.append(torch.stack([ce_mean + aux_mean, ce_mean, aux_mean, grad_norm.float().to(ce_sum.device)]))
+
+            row: dict[str, Any] = {}
+            if log_step:
+                row = flush()
+            if t.eval_every and step % t.eval_every == 0 and step < total_steps and not diverged:
+                val_loss = validate()
+                row["val/loss"] = val_loss
+            if row:
+                metrics.write({"step": step, "tokens": step * tokens_per_step, **row})
+                if bar is not None and "train/loss" in row:
+                    bar.set_postfix(loss=f"{row['train/loss']:.4f}", refresh=False)
+                if "train/loss" in row:
+                    log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g tok/s %.0f", step, total_steps,
+                             row["train/loss"], row["lr"], row["grad_norm"], row["perf/tokens_per_s"])
+            if bar is not None:
+                bar.update(1)
+            if diverged:
+                break
+            if step % t.checkpoint_every == 0 and step < total_steps:
+                if pending:
+                    metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
+                checkpoint()
+            if hook is not None and hook[0] == step:
+                os.kill(os.getpid(), hook[1])
+                time.sleep(0.5)  # let an asynchronous signal land before the next step
+
+        if pending:
+            metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
+        signalled = D.any_rank(info, stop.signum is not None)
+        if signalled and step < total_steps and not diverged:
+            signum = stop.signum or signal.SIGTERM
+            path = checkpoint()
+            log.warning("%s at step %d: checkpoint written, exiting", signal.Signals(signum).name, step)
+            raise TrainingInterrupted(signum, step, path)
+    finally:
+        stop.restore()
+        if bar is not None:
+            bar.close()
+
+    if diverged:
+        log.error("non-finite loss at or before step %d: training stopped, run recorded as diverged", step)
+    else:
+        val_loss = validate()
+        metrics.write({"step": step, "tokens": step * tokens_per_step, "val/loss": val_loss})
+        log.info("final validation loss %.4f", val_loss)
+    elapsed += time.perf_counter() - t_session
+
+    msd, _ = D.full_state(raw, None, info, t.parallelism)
+    tokens = step * tokens_per_step
+    tail = [v for v in losses[-max(1, len(losses) // 10):] if math.isfinite(v)]
+    part = make_part("train", run_id, {
+        "name": cfg.name,
+        "study": cfg.study,
+        "role": cfg.role,
+        "family": cfg.model.family,
+        "config": to_dict(cfg),
+        "config_hash": config_hash,
+        "model": model_summary(cfg),
+        "params": params,
+        "training": {
+            "tokens": tokens,
+            "steps": step,
+            "seq_len": t.seq_len,
+            "batch_size": t.batch_size,
+            "passes": tokens / max(1, len(train_shard.tokens)),
+            "wall_time_s": elapsed,
+            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+            "final_train_loss": float(np.mean(tail)) if tail else float("nan"),
+            "final_val_loss": val_loss,
+            "seed": t.seed,
+            "device": device_name(info.device),
+            "precision": precision_name(info.device, t.precision),
+            "backend": t.backend.value,
+            "world_size": info.world_size,
+            "parallelism": t.parallelism.value if info.distributed else "none",
+            "diverged": diverged,
+        },
+        "provenance": provenance(cfg, info.device),
+        "metrics_file": METRICS_FILE,
+    })
+    if main:
+        save_model(run_dir, cfg, msd)
+        atomic_write_json(run_dir / TRAIN_PART, part)
+        import shutil
+
+        shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
+        log.info("done: %d tokens in %.1f s (%.0f tokens/s); wrote %s and %s", tokens, elapsed,
+                 part["training"]["tokens_per_s"], run_dir / "model.pt", run_dir / TRAIN_PART)
+    D.barrier(info)
+    return part

@@ -1,0 +1,32 @@
+"""AdamW with two parameter groups: weight decay on matrices, none on norms, biases, A_log and D."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rom.config import TrainConfig
+
+
+def no_weight_decay(param: nn.Parameter) -> bool:
+    """Vectors and scalars (norm gains, biases) and parameters tagged ``_no_weight_decay`` (A_log, D)."""
+    return param.ndim < 2 or bool(getattr(param, "_no_weight_decay", False))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for _, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:  # tied embeddings appear once
+            continue
+        seen.add(id(p))
+        (no_decay if no_weight_decay(p) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8
+    )

@@ -1,0 +1,99 @@
+"""analysis.collect: records -> tidy table; bad records give errors naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis._io import AnalysisError
+from analysis.collect import COLUMNS, collect, expand_record_paths, read_table, runs_at_train_length, write_table
+from analysis.synthetic import scaling_study, synthetic_record, write_study
+from rom.records import RecordError, validate_record
+
+
+@pytest.fixture()
+def study(tmp_path: Path) -> list[Path]:
+    return write_study(scaling_study(hybrids=False, sizes=(1_000_000, 2_000_000, 4_000_000), rom_sizes=(1_000_000,)),
+                       tmp_path / "raw")
+
+
+def test_synthetic_records_pass_the_schema() -> None:
+    for rec in scaling_study():
+        validate_record(rec, "synthetic")
+
+
+def test_table_one_row_per_run_and_length(study: list[Path], tmp_path: Path) -> None:
+    df = collect(study)
+    assert len(df) == 4 * 3  # 4 runs x eval at 1x, 2x, 4x
+    assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
+    assert set(df["context_multiple"]) == {1.0, 2.0, 4.0}
+    runs = runs_at_train_length(df)
+    assert len(runs) == 4 and runs["at_train_length"].all()
+    assert (runs["context_length"] == runs["train_seq_len"]).all()
+    assert "downstream.hellaswag.acc_norm" in df.columns
+    # Round trip through CSV keeps types the later steps rely on.
+    write_table(df, tmp_path / "table.csv")
+    back = read_table(tmp_path / "table.csv")
+    assert back["at_train_length"].dtype == bool and len(back) == len(df)
+    assert Path(back["metrics_path"].iloc[0]).name == "metrics.jsonl"
+
+
+def test_directory_and_glob_expansion(study: list[Path], tmp_path: Path) -> None:
+    by_dir = expand_record_paths([tmp_path / "raw"])
+    by_glob = expand_record_paths([str(tmp_path / "raw" / "*" / "final.json")])
+    assert sorted(by_dir) == sorted(by_glob) == sorted(study)
+    assert len(expand_record_paths([study[0], study[0]])) == 1  # duplicates collapse
+    with pytest.raises(AnalysisError, match="no record file matches"):
+        expand_record_paths([str(tmp_path / "nothing*.json")])
+
+
+def _write(path: Path, record: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_missing_field_names_file_and_field(tmp_path: Path) -> None:
+    rec = synthetic_record(name="bad", n_active_nonembedding=1_000_000, loss=3.0)
+    del rec["params"]["active_nonembedding"]
+    path = _write(tmp_path / "bad" / "final.json", rec)
+    with pytest.raises(RecordError) as e:
+        collect([path])
+    assert str(path) in str(e.value) and "params.active_nonembedding" in str(e.value)
+
+
+def test_other_schema_version_names_file(tmp_path: Path) -> None:
+    rec = synthetic_record(name="old", n_active_nonembedding=1_000_000, loss=3.0)
+    rec["schema_version"] = 0
+    path = _write(tmp_path / "old" / "final.json", rec)
+    with pytest.raises(RecordError) as e:
+        collect([path])
+    assert str(path) in str(e.value) and "schema_version" in str(e.value)
+
+
+def test_cli_reports_bad_record_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from analysis.cli import main
+
+    rec = synthetic_record(name="bad", n_active_nonembedding=1_000_000, loss=3.0)
+    del rec["eval"]["results"][0]["loss"]
+    path = _write(tmp_path / "bad" / "final.json", rec)
+    assert main(["-q", "collect", "--records", str(path), "--out", str(tmp_path / "t.csv")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "eval.results[0].loss" in err
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_duplicate_run_id_is_an_error(tmp_path: Path) -> None:
+    rec = synthetic_record(name="a", n_active_nonembedding=1_000_000, loss=3.0)
+    p1 = _write(tmp_path / "x" / "final.json", rec)
+    p2 = _write(tmp_path / "y" / "final.json", rec)
+    with pytest.raises(RecordError, match="already read"):
+        collect([p1, p2])
+
+
+def test_read_table_rejects_foreign_csv(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(AnalysisError, match="lacks columns"):
+        read_table(tmp_path / "t.csv")

@@ -1,0 +1,167 @@
+"""analysis.fit: parameter recovery, statuses, bootstrap determinism, serialisation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.collect import collect
+from analysis.fit import (
+    FitKind,
+    FitResult,
+    FitStatus,
+    FlopConvention,
+    ParamConvention,
+    fit_all,
+    fit_family,
+    fits_document,
+    inverse,
+    load_fits,
+    power_law_inverse,
+    predict,
+)
+from analysis.synthetic import scaling_study, synthetic_record, write_study
+
+E, A, ALPHA = 1.8, 400.0, 0.35
+SIZES = tuple(1_000_000 * 2**i for i in range(8))
+
+
+def _table(tmp_path: Path, records: list[dict]) -> pd.DataFrame:
+    return collect(write_study(records, tmp_path / "raw", metrics=False))
+
+
+def _dense(tmp_path: Path, noise: float, seed: int = 0, sizes: tuple[int, ...] = SIZES) -> pd.DataFrame:
+    return _table(tmp_path, scaling_study(E=E, A=A, alpha=ALPHA, sizes=sizes, rom_sizes=(), noise=noise,
+                                          seed=seed, hybrids=False, downstream=False))
+
+
+def test_exact_recovery_without_noise(tmp_path: Path) -> None:
+    fit = fit_family(_dense(tmp_path, 0.0), "mamba", FitKind.PARAMS, bootstrap=0)
+    assert fit.status == FitStatus.CONVERGED, fit.message
+    assert fit.params["E"] == pytest.approx(E, rel=1e-6)
+    assert fit.params["A"] == pytest.approx(A, rel=1e-5)
+    assert fit.params["alpha"] == pytest.approx(ALPHA, rel=1e-6)
+    assert max(abs(p.log_residual) for p in fit.points) < 1e-8
+    assert fit.param_convention == "active_nonembedding" and fit.flop_convention == "train_total"
+    assert fit.x_columns == ("params_active_nonembedding",) and fit.dof == len(SIZES) - 3
+
+
+def test_recovery_with_noise_and_ci_covers_truth(tmp_path: Path) -> None:
+    fit = fit_family(_dense(tmp_path, 0.003, seed=7), "mamba", FitKind.PARAMS, bootstrap=60, seed=1)
+    assert fit.status == FitStatus.CONVERGED, fit.message
+    assert fit.params["alpha"] == pytest.approx(ALPHA, abs=0.05)
+    assert fit.params["E"] == pytest.approx(E, abs=0.15)
+    assert fit.ci is not None and fit.bootstrap.ok >= 30
+    lo, hi = fit.ci["alpha"]
+    assert lo <= fit.params["alpha"] <= hi and lo <= ALPHA <= hi
+
+
+def test_bootstrap_is_deterministic_under_a_seed(tmp_path: Path) -> None:
+    df = _dense(tmp_path, 0.003, seed=2, sizes=SIZES[:6])
+    a = fit_family(df, "mamba", FitKind.PARAMS, bootstrap=20, seed=5)
+    b = fit_family(df, "mamba", FitKind.PARAMS, bootstrap=20, seed=5)
+    c = fit_family(df, "mamba", FitKind.PARAMS, bootstrap=20, seed=6)
+    assert a.bootstrap.samples == b.bootstrap.samples and a.ci == b.ci
+    assert a.bootstrap.samples != c.bootstrap.samples
+
+
+def test_too_few_points_gives_status(tmp_path: Path) -> None:
+    df = _dense(tmp_path, 0.0, sizes=SIZES[:2])
+    fit = fit_family(df, "mamba", FitKind.PARAMS, bootstrap=10)
+    assert fit.status == FitStatus.TOO_FEW_POINTS and fit.params is None and not fit.ok
+    assert fit.n_points == 2 and fit.dof == -1 and "2 distinct" in fit.message
+    # No points at all (family absent) is a status too.
+    assert fit_family(df, "rom", FitKind.PARAMS).status == FitStatus.TOO_FEW_POINTS
+
+
+def test_exactly_determined_fit_has_no_ci(tmp_path: Path) -> None:
+    fit = fit_family(_dense(tmp_path, 0.0, sizes=SIZES[:3]), "mamba", FitKind.PARAMS, bootstrap=20)
+    assert fit.ok and fit.dof == 0
+    assert fit.ci is None and "exactly determined" in fit.ci_note
+    assert max(abs(p.log_residual) for p in fit.points) < 1e-6
+
+
+def test_fixed_E_reduces_free_parameters(tmp_path: Path) -> None:
+    df = _dense(tmp_path, 0.0, sizes=SIZES[:3])
+    fit = fit_family(df, "mamba", FitKind.PARAMS, bootstrap=20, fixed_E=E)
+    assert fit.ok and fit.dof == 1 and fit.fixed == {"E": E}
+    assert fit.params["alpha"] == pytest.approx(ALPHA, rel=1e-5)
+    assert fit.ci is not None and set(fit.ci) == {"A", "alpha"}
+    assert all(p["E"] == E for p in fit.sample_params())
+    two = fit_family(_dense(tmp_path / "b", 0.0, sizes=SIZES[:2]), "mamba", FitKind.PARAMS, bootstrap=0, fixed_E=E)
+    assert two.ok and two.dof == 0
+
+
+def test_hit_bound_when_loss_does_not_fall(tmp_path: Path) -> None:
+    recs = [synthetic_record(name=f"m{i}", n_active_nonembedding=n, loss=3.0 + 0.01 * i)
+            for i, n in enumerate(SIZES[:5])]
+    fit = fit_family(_table(tmp_path, recs), "mamba", FitKind.PARAMS, bootstrap=0)
+    assert fit.status == FitStatus.HIT_BOUND and "alpha=0 at lower bound 0" in fit.message
+
+
+def test_flops_fit_and_conventions(tmp_path: Path) -> None:
+    df = _dense(tmp_path, 0.0)
+    fit = fit_family(df, "mamba", FitKind.FLOPS, ParamConvention.ACTIVE, FlopConvention.SIX_ND, bootstrap=0)
+    assert fit.ok and fit.param_names == ("E", "B", "beta")
+    assert fit.flop_convention == "6ND" and fit.param_convention == "active"
+    # With 6ND on active non-embedding params at a fixed budget, L(C) is the L(N) law rescaled exactly.
+    fit_c = fit_family(df, "mamba", FitKind.FLOPS, flop_convention=FlopConvention.SIX_ND, bootstrap=0)
+    assert fit_c.params["beta"] == pytest.approx(ALPHA, rel=1e-5)
+    assert fit_c.params["E"] == pytest.approx(E, rel=1e-5)
+
+
+def test_joint_fit_needs_varying_budgets_and_recovers(tmp_path: Path) -> None:
+    df = _dense(tmp_path, 0.0)
+    assert fit_family(df, "mamba", FitKind.JOINT).status == FitStatus.TOO_FEW_POINTS
+    e, a, al, b, be = 1.7, 300.0, 0.33, 900.0, 0.3
+    recs = []
+    for n in SIZES[:4]:
+        for d in (1_000_000, 4_000_000, 16_000_000):
+            loss = e + a * n**-al + b * d**-be
+            recs.append(synthetic_record(name=f"m{n}-{d}", n_active_nonembedding=n, loss=loss, tokens=d))
+    fit = fit_family(_table(tmp_path / "j", recs), "mamba", FitKind.JOINT, bootstrap=0)
+    assert fit.ok, fit.message
+    for name, truth in zip(fit.param_names, (e, a, al, b, be)):
+        assert fit.params[name] == pytest.approx(truth, rel=1e-3), name
+    one = fit_family(_table(tmp_path / "j2", recs), "mamba", FitKind.PARAMS, bootstrap=0)
+    assert "token budgets vary" in one.message
+
+
+def test_inverse_and_predict() -> None:
+    assert power_law_inverse(E + A * 1e6**-ALPHA, E, A, ALPHA) == pytest.approx(1e6, rel=1e-12)
+    assert math.isinf(power_law_inverse(E, E, A, ALPHA))
+    assert math.isinf(power_law_inverse(E - 0.1, E, A, ALPHA))
+
+
+def test_fits_round_trip_through_json(tmp_path: Path) -> None:
+    df = _table(tmp_path, scaling_study(sizes=SIZES[:4], rom_sizes=(2_000_000,), noise=0.002, hybrids=False))
+    fits = fit_all(df, bootstrap=10, seed=3)
+    assert {f.key for f in fits} == {"params:mamba", "flops:mamba", "joint:mamba", "params:rom", "flops:rom",
+                                     "joint:rom"}
+    doc = json.loads(json.dumps(fits_document(fits, seed=3)))  # strict JSON (no NaN)
+    back = load_fits(doc)
+    for f in fits:
+        g = back[f.key]
+        assert g.status == f.status and g.params == f.params and g.bootstrap.samples == f.bootstrap.samples
+        assert g.points == f.points or f.params is None
+    fit = back["params:mamba"]
+    x = 3_000_000.0
+    assert inverse(fit, float(predict(fit, None, x))) == pytest.approx(x, rel=1e-9)
+    assert isinstance(back["params:mamba"], FitResult)
+
+
+def test_diverged_and_other_roles_are_listed_not_dropped(tmp_path: Path) -> None:
+    recs = scaling_study(sizes=SIZES[:4], rom_sizes=(), hybrids=False, downstream=False)
+    recs[0]["training"]["diverged"] = True
+    recs.append(synthetic_record(name="abl", n_active_nonembedding=3_000_000, loss=3.0, role="ablation"))
+    fit = fit_family(_table(tmp_path, recs), "mamba", FitKind.PARAMS, bootstrap=0)
+    reasons = dict(fit.excluded)
+    assert reasons[recs[0]["run_id"]] == "training diverged"
+    assert "role=ablation" in reasons[recs[-1]["run_id"]]
+    assert fit.n_points == 3
+    assert np.isfinite(fit.objective)

@@ -1,0 +1,85 @@
+import pytest
+
+from rom.config import (
+    AttentionConfig,
+    ConfigError,
+    Mixer,
+    Mlp,
+    ModelConfig,
+    Pattern,
+    Projection,
+    RunConfig,
+    load_model_config,
+    load_run_config,
+    model_preset,
+    preset_names,
+    run_config_from_dict,
+    save_yaml,
+    to_dict,
+)
+
+
+def test_defaults_validate_and_round_trip(tmp_path):
+    cfg = load_run_config(None, ["model.pattern=rom", "model.rom.num_experts=4", "train.seq_len=64"])
+    assert cfg.model.rom.num_experts == 4 and cfg.train.seq_len == 64
+    path = tmp_path / "run.yaml"
+    save_yaml(cfg, path)
+    again = load_run_config(path)
+    assert again == cfg
+    assert again.run_id == cfg.run_id
+
+
+def test_run_id_depends_on_config_not_on_runtime_fields():
+    a = load_run_config(None, ["name=x"])
+    b = load_run_config(None, ["name=x", "train.backend=reference", "train.log_every=3"])
+    c = load_run_config(None, ["name=x", "model.d_model=128"])
+    assert a.run_id == b.run_id != c.run_id
+    assert a.run_id.startswith("x-")
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.rom.num_expert=4", "unknown key 'model.rom.num_expert'"),
+        ("model.pattern=transformer", "model.pattern='transformer' is not allowed"),
+        ("model.rom.top_k=9", "model.rom.top_k must be in [1, num_experts=8]"),
+        ("model.d_model=-3", "model.d_model must be > 0"),
+        ("model.rom.expert_projections=[conv, nope]", "model.rom.expert_projections[1]='nope'"),
+        ("train.batch_size=abc", "train.batch_size must be an integer"),
+        ("model.rom.renormalize=maybe", "model.rom.renormalize must be true or false"),
+        ("data.source=files", "data.paths must list at least one file"),
+    ],
+)
+def test_errors_name_the_key(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_run_config(None, [override])
+    assert fragment in str(e.value)
+
+
+def test_error_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  d_modle: 12\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown key 'model.d_modle'"):
+        load_run_config(path)
+
+
+def test_presets_and_layer_patterns():
+    assert {"mamba-115m", "mamba-1.3b", "samba-421m", "rom-mamba-1.3b-e8"} <= set(preset_names())
+    samba = model_preset("samba-421m")
+    assert samba.layers()[:2] == [(Mixer.MAMBA, Mlp.DENSE), (Mixer.ATTENTION, Mlp.DENSE)]
+    rom = model_preset("rom-mamba-1.3b-e8")
+    assert rom.pattern == Pattern.ROM and rom.rom.num_experts == 8 and rom.rom.top_k == 1
+    assert rom.rom.expert_projections == (Projection.CONV, Projection.GATE, Projection.OUT)
+    assert load_model_config("rom-mamba-1.3b-e8", ["rom.num_experts=16"]).rom.num_experts == 16
+    cfg = run_config_from_dict({"model": {"preset": "mamba-115m", "n_layer": 2}})
+    assert cfg.model.d_model == 768 and cfg.model.n_layer == 2
+
+
+def test_moe_every_alternates_dense_and_moe():
+    cfg = ModelConfig(pattern=Pattern.HYBRID, n_layer=4, mlp=Mlp.MOE, moe_every=2, attention=AttentionConfig(n_heads=4))
+    assert [m for _, m in cfg.layers()] == [Mlp.MOE, Mlp.DENSE, Mlp.MOE, Mlp.DENSE]
+
+
+def test_to_dict_is_plain():
+    d = to_dict(RunConfig())
+    assert d["model"]["pattern"] == "mamba" and isinstance(d["model"]["rom"]["expert_projections"], list)

@@ -1,0 +1,152 @@
+"""Degenerate equivalences and router invariants of the RoM layers (reference kernels, CPU, float64)."""
+
+import pytest
+import torch
+
+from rom.config import Combine, MambaConfig, MoEConfig, Projection, RoMConfig, Routing
+from rom.layers.ffn import MoEFFN, SwiGLU
+from rom.layers.mamba import MambaMixer
+from rom.layers.rom import RoMMixer
+from rom.layers.router import Router
+
+D_MODEL, DT_RANK = 16, 2
+MCFG = MambaConfig(d_state=4)
+
+
+def _dense(seed: int = 0) -> MambaMixer:
+    torch.manual_seed(seed)
+    return MambaMixer(D_MODEL, MCFG, DT_RANK, backend="reference").double()
+
+
+def _rom(rcfg: RoMConfig, seed: int = 1) -> RoMMixer:
+    torch.manual_seed(seed)
+    return RoMMixer(D_MODEL, MCFG, rcfg, DT_RANK, backend="reference").double()
+
+
+def copy_dense_into_rom(dense: MambaMixer, rom: RoMMixer) -> None:
+    """Give every expert of ``rom`` the dense mixer's weights (and share the rest)."""
+    De = dense.d_inner
+    with torch.no_grad():
+        w_in = dense.in_proj.weight  # (2De, Dm): rows [x | z]
+        halves = {Projection.CONV: w_in[:De], Projection.GATE: w_in[De:]}
+        if "shared" in rom.in_experts:
+            bank = torch.cat([halves[p].t() for p in rom.in_expert_parts], dim=1)
+            rom.in_experts["shared"].weight.copy_(bank.expand_as(rom.in_experts["shared"].weight))
+        else:
+            for p in rom.in_expert_parts:
+                rom.in_experts[p.value].weight.copy_(halves[p].t().expand_as(rom.in_experts[p.value].weight))
+        if rom.in_proj is not None:
+            rom.in_proj.weight.copy_(torch.cat([halves[p] for p in rom.in_dense_parts], dim=0))
+        if rom.conv1d is not None:
+            rom.conv1d.weight.copy_(dense.conv1d.weight)
+            rom.conv1d.bias.copy_(dense.conv1d.bias)
+        else:
+            rom.conv1d_experts.copy_(dense.conv1d.weight.expand_as(rom.conv1d_experts))
+            rom.conv1d_expert_bias.copy_(dense.conv1d.bias.expand_as(rom.conv1d_expert_bias))
+        if hasattr(rom, "x_experts"):
+            rom.x_experts.weight.copy_(dense.x_proj.weight.t().expand_as(rom.x_experts.weight))
+        else:
+            rom.x_proj.weight.copy_(dense.x_proj.weight)
+        if hasattr(rom, "dt_experts"):
+            rom.dt_experts.weight.copy_(dense.dt_proj.weight.t().expand_as(rom.dt_experts.weight))
+            rom.dt_expert_bias.copy_(dense.dt_proj.bias.expand_as(rom.dt_expert_bias))
+        else:
+            rom.dt_proj.weight.copy_(dense.dt_proj.weight)
+            rom.dt_proj.bias.copy_(dense.dt_proj.bias)
+        rom.ssm.A_log.copy_(dense.ssm.A_log)
+        rom.ssm.D.copy_(dense.ssm.D)
+        if hasattr(rom, "out_experts"):
+            rom.out_experts.weight.copy_(dense.out_proj.weight.t().expand_as(rom.out_experts.weight))
+        else:
+            rom.out_proj.weight.copy_(dense.out_proj.weight)
+
+
+def _x(batch=2, length=11, seed=5):
+    torch.manual_seed(seed)
+    return torch.randn(batch, length, D_MODEL, dtype=torch.float64)
+
+
+ALL = tuple(Projection)
+
+
+@pytest.mark.parametrize("projections", [(Projection.CONV, Projection.GATE, Projection.OUT), ALL, (Projection.OUT,)])
+@pytest.mark.parametrize("routing", list(Routing))
+def test_one_expert_equals_dense(projections, routing):
+    dense = _dense()
+    rom = _rom(RoMConfig(num_experts=1, top_k=1, expert_projections=projections, routing=routing))
+    copy_dense_into_rom(dense, rom)
+    x = _x()
+    torch.testing.assert_close(rom(x)[0], dense(x)[0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("projections", [(Projection.CONV, Projection.GATE, Projection.OUT), ALL])
+def test_identical_experts_equal_dense_with_renormalisation(top_k, projections):
+    dense = _dense()
+    rom = _rom(RoMConfig(num_experts=4, top_k=top_k, renormalize=True, expert_projections=projections))
+    copy_dense_into_rom(dense, rom)
+    x = _x()
+    # router probabilities are fp32 by design, so renormalised weights sum to 1 only to fp32 precision
+    torch.testing.assert_close(rom(x)[0], dense(x)[0], rtol=1e-6, atol=1e-8)
+
+
+def test_top1_without_renormalisation_scales_out_by_router_probability():
+    """The paper's O_t = P_i(x_t) (Y_t*G_t) W_out,i: with identical experts, the dense output times P_top."""
+    dense = _dense()
+    rom = _rom(RoMConfig(num_experts=4, top_k=1, renormalize=False))
+    copy_dense_into_rom(dense, rom)
+    x = _x()
+    p_top = rom.router(x.reshape(-1, D_MODEL)).weights.reshape(x.shape[0], x.shape[1], 1).double()
+    torch.testing.assert_close(rom(x)[0], dense(x)[0] * p_top, rtol=1e-6, atol=1e-8)
+
+
+def test_sum_combine_doubles_the_branch_for_identical_top2():
+    rom_mean = _rom(RoMConfig(num_experts=4, top_k=2, renormalize=True))
+    rom_sum = _rom(RoMConfig(num_experts=4, top_k=2, renormalize=True, branch_combine=Combine.SUM))
+    dense = _dense()
+    copy_dense_into_rom(dense, rom_mean)
+    copy_dense_into_rom(dense, rom_sum)
+    x = _x()
+    assert not torch.allclose(rom_mean(x)[0], rom_sum(x)[0])
+
+
+def test_moe_ffn_with_one_expert_equals_swiglu():
+    torch.manual_seed(0)
+    mlp = SwiGLU(D_MODEL, 24).double()
+    moe = MoEFFN(D_MODEL, 24, MoEConfig(num_experts=1, top_k=1), backend="reference").double()
+    with torch.no_grad():
+        moe.gate_up.weight.copy_(mlp.gate_up.weight.t()[None])
+        moe.down.weight.copy_(mlp.down.weight.t()[None])
+    x = _x()
+    torch.testing.assert_close(moe(x)[0], mlp(x)[0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_router_invariants(top_k):
+    torch.manual_seed(0)
+    router = Router(D_MODEL, 6, top_k, load_balance_coef=0.01, z_loss_coef=0.001).double()
+    x = torch.randn(37, D_MODEL, dtype=torch.float64, requires_grad=True)
+    dec = router(x)
+    assert dec.indices.shape == (37, top_k)
+    # exactly k distinct experts per token
+    assert all(len(set(row.tolist())) == top_k for row in dec.indices)
+    assert int(dec.stats.tokens_per_expert.sum()) == 37 * top_k
+    torch.testing.assert_close(dec.stats.tokens_per_expert, torch.bincount(dec.indices.flatten(), minlength=6).float())
+    assert torch.isfinite(dec.stats.load_balance_loss) and torch.isfinite(dec.stats.z_loss)
+    (dec.weights.sum() + dec.stats.weighted_loss).backward()
+    assert router.weight.grad is not None and router.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("routing", list(Routing))
+def test_gradients_reach_every_router_and_expert(routing):
+    rom = _rom(RoMConfig(num_experts=4, top_k=2, routing=routing, expert_projections=ALL, load_balance_coef=0.01))
+    x = _x()
+    out, stats = rom(x)
+    loss = out.pow(2).mean() + sum(s.weighted_loss for s in stats)
+    loss.backward()
+    for name, p in rom.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert len(stats) == (1 if routing == Routing.SHARED else len(ALL))
+    for s in stats:
+        assert torch.isfinite(s.load_balance_loss) and torch.isfinite(s.z_loss) and torch.isfinite(s.entropy)

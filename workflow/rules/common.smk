@@ -1,0 +1,197 @@
+# Study loading: the study file is validated against workflow/schemas/study.schema.yaml, then every run's
+# RunConfig is built with rom.config (torch-free) so that its run id (name + config hash) names its directory.
+import copy
+import re
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from rom.config import ConfigError, run_config_from_dict, to_dict
+
+STUDIES_DIR = Path("config/studies")
+STUDY_SCHEMA = "../schemas/study.schema.yaml"  # relative to this file
+
+
+def study_file(spec):
+    """A study name under config/studies/ or a path to a study YAML file."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        candidate = path
+    else:
+        candidate = STUDIES_DIR / f"{spec}.yaml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")))
+        raise WorkflowError(f"config 'study': {spec!r} is neither a study in {STUDIES_DIR}/ ({known}) nor a file")
+    return candidate
+
+
+def _schema_error_text(err):
+    """One line naming the offending key of a jsonschema ValidationError."""
+    where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+    return f"{where or '<top level>'}: {err.message}"
+
+
+def load_study(path):
+    """Read and schema-validate a study file; defaults from the schema are filled in."""
+    try:
+        study = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise WorkflowError(f"study file {path} is not valid YAML: {e}")
+    if not isinstance(study, dict):
+        raise WorkflowError(f"study file {path} must hold a mapping at the top level")
+    try:
+        validate(study, STUDY_SCHEMA)
+    except WorkflowError as e:
+        cause = e.__cause__ or e.__context__  # the jsonschema ValidationError behind Snakemake's message
+        detail = _schema_error_text(cause) if hasattr(cause, "absolute_path") else str(e)
+        raise WorkflowError(f"study file {path}: {detail}")
+    return study
+
+
+def _deep_merge(base, update):
+    """A copy of ``base`` with ``update`` merged in; mappings merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base) if base else {}
+    for key, value in (update or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def run_dict(study, run):
+    """The plain RunConfig mapping of one run: study defaults with the run's own sections on top."""
+    return {
+        "name": run["name"],
+        "study": study["study"],
+        "role": run["role"],
+        "model": _deep_merge(study.get("model"), run["model"]),
+        "data": copy.deepcopy(study["data"]),
+        "train": _deep_merge(study.get("train"), run.get("train")),
+        "eval": _deep_merge(study.get("eval"), run.get("eval")),
+    }
+
+
+def build_runs(study, path):
+    """{run_id: resolved RunConfig mapping} in study order; errors name the study file, the run and the key."""
+    runs = {}
+    names = set()
+    for i, run in enumerate(study["runs"]):
+        if run["name"] in names:
+            raise WorkflowError(f"study file {path}: runs[{i}].name {run['name']!r} is used twice")
+        names.add(run["name"])
+        try:
+            cfg = run_config_from_dict(run_dict(study, run))
+        except ConfigError as e:
+            raise WorkflowError(f"study file {path}: runs[{i}] ({run['name']}): {e}")
+        runs[cfg.run_id] = to_dict(cfg)
+    return runs
+
+
+def data_dict(study, path):
+    """The RunConfig mapping the data stages read (only its data section matters to them)."""
+    try:
+        cfg = run_config_from_dict({"name": "data", "study": study["study"], "data": study["data"]})
+    except ConfigError as e:
+        raise WorkflowError(f"study file {path}: {e}")
+    return to_dict(cfg)
+
+
+def downstream_runs(study, runs, path):
+    """Run ids scored on the downstream tasks."""
+    selected = study["downstream"]["runs"]
+    by_name = {cfg["name"]: run_id for run_id, cfg in runs.items()}
+    if selected == "all":
+        return list(runs)
+    unknown = [n for n in selected if n not in by_name]
+    if unknown:
+        raise WorkflowError(f"study file {path}: downstream.runs names unknown runs {unknown}; runs are {sorted(by_name)}")
+    return [by_name[n] for n in selected]
+
+
+STUDY_FILE = study_file(config["study"])
+STUDY = load_study(STUDY_FILE)
+RUNS = build_runs(STUDY, STUDY_FILE)
+DATA_CONFIG = data_dict(STUDY, STUDY_FILE)
+DOWNSTREAM_RUNS = downstream_runs(STUDY, RUNS, STUDY_FILE)
+FIT = STUDY["fit"]
+
+OUT = f"results/{STUDY['study']}"
+DATA = f"{OUT}/data"
+RUN = f"{OUT}/runs/{{run_id}}"
+LOGS = f"{OUT}/logs"
+ANALYSIS = f"{OUT}/analysis"
+
+wildcard_constraints:
+    run_id="|".join(re.escape(r) for r in sorted(RUNS)),
+
+
+SOFTWARE = "../envs/rom.yaml"  # conda environment of every rule (used with --sdm conda)
+
+
+def torch_env(wildcards, threads):
+    """Environment prefix that pins a torch job to the threads Snakemake gave it."""
+    return f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+
+
+def parent(name):
+    """A params function: the directory holding the rule's output (or input) named ``name``."""
+
+    def directory_of(wildcards, input, output):
+        files = output if name in output.keys() else input
+        return str(Path(getattr(files, name)).parent)
+
+    return directory_of
+
+
+def train_launcher(wildcards, resources):
+    """`python -m rom`, or torchrun running the rom CLI on every GPU the job holds (config train_launcher)."""
+    choice = config["train_launcher"]
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if choice == "none" or (choice == "auto" and gpus <= 1):
+        return "python -m rom"
+    if choice == "auto":
+        return f"torchrun --standalone --nproc-per-node={gpus} -m rom"
+    return choice
+
+
+def downstream_limit():
+    """The --limit flag of `rom downstream` (a study's limit 0 means the full sets: no flag)."""
+    limit = STUDY["downstream"]["limit"]
+    return f"--limit {limit}" if limit else ""
+
+
+def record_parts(wildcards):
+    """The parts `rom record` merges: train, eval, flops, and downstream for the selected runs."""
+    parts = [f"{OUT}/runs/{wildcards.run_id}/{name}.json" for name in ("train", "eval", "flops")]
+    if wildcards.run_id in DOWNSTREAM_RUNS:
+        parts.append(f"{OUT}/runs/{wildcards.run_id}/downstream.json")
+    return parts
+
+
+def record_paths():
+    return expand(f"{OUT}/runs/{{run_id}}/final.json", run_id=list(RUNS))
+
+
+def records():
+    """The final records the analysis reads: every run of the study, or (regenerate) the committed ones."""
+    if not config["regenerate"]:
+        return record_paths()
+    found = sorted(str(p) for p in Path(OUT).glob("runs/*/final.json"))
+    if not found:
+        raise WorkflowError(f"regenerate=true but no run records match {OUT}/runs/*/final.json")
+    return found
+
+
+# What `python -m analysis figures|tables` write (analysis/figures.py FIGURES, analysis/tables.py TABLE_NAMES);
+# each figure has a caption in workflow/report/<name>.rst for `snakemake --report`.
+FIGURES = ["context_ppl", "loss_vs_active_params", "loss_vs_flops", "loss_vs_total_params", "training_curves",
+           "expert_load"]
+TABLES = ["runs", "fits", "claims", "downstream"]
+ANALYSIS_OUTPUTS = (
+    [f"{ANALYSIS}/report.html", f"{ANALYSIS}/report.md"]
+    + [f"{ANALYSIS}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
+    + [f"{ANALYSIS}/tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md", "tex")]
+)
