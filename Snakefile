@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+config["regenerate"] = str(config["regenerate"]).lower() in ("true", "yes", "1")
 
 
 include: "workflow/rules/common.smk"

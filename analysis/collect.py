@@ -159,7 +159,9 @@ def record_rows(record: dict[str, Any], path: Path) -> list[dict[str, Any]]:
             raise AnalysisError(f"{path}: field 'downstream.{task}' must be an object {{metric: value}}")
         for metric, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                base[f"{DOWNSTREAM_PREFIX}{task}.{metric}"] = float(value)
+                # lm-eval 0.4 names metrics "acc,none" (metric,filter); keep the metric name when unambiguous.
+                name = metric.split(",", 1)[0] if metric.split(",", 1)[0] not in metrics else metric
+                base[f"{DOWNSTREAM_PREFIX}{task}.{name}"] = float(value)
     rows = []
     seq_len = base["train_seq_len"]
     for result in record["eval"]["results"]:

@@ -109,7 +109,7 @@ def _summary(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim
         "length, nats/token.",
     ]
     for c in claims:
-        ours = fmt(c.ours) + (f" {c.ci_label} {fmt(c.ci)}" if c.ci else "")
+        ours = fmt(c.ours) + (f", {c.ci_label} {fmt(c.ci)}" if c.ci else "")
         items.append(f"Claim ({c.id}) {c.title}: paper {c.paper_text}; ours {ours} → {c.verdict.value}"
                      + (" (extrapolated)" if c.extrapolated else "") + ".")
     return items

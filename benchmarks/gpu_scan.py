@@ -50,10 +50,10 @@ def make_inputs(batch: int, d_inner: int, seq_len: int, d_state: int, dtype: tor
     return inputs
 
 
-def _ours(config_fwd=None, config_bwd=None) -> Callable:
+def _ours(config_fwd=None, config_bwd=None, impl: str = "v2") -> Callable:
     def fn(x: dict) -> torch.Tensor:
         return selective_scan_triton(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
-                                     delta_softplus=True, fwd_config=config_fwd, bwd_config=config_bwd)
+                                     delta_softplus=True, impl=impl, fwd_config=config_fwd, bwd_config=config_bwd)
     return fn
 
 
@@ -148,7 +148,8 @@ def main() -> None:
     floors["fwd_bwd_floor_ms"] = max(floors["fwd_bwd_bytes_ms"], floors["fwd_bwd_exp_ms_min"])
 
     sets = [make_inputs(b, d, L, N, dtype, seed) for seed in range(2)]
-    impls: dict[str, Callable | None] = {"triton (ours)": _ours(), "mamba-ssm": _mamba_ssm()}
+    impls: dict[str, Callable | None] = {"triton v2 (ours)": _ours(), "triton v1": _ours(impl="v1"),
+                                         "mamba-ssm": _mamba_ssm()}
     if not args.no_reference:
         impls["torch reference"] = _reference()
 
@@ -175,16 +176,21 @@ def main() -> None:
         torch.cuda.empty_cache()
 
     sweep_rows: list[dict[str, Any]] = []
-    if args.sweep:
-        candidates = [(16, 8, 4), (16, 16, 4), (16, 16, 8), (32, 8, 4), (32, 8, 8), (8, 16, 4), (16, 4, 4),
-                      (32, 4, 4)] if N <= 16 else [(16, 2, 4), (16, 4, 4), (16, 4, 8), (32, 2, 4), (8, 4, 4)]
-        for cfg in candidates:
-            try:
-                t = time_impl(_ours(cfg, cfg), sets)
-                sweep_rows.append({"chunk": cfg[0], "block_d": cfg[1], "warps": cfg[2], **t})
-            except Exception as err:  # noqa: BLE001 - a config may not compile (registers / shared memory)
-                sweep_rows.append({"chunk": cfg[0], "block_d": cfg[1], "warps": cfg[2], "error": repr(err)[:200]})
-            print("sweep", sweep_rows[-1], flush=True)
+    if args.sweep:  # v2 block shapes (BLOCK_D, num_warps): forward alone, then backward under the default forward
+        fwd_cands = [(8, 1), (16, 1), (32, 1), (16, 2), (32, 2)] if N <= 16 else [(4, 1), (8, 1), (16, 1), (8, 2)]
+        bwd_cands = [(4, 1), (8, 1), (16, 1), (32, 1), (16, 2)] if N <= 16 else [(4, 1), (8, 1), (16, 1)]
+        for kind, cands in (("fwd", fwd_cands), ("bwd", bwd_cands)):
+            for cfg in cands:
+                row: dict[str, Any] = {"kernel": kind, "block_d": cfg[0], "warps": cfg[1]}
+                try:
+                    fn = _ours(cfg, None) if kind == "fwd" else _ours(None, cfg)
+                    with torch.no_grad():
+                        row["max_abs_diff_vs_default"] = (fn(sets[0]).float() - ours_out).abs().max().item()
+                    row.update(time_impl(fn, sets))
+                except Exception as err:  # noqa: BLE001 - a config may not compile (registers / shared memory)
+                    row["error"] = repr(err)[:200]
+                sweep_rows.append(row)
+                print("sweep", row, flush=True)
 
     payload = {"benchmark": "selective_scan", "shape": {"batch": b, "d_inner": d, "seq_len": L, "d_state": N,
                "dtype": args.dtype, "z": True, "delta_bias": True, "delta_softplus": True},
@@ -198,7 +204,8 @@ def main() -> None:
           f"fwd {floors['fwd_floor_ms']:.3f} ms (bytes {floors['fwd_bytes_ms']:.3f}, exp {floors['fwd_exp_ms']:.3f}); "
           f"fwd+bwd {floors['fwd_bwd_floor_ms']:.3f} ms")
     if sweep_rows:
-        print_table(sweep_rows, ["chunk", "block_d", "warps", "fwd_ms", "fwd_bwd_ms", "error"])
+        print_table(sweep_rows, ["kernel", "block_d", "warps", "fwd_ms", "fwd_bwd_ms", "max_abs_diff_vs_default",
+                                 "error"])
     print_table(rows, ["impl", "fwd_ms", "fwd_bwd_ms", "fwd_frac_floor", "fwd_bwd_frac_floor", "rel_diff_vs_ours"])
 
 

@@ -97,3 +97,11 @@ def test_read_table_rejects_foreign_csv(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
     with pytest.raises(AnalysisError, match="lacks columns"):
         read_table(tmp_path / "t.csv")
+
+
+def test_downstream_metric_names_from_lm_eval(tmp_path: Path) -> None:
+    scores = {"piqa": {"acc,none": 0.6, "acc_stderr,none": 0.01}, "hellaswag": {"acc_norm": 0.3}}
+    rec = synthetic_record(name="d", n_active_nonembedding=1_000_000, loss=3.0, downstream=scores)
+    df = collect([_write(tmp_path / "d" / "final.json", rec)])
+    assert df["downstream.piqa.acc"].iloc[0] == 0.6 and df["downstream.hellaswag.acc_norm"].iloc[0] == 0.3
+    assert "downstream.piqa.acc_stderr" in df.columns

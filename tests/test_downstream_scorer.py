@@ -107,25 +107,27 @@ def test_long_contexts_are_left_truncated_to_max_length():
     c, x = s.encode_pair(ctx, cont)
     full = (c + x)[-17:]
     assert ll == pytest.approx(direct_ll(s.model, full[:-1], x)[0], abs=1e-4)
-    with pytest.raises(ScorerError, match="exceeds max_length=16"):
-        s.loglikelihood([("a", " " + "z" * 20)])
 
 
-def test_rolling_windows_predict_each_token_once_with_bounded_inputs():
+def test_long_continuations_are_scored_in_windows_predicting_each_token_once():
     s = make_scorer(max_length=8)
-    tokens = list(range(21))
-    windows = s.rolling_windows(tokens)
-    predicted = [t for _, pred in windows for t in pred]
-    assert predicted == tokens
-    for ctx, pred in windows:
-        assert len(ctx) + len(pred) - 1 <= 8
-    assert windows[0][0] == [256]  # starts from EOS
-    # the last window gets full context: 8 inputs for 5 predictions
-    assert len(windows[-1][0]) + len(windows[-1][1]) - 1 == 8
-    # a short text: rolling equals the loglikelihood given an empty context
-    s = make_scorer(max_length=64)
-    text = "short text"
-    assert s.loglikelihood_rolling([text])[0] == pytest.approx(s.loglikelihood([("", text)])[0][0], abs=1e-5)
+    ctx, cont = [256], list(range(21))
+    windows = s.windows(ctx, cont)
+    assert [t for _, _, pred in windows for t in pred] == cont
+    assert all(len(inp) <= 8 and n == len(pred) for inp, n, pred in windows)
+    assert windows[0][0] == (256, *cont[:7])  # starts from EOS
+    assert len(windows[-1][0]) == 8  # the last window gets full context for its 5 predictions
+    ll, greedy = s.loglikelihood_tokens([(ctx, cont)])[0]
+    parts = [direct_ll(s.model, list(inp), list(pred)) for inp, _, pred in windows]
+    assert ll == pytest.approx(sum(p[0] for p in parts), abs=1e-4)
+    assert greedy == all(p[1] for p in parts)
+    # rolling = the whole text after EOS; a short text fits one window
+    assert s.loglikelihood_rolling(["abc"])[0] == pytest.approx(s.loglikelihood([("", "abc")])[0][0], abs=1e-6)
+    long_text = "a fairly long text " * 3
+    assert s.loglikelihood_rolling([long_text])[0] == pytest.approx(
+        s.loglikelihood_tokens([([256], s.encode(long_text))])[0][0])
+    with pytest.raises(ScorerError, match="context of at least one token"):
+        s.loglikelihood_tokens([([], [1, 2])])
 
 
 def test_generate_until_is_greedy_and_stops_at_stop_strings():

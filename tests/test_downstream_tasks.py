@@ -143,14 +143,18 @@ def test_tasks_load_offline_and_match_lm_eval_builtin_requests(export_dir):
 
 
 @pytest.mark.slow
-def test_python_requests_match_our_yaml_on_every_document(export_dir):
+def test_every_document_gives_the_same_requests_in_all_three_builders(export_dir):
+    """lm-eval built-in task == our YAML task == rom.eval.tasks.doc_requests, on all 21,848 documents."""
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=str(export_dir), include_defaults=False)
     for name in T.TASK_NAMES:
-        (task,) = manager.load([T.TASKS[name].lm_eval_task])["tasks"].values()
+        spec = T.TASKS[name]
+        (task,) = manager.load([spec.lm_eval_task])["tasks"].values()
         docs = list(T.iter_task_docs(export_dir, name))
-        got = _requests(task, list(range(len(docs))))
+        everything = list(range(len(docs)))
+        got = _requests(task, everything)
+        assert got == _requests(_builtin_task(manager, spec, export_dir / f"{name}.jsonl"), everything), name
         for i, doc in enumerate(docs):
             assert list(T.doc_requests(name, doc).pairs) == got[i], (name, i)
 

@@ -182,3 +182,29 @@ def test_grouped_mm_op_is_what_the_path_dispatches_to() -> None:
 def test_bad_inputs_raise_clear_errors(call, match) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_grouped_path_has_no_host_sync_and_matches_loop() -> None:
+    device = torch.device("cuda")
+    idx = random_routing(64, 2, 8, 9, empty=(5,)).to(device)
+    x = torch.randn(64, 32, device=device, dtype=torch.bfloat16, requires_grad=True)
+    weight = torch.randn(8, 32, 48, device=device, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.rand(64, 2, device=device, requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        d = make_dispatch(idx, 8)
+        y = unpermute(expert_matmul(permute(x, d), weight, d, backend="auto"), d, w)
+        y.float().square().sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    grads = (x.grad.clone(), weight.grad.clone(), w.grad.clone())
+    x.grad = weight.grad = w.grad = None
+    y_loop = expert_path(x, weight, idx, w, "loop")
+    y_loop.float().square().sum().backward()
+    torch.testing.assert_close(y, y_loop, rtol=2e-2, atol=2e-2)
+    for got, want in zip(grads, (x.grad, weight.grad, w.grad)):
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=1e-1)
+    assert torch.count_nonzero(grads[1][5]) == 0

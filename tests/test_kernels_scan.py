@@ -54,7 +54,7 @@ def run(fn, inputs: dict, softplus: bool, **kw) -> torch.Tensor:
 
 def grads(y: torch.Tensor, inputs: dict, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed + 1)
-    weight = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype)  # a non-trivial cotangent
+    weight = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.device, y.dtype)  # a non-trivial cotangent
     names = [k for k in GRAD_NAMES if inputs[k] is not None]
     out = torch.autograd.grad((y * weight).sum(), [inputs[k] for k in names], allow_unused=True)
     # length 1: the decay never acts, so A may be unused by one implementation (its gradient is zero)
@@ -221,3 +221,17 @@ def test_bad_shapes_raise_clear_errors(name: str, shape: tuple, match: str) -> N
     inputs[name] = torch.zeros(shape, dtype=torch.float64)
     with pytest.raises(ValueError, match=match):
         run(selective_scan, inputs, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_reference_on_cuda_matches_cpu_float64() -> None:
+    inputs = make_inputs(2, 16, 130, 8, seed=31)
+    y_cpu = run(selective_scan_reference, inputs, True)
+    g_cpu = grads(y_cpu, inputs, 31)
+    cuda_inputs = {k: None if v is None else v.detach().cuda().requires_grad_() for k, v in inputs.items()}
+    y = run(selective_scan_reference, cuda_inputs, True)
+    g = grads(y, cuda_inputs, 31)
+    assert_close("y", y.cpu(), y_cpu, 1e-10, 1e-10)
+    for name in GRAD_NAMES:
+        assert_close(f"grad {name}", g[name].cpu(), g_cpu[name], 1e-9, 1e-9)

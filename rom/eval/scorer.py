@@ -9,7 +9,7 @@ Semantics follow lm-eval's conventions for causal LMs: trailing spaces of a cont
 before tokenizing; the continuation's tokens are the tail of the tokenized whole; an empty context is the EOS
 token; sequences longer than ``max_length + 1`` tokens lose tokens on the left; acc_norm divides each choice's
 log-likelihood by the choice's length in characters (lm-eval's ``completion_len``); perplexity is
-exp(-mean log-likelihood).
+exp(-mean log-likelihood). A continuation longer than ``max_length`` is scored in windows (see ``windows``).
 """
 
 from __future__ import annotations
@@ -79,64 +79,56 @@ class LMScorer:
         """(sum log p(continuation | context), whether greedy decoding would produce it) per pair."""
         return self.loglikelihood_tokens([self.encode_pair(c, x) for c, x in pairs])
 
-    def _window(self, ctx: list[int], cont: list[int]) -> tuple[tuple[int, ...], int]:
+    def windows(self, ctx: list[int], cont: list[int]) -> list[tuple[tuple[int, ...], int, tuple[int, ...]]]:
+        """(model input, number of predicted tokens, predicted tokens) windows that score ``cont`` after ``ctx``.
+
+        Every window holds at most ``max_length`` input tokens. Usually one window does (a long context loses
+        tokens on the left); a continuation longer than ``max_length`` is cut into chunks, each predicted with
+        as much preceding text as fits, so each token is predicted once (lm-eval's rolling scheme).
+        """
+        if not ctx:
+            raise ScorerError("a context of at least one token is needed (use EOS for an empty context)")
         if not cont:
             raise ScorerError("cannot score an empty continuation")
-        if len(cont) > self.max_length:
-            raise ScorerError(f"continuation of {len(cont)} tokens exceeds max_length={self.max_length}; "
-                              "raise max_length")
-        full = (ctx + cont)[-(self.max_length + 1):]  # left-truncate long contexts
-        return tuple(full[:-1]), len(cont)
+        full = ctx + cont
+        out = []
+        for start in range(0, len(cont), self.max_length):
+            pred = cont[start:start + self.max_length]
+            end = len(ctx) + start + len(pred)  # index in `full` just after the last predicted token
+            inp = full[max(0, end - (self.max_length + 1)):end - 1]
+            out.append((tuple(inp), len(pred), tuple(pred)))
+        return out
 
     @torch.inference_mode()
     def loglikelihood_tokens(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        keyed = [self._window(ctx, cont) + (tuple(cont),) for ctx, cont in requests]
-        unique = sorted(set(keyed), key=lambda k: (-len(k[0]), k[0], k[2]))  # content order only
-        results: dict[tuple, tuple[float, bool]] = {}
+        per_request = [self.windows(ctx, cont) for ctx, cont in requests]
+        unique = sorted({w for ws in per_request for w in ws}, key=lambda k: (-len(k[0]), k[0], k[2]))
+        scores: dict[tuple, tuple[float, bool]] = {}  # content order only: batches do not depend on arrival
         batches = range(0, len(unique), self.batch_size)
         for start in tqdm(batches, desc="loglikelihood", disable=not self.show_progress or len(batches) < 2):
             batch = unique[start:start + self.batch_size]
             width = len(batch[0][0])
             ids = torch.full((len(batch), width), self.eos_id, dtype=torch.long)
             for row, (inp, _, _) in enumerate(batch):
-                ids[row, :len(inp)] = torch.tensor(inp, dtype=torch.long)
+                ids[row, :len(inp)] = torch.tensor(inp, dtype=torch.long)  # right padding: causal, harmless
             logits = _logits(self.model(ids.to(self.device)))
             for row, key in enumerate(batch):
-                inp, n_cont, cont = key
-                # logits at position t predict token t+1: the continuation is predicted by the last n_cont
-                pos = slice(len(inp) - n_cont, len(inp))
-                logprobs = F.log_softmax(logits[row, pos].float(), dim=-1)
-                target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)
+                inp, n_pred, pred = key
+                # logits at position t predict token t+1: the last n_pred inputs predict the window's tokens
+                logprobs = F.log_softmax(logits[row, len(inp) - n_pred:len(inp)].float(), dim=-1)
+                target = torch.tensor(pred, dtype=torch.long, device=logprobs.device)
                 ll = float(logprobs.gather(-1, target[:, None]).double().sum())
-                greedy = bool((logprobs.argmax(dim=-1) == target).all())
-                results[key] = (ll, greedy)
-        return [results[k] for k in keyed]
-
-    def rolling_windows(self, tokens: list[int]) -> list[tuple[list[int], list[int]]]:
-        """Disjoint (context, continuation) windows: each token predicted once, with the most context that fits.
-
-        The first window starts from EOS; each later one predicts the next max_length tokens after max_length
-        + 1 - n tokens of preceding text (lm-eval's rolling scheme with context_len=1).
-        """
-        windows = []
-        full = [self.eos_id] + tokens
-        for start in range(0, len(tokens), self.max_length):
-            pred = tokens[start:start + self.max_length]
-            end = start + 1 + len(pred)  # index in `full` after the last predicted token
-            ctx_start = max(0, end - (self.max_length + 1))
-            windows.append((full[ctx_start:start + 1], pred))
-        return windows
+                scores[key] = (ll, bool((logprobs.argmax(dim=-1) == target).all()))
+        results = []
+        for ws in per_request:
+            parts = [scores[w] for w in ws]
+            results.append((parts[0][0] if len(parts) == 1 else math.fsum(p[0] for p in parts),
+                            all(p[1] for p in parts)))
+        return results
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
-        windows, owner = [], []
-        for i, text in enumerate(texts):
-            for w in self.rolling_windows(self.encode(text)):
-                windows.append(w)
-                owner.append(i)
-        totals = [0.0] * len(texts)
-        for i, (ll, _) in zip(owner, self.loglikelihood_tokens(windows)):
-            totals[i] += ll
-        return totals
+        """Log-likelihood of each whole text after EOS, in windows of ``max_length`` (lm-eval's rolling)."""
+        return [ll for ll, _ in self.loglikelihood_tokens([([self.eos_id], self.encode(t)) for t in texts])]
 
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()

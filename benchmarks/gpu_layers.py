@@ -1,0 +1,143 @@
+"""Layer benchmarks on one GPU (bf16 autocast, fp32 parameters), all variants side by side in one run.
+
+1. Dense Mamba mixer, d_model 1024, expand 2, d_state 16, 8 x 2048 tokens: ours (backend auto = Triton scan
+   and conv), the torch reference path, and mamba-ssm's ``Mamba`` if it is installed and built.
+2. RoM mixer (8 experts, top-1, shared routing, conv/gate/out experts) vs our dense mixer of the same active
+   shape: time ratio (goal <= 1.10).
+Prints a table and writes benchmarks/results/gpu_layers.json.
+
+    python benchmarks/gpu_layers.py [--batch 8] [--seq-len 2048] [--d-model 1024] [--out-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_common import bench_ms, device_facts, print_table, write_result  # noqa: E402
+
+from rom.config import MambaConfig, RoMConfig  # noqa: E402
+from rom.layers.mamba import MambaMixer  # noqa: E402
+from rom.layers.rom import RoMMixer  # noqa: E402
+
+
+def _time_layer(layer: torch.nn.Module, xs: list[torch.Tensor], unpack: bool) -> dict[str, float]:
+    grad = torch.randn_like(xs[0])
+    i = [0]
+
+    def run():
+        x = xs[i[0] % len(xs)]
+        i[0] += 1
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = layer(x)
+        return out[0] if unpack else out
+
+    def fwd():
+        with torch.no_grad():
+            run()
+
+    def fwd_bwd():
+        out = run()
+        out.backward(grad.to(out.dtype))
+
+    return {"fwd_ms": bench_ms(fwd), "fwd_bwd_ms": bench_ms(fwd_bwd)}
+
+
+def _mamba_ssm_layer(d_model: int) -> tuple[torch.nn.Module | None, str]:
+    try:
+        from mamba_ssm.modules.mamba_simple import Mamba
+    except Exception as err:  # noqa: BLE001 - optional comparison
+        return None, f"not available ({type(err).__name__}: {err})"
+    try:
+        import causal_conv1d  # noqa: F401
+
+        path = "fast path (mamba_inner_fn, causal-conv1d)"
+    except Exception:  # noqa: BLE001
+        path = "without causal-conv1d: cuDNN conv1d + selective_scan_fn (not the fused fast path)"
+    return Mamba(d_model=d_model, d_state=16, d_conv=4, expand=2).cuda(), path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--d-model", type=int, default=1024)
+    ap.add_argument("--experts", type=int, default=8)
+    ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args()
+    b, L, dm = args.batch, args.seq_len, args.d_model
+    tokens = b * L
+    dt_rank = math.ceil(dm / 16)
+    mcfg = MambaConfig(d_state=16)
+    facts = device_facts()
+    xs = [torch.randn(b, L, dm, device="cuda", requires_grad=True) for _ in range(2)]
+
+    layers: dict[str, Callable[[], tuple[torch.nn.Module | None, str]]] = {
+        "dense mamba, ours (auto)": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda(), "triton"),
+        "dense mamba, torch reference": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="reference").cuda(), "torch"),
+        "dense mamba, mamba-ssm Mamba": lambda: _mamba_ssm_layer(dm),
+        f"RoM e{args.experts} top-1, ours (auto)": lambda: (RoMMixer(dm, mcfg, RoMConfig(num_experts=args.experts,
+                                                            top_k=1), dt_rank, backend="auto").cuda(), "triton"),
+        f"RoM e{args.experts} top-1, torch reference": lambda: (RoMMixer(dm, mcfg, RoMConfig(
+            num_experts=args.experts, top_k=1), dt_rank, backend="reference").cuda(), "torch"),
+    }
+    rows: list[dict[str, Any]] = []
+    for name, make in layers.items():
+        if args.no_reference and "reference" in name:
+            continue
+        torch.manual_seed(0)
+        try:
+            layer, note = make()
+        except Exception as err:  # noqa: BLE001
+            layer, note = None, f"build failed: {type(err).__name__}: {err}"
+        if layer is None:
+            print(f"{name}: {note}")
+            rows.append({"layer": name, "note": note})
+            continue
+        try:
+            t = _time_layer(layer, xs, unpack="mamba-ssm" not in name)
+        except Exception as err:  # noqa: BLE001 - keep the other rows (e.g. OOM on the reference path)
+            print(f"{name}: failed: {type(err).__name__}: {err}")
+            rows.append({"layer": name, "note": f"failed: {type(err).__name__}: {str(err)[:200]}"})
+            del layer
+            torch.cuda.empty_cache()
+            continue
+        rows.append({"layer": name, **t, "Mtok_per_s_fwd_bwd": tokens / t["fwd_bwd_ms"] / 1e3,
+                     "params_M": sum(p.numel() for p in layer.parameters()) / 1e6, "note": note})
+        print(rows[-1], flush=True)
+        del layer
+        torch.cuda.empty_cache()
+
+    by = {r["layer"]: r for r in rows if "fwd_bwd_ms" in r}
+    ours_dense = by.get("dense mamba, ours (auto)")
+    ours_rom = by.get(f"RoM e{args.experts} top-1, ours (auto)")
+    summary = {}
+    if ours_dense and ours_rom:
+        summary["rom_over_dense_fwd_bwd"] = ours_rom["fwd_bwd_ms"] / ours_dense["fwd_bwd_ms"]
+        summary["rom_over_dense_fwd"] = ours_rom["fwd_ms"] / ours_dense["fwd_ms"]
+    ms = by.get("dense mamba, mamba-ssm Mamba")
+    if ours_dense and ms:
+        summary["ours_speedup_vs_mamba_ssm_fwd_bwd"] = ms["fwd_bwd_ms"] / ours_dense["fwd_bwd_ms"]
+    if ours_dense:
+        summary["ours_speedup_vs_quoted_mamba_ssm_6.62ms"] = 6.62 / ours_dense["fwd_bwd_ms"]
+    payload = {"benchmark": "layers", "shape": {"batch": b, "seq_len": L, "d_model": dm, "expand": 2, "d_state": 16,
+               "dt_rank": dt_rank, "experts": args.experts, "autocast": "bf16", "params": "fp32"},
+               "device": facts, "results": rows, "summary": summary,
+               "quoted": {"mamba_ssm_Mamba_fwd_bwd_ms": 6.62, "note": "issue 6, H100 80GB, another run"}}
+    path = write_result("gpu_layers", payload, args.out_dir)
+    print(f"\nwrote {path}; {facts['gpu']} torch {facts['torch']} triton {facts['triton']}")
+    print_table(rows, ["layer", "fwd_ms", "fwd_bwd_ms", "Mtok_per_s_fwd_bwd"])
+    print("summary:", {k: round(v, 3) for k, v in summary.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Whole training step on one GPU: tokens/s and MFU for dense Mamba and RoM (8 experts) at three sizes.
+
+A step = forward (bf16 autocast, fp32 parameters) + cross-entropy + aux loss + backward + AdamW update.
+MFU = (training FLOPs per token from rom.accounting) x tokens/s / the measured bf16 matmul rate of this GPU
+(also reported against the 989 TFLOP/s H100 SXM datasheet figure). Backends: auto (our Triton kernels),
+and mamba_ssm (its scan kernel inside our model) when installed. Prints a table, writes
+benchmarks/results/gpu_step.json.
+
+    python benchmarks/gpu_step.py [--seq-len 2048] [--out-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_common import device_facts, measure_matmul_tflops, print_table, write_result  # noqa: E402
+
+from rom.accounting import count_flops, count_params  # noqa: E402
+from rom.config import MambaConfig, ModelConfig, Pattern, RoMConfig  # noqa: E402
+from rom.models import build_model  # noqa: E402
+
+# (name, d_model, n_layer, batch): ~15M, ~115M, ~350M dense parameters with vocab 32000
+SIZES = [("15m", 256, 12, 16), ("115m", 768, 24, 8), ("350m", 1024, 48, 4)]
+DATASHEET_TFLOPS = 989.0
+
+
+def _cfg(d_model: int, n_layer: int, rom: bool) -> ModelConfig:
+    return ModelConfig(d_model=d_model, n_layer=n_layer, vocab_size=32000,
+                       pattern=Pattern.ROM if rom else Pattern.MAMBA, mamba=MambaConfig(d_state=16),
+                       rom=RoMConfig(num_experts=8, top_k=1))
+
+
+def _time_steps(cfg: ModelConfig, backend: str, batch: int, seq_len: int, steps: int = 8) -> float:
+    torch.manual_seed(0)
+    with torch.device("cuda"):  # initialise on the GPU: a 2.5B-parameter model is slow to build on the CPU
+        model = build_model(cfg, backend=backend)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    ids = [torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda") for _ in range(2)]
+
+    def step(i: int) -> None:
+        x = ids[i % 2]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x[:, :-1])
+            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), x[:, 1:].flatten()) + out.aux_loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(3):  # warm-up: compilation, allocator, cuBLAS handles
+        step(i)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for i in range(steps):
+        start.record()
+        step(i)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    del model, opt
+    torch.cuda.empty_cache()
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--sizes", default="15m,115m,350m")
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args()
+    facts = device_facts()
+    peak = measure_matmul_tflops()
+    backends = ["auto"]
+    try:
+        from rom.kernels import resolve
+
+        resolve("selective_scan", "mamba_ssm", torch.device("cuda"))
+        backends.append("mamba_ssm")
+    except Exception as err:  # noqa: BLE001
+        print(f"mamba_ssm backend not available: {err}")
+    rows: list[dict[str, Any]] = []
+    wanted = set(args.sizes.split(","))
+    t_start = time.time()
+    for name, d_model, n_layer, batch in SIZES:
+        if name not in wanted:
+            continue
+        for rom in (False, True):
+            cfg = _cfg(d_model, n_layer, rom)
+            params = count_params(cfg)
+            flops_tok = count_flops(cfg, args.seq_len).train
+            for backend in backends:
+                label = f"{'rom-e8' if rom else 'dense'}-{name}"
+                bsz = batch
+                while True:
+                    try:
+                        ms = _time_steps(cfg, backend, bsz, args.seq_len)
+                        break
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        if bsz == 1:
+                            ms = float("nan")
+                            break
+                        bsz //= 2
+                tok_s = bsz * args.seq_len / (ms / 1e3)
+                rows.append({"model": label, "backend": backend, "params_total_M": params.total / 1e6,
+                             "params_active_M": params.active / 1e6, "batch": bsz, "seq_len": args.seq_len,
+                             "step_ms": ms, "tokens_per_s": tok_s,
+                             "mfu_measured_peak": flops_tok * tok_s / (peak * 1e12),
+                             "mfu_datasheet": flops_tok * tok_s / (DATASHEET_TFLOPS * 1e12),
+                             "train_flops_per_token": flops_tok})
+                print(rows[-1], f"[{time.time() - t_start:.0f}s]", flush=True)
+    payload = {"benchmark": "train_step", "device": facts, "matmul_peak_tflops_measured": peak,
+               "datasheet_tflops": DATASHEET_TFLOPS, "results": rows,
+               "note": "bf16 autocast, fp32 params, fused AdamW, median of 8 steps after 3 warm-up steps"}
+    path = write_result("gpu_step", payload, args.out_dir)
+    print(f"\nwrote {path}; measured bf16 matmul peak {peak:.0f} TFLOP/s; {facts['gpu']} torch {facts['torch']}")
+    print_table(rows, ["model", "backend", "params_total_M", "params_active_M", "batch", "step_ms", "tokens_per_s",
+                       "mfu_measured_peak"])
+
+
+if __name__ == "__main__":
+    main()
