@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -57,7 +58,8 @@ FIGURES: dict[str, str] = {
     "training_curves": "Training loss (lines) and validation loss (markers) against training tokens, per run, "
                        "from each run's metrics JSONL.",
     "expert_load": "Per-layer expert load of RoM runs at the last logged step: coefficient of variation of "
-                   "tokens per expert (left) and max/min load relative to uniform (right).",
+                   "tokens per expert (left) and the most and least loaded expert's share as logged (right; "
+                   "dotted: the uniform share 1/E when the trainer logs fractions).",
 }
 
 
@@ -65,6 +67,20 @@ def family_style(family: str) -> dict[str, Any]:
     base = family.replace("+moe", "")
     return {"color": FAMILY_COLORS.get(base, "#7f7f7f"), "linestyle": "-" if "rom" in base else "--",
             "marker": "o" if "+moe" not in family else "s"}
+
+
+def _log_x(ax: Any, values: Sequence[float]) -> None:
+    """Log x axis spanning at least a decade (so it carries a decade label and no crowded minor labels)."""
+    ax.set_xscale("log")
+    vals = [float(v) for v in values if np.isfinite(v) and v > 0]
+    if not vals:
+        return
+    lo, hi = min(vals) / 1.3, max(vals) * 1.3
+    if hi / lo < 10:
+        centre = math.sqrt(lo * hi)
+        lo, hi = centre / math.sqrt(10), centre * math.sqrt(10)
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _no_data(ax: Any, text: str) -> None:
@@ -140,7 +156,7 @@ def _fit_curves(ax: Any, runs: pd.DataFrame, fits: dict[str, FitResult], kind: F
         if fit is None or not fit.ok:
             continue
         xs_all = [v for v in list(x_of(g)) + list(extra_x) if np.isfinite(v) and v > 0]
-        lo, hi = min(xs_all) / 1.5, max(xs_all) * 1.5
+        lo, hi = min(xs_all) / 1.3, max(xs_all) * 1.3  # the x range _log_x shows
         grid = np.geomspace(lo, hi, 120)
         ax.plot(grid, predict(fit, None, grid), color=st["color"], linestyle=st["linestyle"], linewidth=1.2,
                 label=f"{family} fit ({fit.status.value})")
@@ -150,7 +166,7 @@ def _fit_curves(ax: Any, runs: pd.DataFrame, fits: dict[str, FitResult], kind: F
             q = 50 * (1 - fit.ci_level)
             ax.fill_between(grid, np.percentile(preds, q, axis=0), np.percentile(preds, 100 - q, axis=0),
                             color=st["color"], alpha=0.15, linewidth=0)
-    ax.set_xscale("log")
+    _log_x(ax, list(x_of(runs)) + list(extra_x))
     ax.set_ylabel("validation loss at the training length (nats/token)")
 
 
@@ -228,7 +244,7 @@ def fig_loss_vs_total_params(df: pd.DataFrame, notes: list[str]) -> Any:
         st = family_style(family)
         ax.plot(g["params_total"], g["loss_nats"], color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
                 label=family)
-    ax.set_xscale("log")
+    _log_x(ax, runs["params_total"].astype(float))
     ax.set_xlabel("total parameters (all experts, with embeddings)")
     ax.set_ylabel("validation loss at the training length (nats/token)")
     ax.legend()
@@ -252,8 +268,15 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class RunMetrics:
+    family: str
+    num_experts: int
+    rows: list[dict[str, Any]]
+
+
 def _load_all_metrics(df: pd.DataFrame, notes: list[str], records_dir: str | Path | None = None
-                      ) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+                      ) -> dict[str, RunMetrics]:
     """Each run's metrics: the table's ``metrics_path``; if that is gone and ``records_dir`` is given
     (records moved since collect), ``<records_dir>/**/<run_id>/<metrics file name>``."""
     out = {}
@@ -270,14 +293,15 @@ def _load_all_metrics(df: pd.DataFrame, notes: list[str], records_dir: str | Pat
         if not Path(path).is_file():
             notes.append(f"{run_id}: metrics file {path} is missing")
             continue
-        out[run_id] = (str(g["family"].iloc[0]), read_metrics(path))
+        out[run_id] = RunMetrics(str(g["family"].iloc[0]), int(g["num_experts"].iloc[0]), read_metrics(path))
     return out
 
 
-def fig_training_curves(metrics: dict[str, tuple[str, list[dict[str, Any]]]], notes: list[str]) -> Any:
+def fig_training_curves(metrics: dict[str, RunMetrics], notes: list[str]) -> Any:
     fig, ax = plt.subplots()
     drawn = 0
-    for run_id, (family, rows) in metrics.items():
+    for run_id, m in metrics.items():
+        family, rows = m.family, m.rows
         st = family_style(family)
         x_key = "tokens" if any("tokens" in r for r in rows) else "step"
         tr = [(r[x_key], r["train/loss"]) for r in rows if x_key in r and isinstance(r.get("train/loss"), (int, float))]
@@ -293,9 +317,10 @@ def fig_training_curves(metrics: dict[str, tuple[str, list[dict[str, Any]]]], no
         _no_data(ax, "no training metrics found")
         return fig
     handles = [plt.Line2D([], [], color=family_style(f)["color"], linestyle=family_style(f)["linestyle"], label=f)
-               for f in sorted({fam for fam, _ in metrics.values()})]
+               for f in sorted({m.family for m in metrics.values()})]
     ax.legend(handles=handles)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training tokens")
     ax.set_ylabel("loss (nats/token)")
     return fig
@@ -315,14 +340,14 @@ def router_load(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
     return {}
 
 
-def fig_expert_load(metrics: dict[str, tuple[str, list[dict[str, Any]]]], notes: list[str]) -> Any:
+def fig_expert_load(metrics: dict[str, RunMetrics], notes: list[str]) -> Any:
     fig, (ax_cv, ax_mm) = plt.subplots(1, 2, figsize=(9.6, 3.8))
     drawn = 0
-    for run_id, (family, rows) in metrics.items():
-        load = router_load(rows)
+    for run_id, m in metrics.items():
+        load = router_load(m.rows)
         if not load:
             continue
-        st = family_style(family)
+        st = family_style(m.family)
         color = plt.cm.tab10(drawn % 10)
         label = run_id if len(run_id) <= 28 else run_id[:25] + "..."
         if "load_cv" in load:
@@ -334,6 +359,10 @@ def fig_expert_load(metrics: dict[str, tuple[str, list[dict[str, Any]]]], notes:
                     layers = sorted(load[stat])
                     ax_mm.plot(layers, [load[stat][i] for i in layers], marker=st["marker"], color=color,
                                linestyle=ls, label=f"{label} {stat[5:]}")
+            values = [v for stat in ("load_max", "load_min") for v in load.get(stat, {}).values()]
+            if m.num_experts > 1 and values and max(values) <= 1.0:  # logged as fractions of tokens
+                ax_mm.axhline(1.0 / m.num_experts, color=color, linestyle=":", linewidth=0.8,
+                              label=f"uniform 1/{m.num_experts}")
         drawn += 1
     if not drawn:
         _no_data(ax_cv, "no router load metrics\n(dense runs, or none logged)")
@@ -345,8 +374,7 @@ def fig_expert_load(metrics: dict[str, tuple[str, list[dict[str, Any]]]], notes:
     ax_cv.set_xlabel("layer")
     ax_cv.set_ylabel("load CV (tokens per expert)")
     ax_mm.set_xlabel("layer")
-    ax_mm.set_ylabel("max / min expert load (x uniform)")
-    ax_mm.axhline(1.0, color="#999999", linewidth=0.8)
+    ax_mm.set_ylabel("max / min expert load (as logged)")
     ax_cv.legend(fontsize=6)
     ax_mm.legend(fontsize=6)
     return fig

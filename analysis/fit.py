@@ -225,15 +225,20 @@ def chinchilla(N: Any, D: Any, E: float, A: float, a: float, B: float, b: float)
     return E + A * np.power(np.asarray(N, float), -a) + B * np.power(np.asarray(D, float), -b)
 
 
+def evaluate_form(kind: FitKind, p: dict[str, float], *x: Any) -> Any:
+    """The form of ``kind`` at x (N, C or N, D) with parameters ``p`` (named as in FORMS)."""
+    if kind == FitKind.JOINT:
+        return chinchilla(x[0], x[1], p["E"], p["A"], p["a"], p["B"], p["b"])
+    _, (_, coef, expo), _ = FORMS[kind]
+    return power_law(x[0], p["E"], p[coef], p[expo])
+
+
 def predict(fit: FitResult, params: dict[str, float] | None = None, *x: Any) -> Any:
     """Evaluate ``fit``'s form at x (N, C or N, D) with its parameters or the ones given."""
     p = params if params is not None else fit.params
     if p is None:
         raise AnalysisError(f"fit {fit.key} has no parameters (status {fit.status.value})")
-    if fit.kind == FitKind.JOINT:
-        return chinchilla(x[0], x[1], p["E"], p["A"], p["a"], p["B"], p["b"])
-    coef, expo = fit.param_names[1], fit.param_names[2]
-    return power_law(x[0], p["E"], p[coef], p[expo])
+    return evaluate_form(fit.kind, p, *x)
 
 
 def inverse(fit: FitResult, loss: float, params: dict[str, float] | None = None) -> float:
@@ -500,7 +505,7 @@ def _fit_family(
     status = FitStatus.HIT_BOUND if hits else FitStatus.CONVERGED
     message = "; ".join(hits + notes) if (hits or notes) else "converged"
 
-    pred = predict(_shell(names, kind), params, *X.T) if len(X) else np.array([])
+    pred = evaluate_form(kind, params, *X.T)
     pts = tuple(FitPoint(r, tuple(map(float, x)), float(l), float(p), float(math.log(p) - math.log(l)))
                 for r, x, l, p in zip(run_ids, X, loss, pred))
 
@@ -543,15 +548,6 @@ def _fit_family(
     return FitResult(status=status, message=message, params=params, ci=ci, ci_note=ci_note,
                      objective=best.value, n_starts=len(starts), points=pts,
                      bootstrap=Bootstrap(bootstrap, len(samples), seed, tuple(samples)), **common)
-
-
-def _shell(names: tuple[str, ...], kind: FitKind) -> FitResult:
-    """A parameterless FitResult carrying only the form, for ``predict`` inside ``fit_family``."""
-    return FitResult(key="", kind=kind, family="", form="", status=FitStatus.FAILED, message="",
-                     param_convention="", flop_convention="", x_names=(), x_columns=(), param_names=names,
-                     params=None, fixed={}, ci=None, ci_level=0.95, ci_note="", n_points=0, n_unique_x=0,
-                     dof=0, x_range={}, loss_range=(0.0, 0.0), objective=0.0, huber_delta=0.0, n_starts=0,
-                     points=(), excluded=(), bootstrap=Bootstrap(0, 0, 0, ()))
 
 
 def fit_all(

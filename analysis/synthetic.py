@@ -105,8 +105,10 @@ def metrics_lines(record: dict[str, Any], n_steps: int = 20) -> list[dict[str, A
         if record["model"]["num_experts"] > 1:
             for layer in range(record["model"]["n_layer"]):
                 row[f"router/layer{layer}/load_cv"] = 0.1 + 0.05 * layer * frac
-                row[f"router/layer{layer}/load_max"] = 1.2 + 0.1 * layer
-                row[f"router/layer{layer}/load_min"] = 0.8 - 0.05 * layer
+                # Shares of the routed tokens, as the trainer logs them (uniform = 1 / num_experts).
+                uniform = 1.0 / record["model"]["num_experts"]
+                row[f"router/layer{layer}/load_max"] = uniform * (1.2 + 0.1 * layer)
+                row[f"router/layer{layer}/load_min"] = uniform * (0.8 - 0.05 * layer)
         lines.append(row)
     return lines
 

@@ -141,3 +141,10 @@ def test_real_checkpoint_and_tokenizer_end_to_end(export_dir, tmp_path):
     assert parts["builtin"]["downstream"] == parts["lm-eval"]["downstream"]
     assert parts["builtin"]["downstream_meta"]["max_length"] == 128  # the training length
     json.dumps(parts["builtin"])  # JSON-clean
+    # the lm-eval model class loads the same run from model_args (lm-eval passes batch_size/device separately)
+    from rom.eval.lm_eval_model import RomLM
+
+    lm = RomLM.create_from_arg_string(f"run_dir={run_dir},max_length=64", {"batch_size": 4, "device": "cpu"})
+    assert (lm.max_length, lm.scorer.batch_size, lm.scorer.tokenizer.vocab_size) == (64, 4, tok.vocab_size)
+    train_bpe([text], vocab_size=512, out=tmp_path / "big.json", progress=False)
+    assert _downstream(run_dir, export_dir, tmp_path / "x.json", "--tokenizer", str(tmp_path / "big.json")) == 1

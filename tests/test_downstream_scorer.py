@@ -185,6 +185,25 @@ def test_rom_model_is_registered_with_lm_eval():
         RomLM.create_from_arg_string("device=cpu,batch_size=4")
 
 
+def test_rom_lm_answers_all_three_request_types():
+    from lm_eval.api.instance import Instance
+
+    from rom.eval.lm_eval_model import RomLM
+
+    s = make_scorer(max_length=32)
+    lm = RomLM(scorer=s)
+
+    def inst(kind, args):
+        return Instance(request_type=kind, doc={}, arguments=args, idx=0)
+
+    lls = lm.loglikelihood([inst("loglikelihood", ("The cat", " sat")), inst("loglikelihood", ("", "x"))])
+    assert lls == s.loglikelihood([("The cat", " sat"), ("", "x")])
+    text = "a longer text that needs two windows of 32 tokens"
+    assert lm.loglikelihood_rolling([inst("loglikelihood_rolling", (text,))]) == s.loglikelihood_rolling([text])
+    gen = lm.generate_until([inst("generate_until", ("Once", {"until": ["."], "max_gen_toks": 3}))])
+    assert gen == s.generate_until(["Once"], [{"until": ["."], "max_gen_toks": 3}])
+
+
 def test_builtin_scorer_equals_lm_eval_exactly_on_cpu(export_dir, bpe):
     from rom.eval.lm_eval_model import evaluate_with_lm_eval
 

@@ -113,6 +113,20 @@ def test_other_chunk_sizes(chunk: int) -> None:
     assert CHUNK >= 2
 
 
+@pytest.mark.parametrize("block_bytes", [1, 3 * 2 * 29 * 4 * 8])
+def test_channel_blocking_changes_nothing(block_bytes: int) -> None:
+    """Blocks of 1 and of 3 channels (5 channels: a ragged last block), forward, grads and last state."""
+    inputs = make_inputs(2, 5, 29, 4, seed=41)
+    y_ref, h_ref = run(selective_scan_sequential, inputs, True, return_last_state=True)
+    g_ref = grads(y_ref, inputs, 41)
+    y, h = run(selective_scan_reference, inputs, True, return_last_state=True, block_bytes=block_bytes)
+    g = grads(y, inputs, 41)
+    assert_close("y", y, y_ref, 1e-10, 1e-10)
+    assert_close("last state", h, h_ref, 1e-10, 1e-10)
+    for name in GRAD_NAMES:
+        assert_close(f"grad {name}", g[name], g_ref[name], 1e-9, 1e-9)
+
+
 def test_float32_tolerances() -> None:
     inputs = make_inputs(2, 8, 130, 16, seed=3, dtype=torch.float32)
     y = run(selective_scan, inputs, True)

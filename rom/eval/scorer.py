@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from rom.eval.tasks import TASKS, DocRequests, doc_requests, get_task, iter_task_docs
+from rom.eval.tasks import DocRequests, doc_requests, get_task, iter_task_docs
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +303,15 @@ def load_scorer(run_dir: str | Path, device: str = "cpu", batch_size: int = 8, m
     from rom.train.checkpoint import load_trained_model
 
     model, cfg = load_trained_model(run_dir, device)
-    tok = load_tokenizer(find_tokenizer(run_dir, tokenizer))
+    tok_path = find_tokenizer(run_dir, tokenizer)
+    tok = load_tokenizer(tok_path)
+    if tok.vocab_size > cfg.model.vocab_size:
+        raise ScorerError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {run_dir} only "
+                          f"{cfg.model.vocab_size}: not the tokenizer this run was trained with")
     length = int(max_length) if max_length else int(cfg.train.seq_len)
     return LMScorer(model, tok, device=device, batch_size=batch_size, max_length=length,
                     show_progress=show_progress), cfg
 
 
 __all__ = ["LMScorer", "ScorerError", "evaluate_builtin", "doc_metrics", "aggregate", "load_scorer",
-           "find_tokenizer", "TASKS"]
+           "find_tokenizer"]

@@ -267,8 +267,8 @@ def _unprocess_hellaswag(target: str, where: str) -> str:
 
     The cleanup is not idempotent: it strips, then deletes [..] tags, then halves double spaces. So a cleaned
     ending with a leading (trailing) space, left there by a deleted tag, gets an empty tag before (after) it,
-    which protects it from the strip and vanishes in the tag deletion; runs of n > 1 spaces become 2n - 1 spaces, which the single
-    double-space replacement turns back into n.
+    which protects it from the strip and vanishes in the tag deletion; runs of n > 1 spaces become 2n - 1
+    spaces, which the single double-space replacement turns back into n.
     """
     raw = re.sub(" {2,}", lambda m: " " * (2 * len(m.group(0)) - 1), target)
     if raw != raw.lstrip():

@@ -1,6 +1,7 @@
 # Study loading: the study file is validated against workflow/schemas/study.schema.yaml, then every run's
 # RunConfig is built with rom.config (torch-free) so that its run id (name + config hash) names its directory.
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -176,13 +177,37 @@ def record_paths():
 
 
 def records():
-    """The final records the analysis reads: every run of the study, or (regenerate) the committed ones."""
-    if not config["regenerate"]:
-        return record_paths()
-    found = sorted(str(p) for p in Path(OUT).glob("runs/*/final.json"))
+    """The final records the analysis reads.
+
+    Normal mode: every run of the study (Snakemake produces the missing ones). Regenerate mode: the committed
+    records, never produced here. They are the study's current run ids when all exist; otherwise (the config
+    tree gained a field since they were recorded, so the hashes moved) every results/<study>/runs/*/final.json,
+    which must then hold exactly one record for each run name of the study (records of other names are left out).
+    """
+    expected = record_paths()
+    if not config["regenerate"] or all(Path(p).is_file() for p in expected):
+        return expected
+    found = sorted(Path(OUT).glob("runs/*/final.json"))
     if not found:
         raise WorkflowError(f"regenerate=true but no run records match {OUT}/runs/*/final.json")
-    return found
+    by_name = {}
+    for path in found:
+        try:
+            name = json.loads(path.read_text())["name"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise WorkflowError(f"{path}: not a readable run record ({e})")
+        by_name.setdefault(name, []).append(str(path))
+    names = [cfg["name"] for cfg in RUNS.values()]
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise WorkflowError(f"regenerate=true: no record under {OUT}/runs/ for the study's runs {missing}")
+    repeated = {name: by_name[name] for name in names if len(by_name[name]) > 1}
+    if repeated:
+        raise WorkflowError(
+            f"regenerate=true: several records per run name under {OUT}/runs/ (stale runs of an older study "
+            f"version?); keep one of each: {repeated}"
+        )
+    return [by_name[name][0] for name in names]
 
 
 # What `python -m analysis figures|tables` write (analysis/figures.py FIGURES, analysis/tables.py TABLE_NAMES);
