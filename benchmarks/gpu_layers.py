@@ -51,6 +51,27 @@ def _time_layer(layer: torch.nn.Module, xs: list[torch.Tensor], unpack: bool) ->
     return {"fwd_ms": bench_ms(fwd), "fwd_bwd_ms": bench_ms(fwd_bwd)}
 
 
+def _profile(layer: torch.nn.Module, x: torch.Tensor, top: int = 12) -> list[dict[str, Any]]:
+    """CUDA time per kernel over one fwd+bwd (where the layer's time goes), top entries."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = layer(x)[0]
+        out.backward(torch.ones_like(out))
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total = sum(e.self_device_time_total for e in events) or 1.0
+    return [{"kernel": e.key[:90], "ms": e.self_device_time_total / 1e3, "share": e.self_device_time_total / total,
+             "calls": e.count} for e in events[:top]]
+
+
 def _mamba_ssm_layer(d_model: int) -> tuple[torch.nn.Module | None, str]:
     try:
         from mamba_ssm.modules.mamba_simple import Mamba
@@ -113,6 +134,11 @@ def main() -> None:
             continue
         rows.append({"layer": name, **t, "Mtok_per_s_fwd_bwd": tokens / t["fwd_bwd_ms"] / 1e3,
                      "params_M": sum(p.numel() for p in layer.parameters()) / 1e6, "note": note})
+        if "ours" in name:
+            try:
+                rows[-1]["top_kernels_fwd_bwd"] = _profile(layer, xs[0])
+            except Exception as err:  # noqa: BLE001 - the profile is informative only
+                print(f"profile failed: {err}")
         print(rows[-1], flush=True)
         del layer
         torch.cuda.empty_cache()
@@ -137,6 +163,9 @@ def main() -> None:
     print(f"\nwrote {path}; {facts['gpu']} torch {facts['torch']} triton {facts['triton']}")
     print_table(rows, ["layer", "fwd_ms", "fwd_bwd_ms", "Mtok_per_s_fwd_bwd"])
     print("summary:", {k: round(v, 3) for k, v in summary.items()})
+    for r in rows:
+        for k in r.get("top_kernels_fwd_bwd", [])[:8]:
+            print(f"  {r['layer'][:28]:28s} {k['ms']:7.3f} ms {100 * k['share']:5.1f}%  x{k['calls']:<3d} {k['kernel'][:70]}")
 
 
 if __name__ == "__main__":

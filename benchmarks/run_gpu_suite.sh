@@ -23,7 +23,7 @@ has() { [[ " $parts " == *" $1 "* ]]; }
       || { echo "mamba-ssm build FAILED after $(( $(date +%s) - t0 )) s"; tail -20 "$OUT/mamba_build.log"; }
   fi
   if has tests; then
-    python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rf --tb=short > "$OUT/pytest.log" 2>&1
+    python3 -m pytest -q -m gpu tests/gpu -n 6 -p no:cacheprovider -rf --tb=short > "$OUT/pytest.log" 2>&1
     grep -E "Error|error:|^E " "$OUT/pytest.log" | sort | uniq -c | sort -rn | head -15
     tail -25 "$OUT/pytest.log"
   fi

@@ -185,3 +185,20 @@ def test_rom_env_json(capsys) -> None:
     assert env_command.run(parser.parse_args([])) == 0
     text = capsys.readouterr().out
     assert "selective_scan" in text and "torch" in text
+
+
+def test_return_last_state_falls_back_when_backend_lacks_it(monkeypatch) -> None:
+    fake_cuda_with_triton(monkeypatch)
+
+    def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        raise AssertionError("must not be called with return_last_state")
+
+    monkeypatch.setitem(
+        sys.modules, "rom.kernels.triton_scan", types.SimpleNamespace(selective_scan_triton=selective_scan_triton)
+    )
+    # CPU tensors but resolution for the device "cuda" is what matters: patch the device lookup
+    monkeypatch.setattr(K, "get_impl", lambda op, backend, device: registry.get_impl(op, backend, "cuda"))
+    y, h = K.selective_scan(*scan_inputs(), return_last_state=True)
+    assert h.shape == (1, 2, 3)
+    with pytest.raises(AssertionError, match="must not be called"):
+        K.selective_scan(*scan_inputs())

@@ -52,10 +52,11 @@ def test_run_writes_outputs_and_part(reference_run: Path, data_dir: Path) -> Non
     assert steps == list(range(1, 13))
     first = rows[0]
     for key in ("tokens", "train/loss", "train/ce", "train/aux_loss", "lr", "grad_norm", "perf/tokens_per_s",
-                "perf/mfu", "perf/step_time_s", "perf/data_time_frac", "router/layer0/load_cv",
+                "perf/mfu", "perf/step_time_s", "perf/data_time_frac", "perf/overhead_frac", "router/layer0/load_cv",
                 "router/layer1/entropy", "aux/load_balance", "aux/z_loss"):
         assert key in first, key
     assert first["perf/mfu"] is None  # CPU: no peak
+    assert 0 <= first["perf/data_time_frac"] <= first["perf/overhead_frac"] < 1
     assert sum(1 for r in rows if "val/loss" in r) == 2  # step 6 (eval_every) and the end
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert losses[-1] < losses[0]  # it learns

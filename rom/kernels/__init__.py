@@ -8,6 +8,11 @@ torch only: triton, mamba_ssm and causal_conv1d are probed lazily on first use.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+from typing import Any, Callable
+
 from torch import Tensor
 
 from rom.kernels.experts import Dispatch, grouped_mm_op, make_dispatch, permute, unpermute
@@ -57,12 +62,29 @@ def selective_scan(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Mamba-1 selective scan (semantics: rom.kernels.scan_reference). y: (batch, d_inner, L) in u's dtype.
 
-    ``return_last_state=True`` (extension) returns ``(y, h_L)`` with h_L (batch, d_inner, N) in fp32.
+    ``return_last_state=True`` (extension) returns ``(y, h_L)`` with h_L (batch, d_inner, N) in fp32; a
+    backend whose function has no such argument is replaced by the reference for that call (logged once).
     """
     impl = get_impl("selective_scan", backend, u.device)
     if return_last_state:
+        if not _accepts(impl, "return_last_state"):
+            _log_once(f"selective_scan: {getattr(impl, '__module__', impl)} has no return_last_state; using reference")
+            impl = selective_scan_reference
         return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True)
     return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+@functools.cache
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
 
 
 def causal_conv1d(

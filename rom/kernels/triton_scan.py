@@ -308,20 +308,14 @@ if HAS_TRITON:
         return tl.where(x > 20.0, x, tl.where(x < -4.0, series, logp))
 
     @triton.jit
-    def _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, seq_len,
-                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr, N: tl.constexpr):
-        valid = t < seq_len
-        m = mask_d & valid
-        u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
-        dt_raw = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt_raw += bias
-        if SOFTPLUS:
-            dt = _softplus_fast(dt_raw, FAST)
-        else:
-            dt = dt_raw
-        Bv = tl.load(Bt_base + t * N + offs_n, mask=(offs_n < N) & valid, other=0.0)
-        return u, dt_raw, dt, Bv
+    def _pick(tile, sel):
+        # column i of a (T, BLOCK_D) tile, or row i of a (T, N) tile: T sits in registers, so this folds
+        return tl.sum(tl.where(sel, tile, 0.0), axis=0)
+
+    @triton.jit
+    def _load_chunk(ptr_rows, s_l, tt, m_tile):
+        # (T, BLOCK_D) tile of one chunk: each lane reads its channel's T consecutive steps (one sector)
+        return tl.load(ptr_rows[None, :] + tt[:, None] * s_l, mask=m_tile, other=0.0).to(tl.float32)
 
     @triton.jit
     def _scan_fwd_kernel_v2(
@@ -349,12 +343,10 @@ if HAS_TRITON:
             Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        else:
-            bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
-        u_base = u_ptr + pid_b * s_u_b + offs_d * s_u_d
-        dt_base = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
-        z_base = z_ptr + pid_b * s_z_b + offs_d * s_z_d
-        o_base = out_ptr + pid_b * s_o_b + offs_d * s_o_d
+        u_rows = u_ptr + pid_b * s_u_b + offs_d * s_u_d
+        dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
+        z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
+        o_rows = out_ptr + pid_b * s_o_b + offs_d * s_o_d
         Bt_base = Bt_ptr + pid_b * seq_len * N
         Ct_base = Ct_ptr + pid_b * seq_len * N
         ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
@@ -362,79 +354,66 @@ if HAS_TRITON:
         h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         for c in range(0, n_chunks):
             t0 = c * T
+            tt = t0 + offs_t
+            m_tile = (tt < seq_len)[:, None] & mask_d[None, :]
             if STORE_CKPT:
                 tl.store(ck_base + c * N * n_channels, h, mask=mask_d[None, :])
+            U = _load_chunk(u_rows, s_u_l, tt, m_tile)
+            DT = _load_chunk(dt_rows, s_dt_l, tt, m_tile)
+            if HAS_BIAS:
+                DT += bias[None, :]
+            if SOFTPLUS:
+                DT = _softplus_fast(DT, FAST)
+            DTU = DT * U
             ybuf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
             for i in tl.static_range(T):
                 t = t0 + i
-                u, dt_raw, dt, Bv = _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias,
-                                               seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-                Cv = tl.load(Ct_base + t * N + offs_n, mask=(offs_n < N) & (t < seq_len), other=0.0)
-                h = _ex2(dt[None, :] * A2, FAST) * h + Bv[:, None] * (dt * u)[None, :]
-                y = tl.sum(h * Cv[:, None], axis=0)
-                if HAS_D:
-                    y += Dv * u
-                if HAS_Z:
-                    z = tl.load(z_base + t * s_z_l, mask=mask_d & (t < seq_len), other=0.0).to(tl.float32)
-                    y = y * z * _sigmoid_fast(z, FAST)
-                ybuf = tl.where(offs_t[:, None] == i, y[None, :], ybuf)
-            tt = t0 + offs_t
-            tl.store(o_base[None, :] + tt[:, None] * s_o_l, ybuf.to(out_ptr.dtype.element_ty),
-                     mask=(tt < seq_len)[:, None] & mask_d[None, :])
-
-    @triton.jit
-    def _recompute_step(h, t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len,
-                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr, N: tl.constexpr):
-        u, dt_raw, dt, Bv = _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, seq_len,
-                                       HAS_BIAS, SOFTPLUS, FAST, N)
-        return _ex2(dt[None, :] * A2, FAST) * h + Bv[:, None] * (dt * u)[None, :]
-
-    @triton.jit
-    def _bwd_step(q, h_prev, h_cur, t, i: tl.constexpr, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                  u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                  offs_n, mask_d, bias, Dv, A, A2, seq_len,
-                  HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                  FAST: tl.constexpr, N: tl.constexpr):
-        # q carries a_{t+1} * g_{t+1}; returns a_t * g_t. g_t = C_t dy_t + q is the adjoint of h_t.
-        valid = t < seq_len
-        m = mask_d & valid
-        u, dt_raw, dt, Bv = _load_step(t, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, seq_len,
-                                       HAS_BIAS, SOFTPLUS, FAST, N)
-        Cv = tl.load(Ct_base + t * N + offs_n, mask=(offs_n < N) & valid, other=0.0)
-        dout = tl.load(do_base + t * s_do_l, mask=m, other=0.0).to(tl.float32)
-        if HAS_Z:
-            z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
-            y = tl.sum(h_cur * Cv[:, None], axis=0)
+                sel = offs_t[:, None] == i
+                mn = (offs_n < N) & (t < seq_len)
+                Bv = tl.load(Bt_base + t * N + offs_n, mask=mn, other=0.0)
+                Cv = tl.load(Ct_base + t * N + offs_n, mask=mn, other=0.0)
+                dt = _pick(DT, sel)
+                dtu = _pick(DTU, sel)
+                h = _ex2(dt[None, :] * A2, FAST) * h + Bv[:, None] * dtu[None, :]
+                ybuf = tl.where(sel, tl.sum(h * Cv[:, None], axis=0)[None, :], ybuf)
             if HAS_D:
-                y += Dv * u
-            z_sig = _sigmoid_fast(z, FAST)
-            dy = dout * z * z_sig
-            dz = dout * y * z_sig * (1.0 + z * (1.0 - z_sig))
-            dz_buf = tl.where(offs_t[:, None] == i, dz[None, :], dz_buf)
-        else:
-            dy = dout
-        if HAS_D:
-            dD_acc += dy * u
+                ybuf += U * Dv[None, :]
+            if HAS_Z:
+                Z = _load_chunk(z_rows, s_z_l, tt, m_tile)
+                ybuf = ybuf * Z * _sigmoid_fast(Z, FAST)
+            tl.store(o_rows[None, :] + tt[:, None] * s_o_l, ybuf.to(out_ptr.dtype.element_ty), mask=m_tile)
+
+    @triton.jit
+    def _recompute_step(h, i: tl.constexpr, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len,
+                        FAST: tl.constexpr, N: tl.constexpr):
+        t = t0 + i
+        sel = offs_t[:, None] == i
+        Bv = tl.load(Bt_base + t * N + offs_n, mask=(offs_n < N) & (t < seq_len), other=0.0)
+        return _ex2(_pick(DT, sel)[None, :] * A2, FAST) * h + Bv[:, None] * _pick(DTU, sel)[None, :]
+
+    @triton.jit
+    def _bwd_step(q, h_prev, h_cur, i: tl.constexpr, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                  Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len,
+                  HAS_Z: tl.constexpr, FAST: tl.constexpr, N: tl.constexpr):
+        # q carries a_{t+1} * g_{t+1}; returns a_t * g_t. g_t = C_t dy_t + q is the adjoint of h_t.
+        t = t0 + i
+        sel = offs_t[:, None] == i
+        mn = (offs_n < N) & (t < seq_len)
+        Bv = tl.load(Bt_base + t * N + offs_n, mask=mn, other=0.0)
+        Cv = tl.load(Ct_base + t * N + offs_n, mask=mn, other=0.0)
+        dt = _pick(DT, sel)
+        dy = _pick(DY, sel)
+        if HAS_Z:  # y_t before gating, for dz (finished on the tile after the chunk)
+            y_buf = tl.where(sel, tl.sum(h_cur * Cv[:, None], axis=0)[None, :], y_buf)
         g = dy[None, :] * Cv[:, None] + q
         q = _ex2(dt[None, :] * A2, FAST) * g
         gh = q * h_prev                                     # g_t * a_t * h_{t-1}
-        gB = tl.sum(g * Bv[:, None], axis=0)
-        dtu = dt * u
-        ddt = u * gB + tl.sum(gh * A, axis=0)
-        du = dt * gB
-        if HAS_D:
-            du += dy * Dv
+        gb_buf = tl.where(sel, tl.sum(g * Bv[:, None], axis=0)[None, :], gb_buf)
+        ga_buf = tl.where(sel, tl.sum(gh * A, axis=0)[None, :], ga_buf)
         dA_acc += gh * dt[None, :]
-        if SOFTPLUS:
-            ddt = ddt * _sigmoid_fast(dt_raw, FAST)
-        if HAS_BIAS:
-            dbias_acc += tl.where(m, ddt, 0.0)
-        du_buf = tl.where(offs_t[:, None] == i, du[None, :], du_buf)
-        ddt_buf = tl.where(offs_t[:, None] == i, ddt[None, :], ddt_buf)
-        mn = (offs_n < N) & valid
-        tl.store(dB_base + t * N + offs_n, tl.sum(g * dtu[None, :], axis=1), mask=mn)
+        tl.store(dB_base + t * N + offs_n, tl.sum(g * _pick(DTU, sel)[None, :], axis=1), mask=mn)
         tl.store(dC_base + t * N + offs_n, tl.sum(h_cur * dy[None, :], axis=1), mask=mn)
-        return q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf
+        return q, dA_acc, gb_buf, ga_buf, y_buf
 
     @triton.jit
     def _scan_bwd_kernel_v2(
@@ -465,87 +444,104 @@ if HAS_TRITON:
         A2 = A * 1.4426950408889634
         if HAS_D:
             Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        else:
-            Dv = tl.zeros((BLOCK_D,), dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        else:
-            bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
-        u_base = u_ptr + pid_b * s_u_b + offs_d * s_u_d
-        dt_base = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
-        z_base = z_ptr + pid_b * s_z_b + offs_d * s_z_d
-        do_base = dout_ptr + pid_b * s_do_b + offs_d * s_do_d
+        u_rows = u_ptr + pid_b * s_u_b + offs_d * s_u_d
+        dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
+        z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
+        do_rows = dout_ptr + pid_b * s_do_b + offs_d * s_do_d
         Bt_base = Bt_ptr + pid_b * seq_len * N
         Ct_base = Ct_ptr + pid_b * seq_len * N
         dB_base = dB_ptr + (pid_b * n_dblk + pid_d) * seq_len * N
         dC_base = dC_ptr + (pid_b * n_dblk + pid_d) * seq_len * N
         ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
-        g_out = (pid_b * n_channels + offs_d[None, :]) * seq_len          # contiguous (b, d, L) grads
+        g_rows = (pid_b * n_channels + offs_d) * seq_len                   # contiguous (b, d, L) grads
 
         q = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         dA_acc = tl.zeros((N, BLOCK_D), dtype=tl.float32)
-        dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-        dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        dD_acc = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+        dbias_acc = tl.zeros((T, BLOCK_D), dtype=tl.float32)
         for j in range(0, n_chunks):
             c = n_chunks - 1 - j
             t0 = c * T
-            h0 = tl.load(ck_base + c * N * n_channels, mask=mask_d[None, :], other=0.0)
-            du_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
-            ddt_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
-            dz_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
-            h1 = _recompute_step(h0, t0 + 0, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            h2 = _recompute_step(h1, t0 + 1, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            h3 = _recompute_step(h2, t0 + 2, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            h4 = _recompute_step(h3, t0 + 3, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            h5 = _recompute_step(h4, t0 + 4, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            h6 = _recompute_step(h5, t0 + 5, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            h7 = _recompute_step(h6, t0 + 6, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            h8 = _recompute_step(h7, t0 + 7, u_base, s_u_l, dt_base, s_dt_l, Bt_base, offs_n, mask_d, bias, A2, seq_len, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h7, h8, t0 + 7, 7, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h6, h7, t0 + 6, 6, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h5, h6, t0 + 5, 5, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h4, h5, t0 + 4, 4, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h3, h4, t0 + 3, 3, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h2, h3, t0 + 2, 2, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h1, h2, t0 + 1, 1, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
-            q, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf = _bwd_step(
-                q, h0, h1, t0 + 0, 0, offs_t, dA_acc, dD_acc, dbias_acc, du_buf, ddt_buf, dz_buf,
-                u_base, s_u_l, dt_base, s_dt_l, z_base, s_z_l, do_base, s_do_l, Bt_base, Ct_base, dB_base, dC_base,
-                offs_n, mask_d, bias, Dv, A, A2, seq_len, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, FAST, N)
             tt = t0 + offs_t
-            m_out = (tt < seq_len)[:, None] & mask_d[None, :]
-            tl.store(du_ptr + g_out + tt[:, None], du_buf.to(du_ptr.dtype.element_ty), mask=m_out)
-            tl.store(ddt_ptr + g_out + tt[:, None], ddt_buf.to(ddt_ptr.dtype.element_ty), mask=m_out)
+            m_tile = (tt < seq_len)[:, None] & mask_d[None, :]
+            h0 = tl.load(ck_base + c * N * n_channels, mask=mask_d[None, :], other=0.0)
+            U = _load_chunk(u_rows, s_u_l, tt, m_tile)
+            DT = _load_chunk(dt_rows, s_dt_l, tt, m_tile)
+            DOUT = _load_chunk(do_rows, s_do_l, tt, m_tile)
+            if HAS_BIAS:
+                DT += bias[None, :]
+            if SOFTPLUS:
+                SIG = _sigmoid_fast(DT, FAST)   # d softplus / dx, from the raw (biased) delta
+                DT = _softplus_fast(DT, FAST)
+            DTU = DT * U
             if HAS_Z:
-                tl.store(dz_ptr + g_out + tt[:, None], dz_buf.to(dz_ptr.dtype.element_ty), mask=m_out)
+                Z = _load_chunk(z_rows, s_z_l, tt, m_tile)
+                ZS = _sigmoid_fast(Z, FAST)
+                DY = DOUT * Z * ZS
+            else:
+                DY = DOUT
+            gb_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            ga_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            y_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            h1 = _recompute_step(h0, 0, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            h2 = _recompute_step(h1, 1, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            h3 = _recompute_step(h2, 2, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            h4 = _recompute_step(h3, 3, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            h5 = _recompute_step(h4, 4, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            h6 = _recompute_step(h5, 5, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            h7 = _recompute_step(h6, 6, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            h8 = _recompute_step(h7, 7, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h7, h8, 7, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h6, h7, 6, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h5, h6, 5, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h4, h5, 4, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h3, h4, 3, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h2, h3, 2, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h1, h2, 1, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                q, h0, h1, 0, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
+                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            # finish the chunk on (T, BLOCK_D) tiles: one pass per element, stores along time
+            DU = DT * gb_buf
+            DDT = U * gb_buf + ga_buf
+            if HAS_D:
+                DU += DY * Dv[None, :]
+                dD_acc += DY * U
+            if SOFTPLUS:
+                DDT = DDT * SIG
+            if HAS_BIAS:
+                dbias_acc += tl.where(m_tile, DDT, 0.0)
+            out_off = g_rows[None, :] + tt[:, None]
+            tl.store(du_ptr + out_off, DU.to(du_ptr.dtype.element_ty), mask=m_tile)
+            tl.store(ddt_ptr + out_off, DDT.to(ddt_ptr.dtype.element_ty), mask=m_tile)
+            if HAS_Z:
+                if HAS_D:
+                    y_buf += U * Dv[None, :]
+                DZ = DOUT * y_buf * ZS * (1.0 + Z * (1.0 - ZS))
+                tl.store(dz_ptr + out_off, DZ.to(dz_ptr.dtype.element_ty), mask=m_tile)
 
         tl.store(dA_ptr + pid_b * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :], dA_acc,
                  mask=mask_d[None, :])
         if HAS_D:
-            tl.store(dD_ptr + pid_b * n_channels + offs_d, dD_acc, mask=mask_d)
+            tl.store(dD_ptr + pid_b * n_channels + offs_d, tl.sum(dD_acc, axis=0), mask=mask_d)
         if HAS_BIAS:
-            tl.store(dbias_ptr + pid_b * n_channels + offs_d, dbias_acc, mask=mask_d)
+            tl.store(dbias_ptr + pid_b * n_channels + offs_d, tl.sum(dbias_acc, axis=0), mask=mask_d)
 
 
 def _check_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -641,8 +637,11 @@ def _v2_default(n_state: int, backward: bool) -> tuple[int, int]:
     table = V2_BWD_CONFIGS if backward else V2_FWD_CONFIGS
     if n_state in table:
         return table[n_state]
-    # 2 lanes per channel at N=16 (8 states per thread), 4 lanes at N=64 (16 states per thread)
-    return (16, 1) if n_state <= 16 else (8, 1)
+    # forward: one lane per channel at N=16 (16 states in registers), 4 lanes at N=64; backward keeps the
+    # chunk's 8 states per lane, so it uses 2 lanes per channel at N=16 and 8 at N=64 (255 registers, no spills)
+    if backward:
+        return (16, 1) if n_state <= 16 else (4, 1)
+    return (32, 1) if n_state <= 16 else (8, 1)
 
 
 def _fast_math() -> bool:

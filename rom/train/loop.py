@@ -323,12 +323,14 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     t_session = time.perf_counter()
     pending: list[torch.Tensor] = []  # per step: (loss, ce, aux, grad_norm) on device, read at log time
     router_buffer: list[Any] = []
-    window_start, window_data, window_steps = time.perf_counter(), 0.0, 0
+    # Timing of the current logging window. 'excluded' (validation, checkpoints) is not step time;
+    # 'overhead' (metrics, log, progress bar) is measured after the device sync of flush().
+    win = {"start": time.perf_counter(), "data": 0.0, "overhead": 0.0, "excluded": 0.0, "steps": 0}
     batches = iter(loader)
 
     def flush() -> dict[str, Any]:
         """Read pending per-step values (one device sync), average over ranks, append to ``losses``."""
-        nonlocal diverged, window_start, window_data, window_steps
+        nonlocal diverged
         row: dict[str, Any] = {}
         if not pending:
             return row
@@ -339,16 +341,18 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             dist.all_reduce(vals, op=dist.ReduceOp.SUM)
             vals /= info.world_size
         vals_list = vals.cpu().tolist()
+        t_synced = time.perf_counter()
         pending.clear()
         losses.extend(v[0] for v in vals_list)
-        wall = time.perf_counter() - window_start
-        tokens_per_s = tokens_per_step * window_steps / wall if wall > 0 else 0.0
+        wall = t_synced - win["start"] - win["excluded"]
+        tokens_per_s = tokens_per_step * win["steps"] / wall if wall > 0 else 0.0
         mean = np.mean(vals_list, axis=0)
         row.update({
             "train/loss": float(mean[0]), "train/ce": float(mean[1]), "train/aux_loss": float(mean[2]),
             "grad_norm": float(vals_list[-1][3]), "lr": float(last_lr),
-            "perf/tokens_per_s": tokens_per_s, "perf/step_time_s": wall / max(1, window_steps),
-            "perf/data_time_frac": window_data / wall if wall > 0 else 0.0,
+            "perf/tokens_per_s": tokens_per_s, "perf/step_time_s": wall / max(1, win["steps"]),
+            "perf/data_time_frac": win["data"] / wall if wall > 0 else 0.0,
+            "perf/overhead_frac": (win["data"] + win["overhead"]) / wall if wall > 0 else 0.0,
             "perf/mfu": mfu(flops_per_token, tokens_per_s, peak, info.world_size),
         })
         if router_buffer:
@@ -356,7 +360,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             router_buffer.clear()
         if not all(math.isfinite(v[0]) for v in vals_list):
             diverged = True
-        window_start, window_data, window_steps = time.perf_counter(), 0.0, 0
+        win.update(start=time.perf_counter(), data=0.0, overhead=time.perf_counter() - t_synced, excluded=0.0,
+                   steps=0)
         return row
 
     try:
@@ -376,7 +381,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                     x, y = next(batches)
                 x = x.to(info.device, non_blocking=True)
                 y = y.to(info.device, non_blocking=True)
-                window_data += time.perf_counter() - t0
+                win["data"] += time.perf_counter() - t0
                 with D.set_grad_sync(model, i == accum - 1), autocast_context(info.device, t.precision):
                     out = forward(x)
                     logits = out.logits
@@ -394,16 +399,19 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             optimizer.step()
             schedule.step()
             step += 1
-            window_steps += 1
+            win["steps"] += 1
             ce_mean, aux_mean = ce_sum / accum, aux_sum / accum
             pending.append(torch.stack([ce_mean + aux_mean, ce_mean, aux_mean, grad_norm.float().to(ce_sum.device)]))
 
             row: dict[str, Any] = {}
             if log_step:
                 row = flush()
+            t_log = time.perf_counter()
             if t.eval_every and step % t.eval_every == 0 and step < total_steps and not diverged:
                 val_loss = validate()
                 row["val/loss"] = val_loss
+                win["excluded"] += time.perf_counter() - t_log
+                t_log = time.perf_counter()
             if row:
                 metrics.write({"step": step, "tokens": step * tokens_per_step, **row})
                 if bar is not None and "train/loss" in row:
@@ -413,12 +421,15 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                              row["train/loss"], row["lr"], row["grad_norm"], row["perf/tokens_per_s"])
             if bar is not None:
                 bar.update(1)
+            win["overhead"] += time.perf_counter() - t_log
             if diverged:
                 break
             if step % t.checkpoint_every == 0 and step < total_steps:
                 if pending:
                     metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
+                t_ckpt = time.perf_counter()
                 checkpoint()
+                win["excluded"] += time.perf_counter() - t_ckpt
             if hook is not None and hook[0] == step:
                 os.kill(os.getpid(), hook[1])
                 time.sleep(0.5)  # let an asynchronous signal land before the next step

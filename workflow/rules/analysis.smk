@@ -93,7 +93,10 @@ rule tables:
         fits=rules.fit.output.fits,
         claims=rules.claims.output.claims,
     output:
-        csv=[f"{ANALYSIS}/tables/{name}.csv" for name in TABLES],
+        csv=[
+            report(f"{ANALYSIS}/tables/{name}.csv", caption="../report/tables.rst", category="Tables")
+            for name in TABLES
+        ],
         md=[f"{ANALYSIS}/tables/{name}.md" for name in TABLES],
         tex=[f"{ANALYSIS}/tables/{name}.tex" for name in TABLES],
     params:
