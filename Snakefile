@@ -3,7 +3,7 @@
 #
 #   snakemake --cores 2                                   the default (tiny) study, CPU
 #   snakemake --cores 16 --resources gpu=1 --config study=gpu
-#   snakemake --workflow-profile profiles/slurm --config study=paper
+#   snakemake --profile profiles/slurm --config study=paper
 #   snakemake --cores 2 --config study=gpu regenerate=true   analysis only, from committed run records
 from snakemake.utils import min_version, validate
 
@@ -25,12 +25,18 @@ include: "workflow/rules/common.smk"
 
 localrules:
     all,
+    regenerate,
 
 
 rule all:
     input:
         ANALYSIS_OUTPUTS,
     default_target: True
+
+
+rule regenerate:
+    input:
+        regenerate_target,
 
 
 if not config["regenerate"]:

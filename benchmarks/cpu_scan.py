@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=512)
     p.add_argument("--d-inner", type=int, default=512)
     p.add_argument("--d-state", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of each chunked variant")
-    p.add_argument("--loop-repeats", type=int, default=1, help="timed runs of each (slow) per-timestep loop")
-    p.add_argument("--chunks", type=int, nargs="+", default=[2, 4, 8], help="chunk sizes to sweep")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds of the chunked variants and the unbind loop")
+    p.add_argument("--loop-repeats", type=int, default=1, help="timed runs of the (slow) ref-style loop")
+    p.add_argument("--chunks", type=int, nargs="+", default=[2, 4, 8, 16], help="chunk sizes to sweep")
     p.add_argument(
         "--blocks-mib", type=float, nargs="+", default=[0, 2, 32], help="channel block sizes to sweep (0 = none)"
     )
@@ -122,43 +122,53 @@ def main(argv: list[str] | None = None) -> int:
     truth_inputs = {k: v.double() for k, v in inputs.items()}
     _, _, truth = fwd_bwd(selective_scan_sequential, truth_inputs, cot.double())
 
-    rows: list[dict[str, Any]] = []
-
-    def measure(name: str, fn: Callable[..., torch.Tensor], repeats: int) -> None:
-        if repeats > 1:  # warm-up (skipped for the slow loops)
+    default_mib = BLOCK_BYTES / 2**20
+    variants: list[tuple[str, Callable[..., torch.Tensor], int]] = [
+        ("loop, ref-style", ref_style_loop, args.loop_repeats),
+        ("loop, sequential (unbind)", selective_scan_sequential, args.repeats),
+        (f"chunked c={CHUNK} blk={default_mib:g}MiB [default]", selective_scan_reference, args.repeats),
+    ]
+    for chunk in [c for c in args.chunks if c != CHUNK]:
+        variants.append(
+            (
+                f"chunked c={chunk} blk={default_mib:g}MiB",
+                lambda *a, c=chunk: selective_scan_reference(*a, chunk=c),
+                args.repeats,
+            )
+        )
+    for mib in [m for m in args.blocks_mib if m != default_mib]:
+        variants.append(
+            (
+                f"chunked c={CHUNK} blk={mib:g}MiB" if mib else f"chunked c={CHUNK} unblocked",
+                lambda *a, b=int(mib * 2**20): selective_scan_reference(*a, block_bytes=b),
+                args.repeats,
+            )
+        )
+    # round-robin over the variants (min over rounds), so that a burst of other users' load hits them alike
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
+    results: dict[str, Any] = {}
+    for name, fn, repeats in variants:
+        if repeats > 1:  # warm-up (skipped for the slow ref-style loop)
             fwd_bwd(fn, inputs, cot)
-        times, cpu_times, result = [], [], None
-        for i in range(repeats):
-            t, cpu, result = fwd_bwd(fn, inputs, cot)
-            times.append(t)
-            cpu_times.append(cpu)
-            log.info("%s run %d/%d: %.1f ms wall, %.1f ms cpu", name, i + 1, repeats, t * 1e3, cpu * 1e3)
+    for round_index in range(max(r for _, _, r in variants)):
+        for name, fn, repeats in variants:
+            if round_index >= repeats:
+                continue
+            t, cpu, results[name] = fwd_bwd(fn, inputs, cot)
+            times[name].append((t, cpu))
+            log.info("round %d %s: %.1f ms wall, %.1f ms cpu", round_index + 1, name, t * 1e3, cpu * 1e3)
+    rows: list[dict[str, Any]] = []
+    for name, _, repeats in variants:
+        wall = [t for t, _ in times[name]]
         rows.append(
             {
                 "impl": name,
-                "ms_min": min(times) * 1e3,
-                "ms_median": statistics.median(times) * 1e3,
-                "cpu_ms_min": min(cpu_times) * 1e3,
+                "ms_min": min(wall) * 1e3,
+                "ms_median": statistics.median(wall) * 1e3,
+                "cpu_ms_min": min(c for _, c in times[name]) * 1e3,
                 "repeats": repeats,
-                "max_rel_error_vs_fp64": max_rel_error(result, truth),
+                "max_rel_error_vs_fp64": max_rel_error(results[name], truth),
             }
-        )
-
-    measure("loop, ref-style", ref_style_loop, args.loop_repeats)
-    measure("loop, sequential (unbind)", selective_scan_sequential, args.loop_repeats)
-    default_mib = BLOCK_BYTES / 2**20
-    measure(f"chunked c={CHUNK} blk={default_mib:g}MiB [default]", selective_scan_reference, args.repeats)
-    for chunk in [c for c in args.chunks if c != CHUNK]:
-        measure(
-            f"chunked c={chunk} blk={default_mib:g}MiB",
-            lambda *a, c=chunk: selective_scan_reference(*a, chunk=c),
-            args.repeats,
-        )
-    for mib in [m for m in args.blocks_mib if m != default_mib]:
-        measure(
-            f"chunked c={CHUNK} blk={mib:g}MiB" if mib else f"chunked c={CHUNK} unblocked",
-            lambda *a, b=int(mib * 2**20): selective_scan_reference(*a, block_bytes=b),
-            args.repeats,
         )
     for key, base in (("ref_style_loop", rows[0]), ("sequential_loop", rows[1])):
         for row in rows:

@@ -104,7 +104,7 @@ def test_optional_inputs(with_z: bool, with_D: bool, with_bias: bool, softplus: 
         assert_close(f"grad {name}", g[name], g_ref[name], 1e-9, 1e-9)
 
 
-@pytest.mark.parametrize("chunk", [2, 3, 8])
+@pytest.mark.parametrize("chunk", [2, 3, 4, 16])
 def test_other_chunk_sizes(chunk: int) -> None:
     inputs = make_inputs(2, 2, 37, 3, seed=chunk)
     y_ref = run(selective_scan_sequential, inputs, True)

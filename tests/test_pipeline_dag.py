@@ -96,12 +96,17 @@ def test_regenerate_mode_needs_no_data_or_training(workdir, tmp_path):
     result = snakemake(workdir, "-n", "--config", "regenerate=true")
     assert result.returncode != 0
     assert "runs/*/final.json" in result.stderr + result.stdout
+    # the `regenerate` target without the mode points to the right command instead of retraining
+    result = snakemake(workdir, "-n", "regenerate")
+    assert result.returncode != 0
+    assert "--config regenerate=true" in result.stderr + result.stdout
 
 
-def test_slurm_profile_gives_training_gpus_and_torchrun(workdir):
+@pytest.mark.parametrize("flag", ["--profile", "--workflow-profile"])
+def test_slurm_profile_gives_training_gpus_and_torchrun(workdir, flag):
+    """Either way of naming the profile works: profiles/default sets nothing that would override it."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    result = snakemake(workdir, "-n", "--cores", "64", "--workflow-profile", "profiles/slurm", "--config",
-                       "study=paper")
+    result = snakemake(workdir, "-n", "--cores", "64", flag, "profiles/slurm", "--config", "study=paper")
     assert result.returncode == 0, result.stderr + result.stdout
     blocks = result.stdout.split("\nrule ")
     train = [b for b in blocks if b.startswith("train:")]

@@ -22,15 +22,12 @@ expert_matmul implementations:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-log = logging.getLogger(__name__)
 
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _ALIGN_BYTES = 16

@@ -1,26 +1,24 @@
 """Mamba-1 selective scan in Triton: forward and backward kernels behind one autograd.Function.
 
-Semantics are those of ``rom.kernels.scan_reference.selective_scan`` (docs/interfaces.md, "Kernels"):
+Semantics are those of ``rom.kernels.scan_reference`` (docs/interfaces.md, "Kernels"):
 
     delta' = softplus(delta + delta_bias)           (bias / softplus optional)
     h_t    = exp(delta'_t * A) * h_{t-1} + delta'_t * B_t * u_t       (state (d_inner, N), fp32)
     y_t    = C_t . h_t + D * u_t ;   y_t *= silu(z_t) if z is given
 
-Design (docs/gpu_kernels.md has the reasoning and the measurements):
-- one program per (batch, block of BLOCK_D channels); it walks the sequence in chunks of CHUNK steps;
-- inside a chunk the recurrence is an associative scan over a (CHUNK, BLOCK_D, N) fp32 tile whose time
-  axis is the slowest one, so Triton's default layout keeps the whole time axis inside each thread: the
-  scan is a sequential in-register recurrence, while the loads of u/delta/z/B/C are whole coalesced tiles;
-- the forward writes the state at every chunk start (fp32, (batch, d_inner, n_chunks, N)) when a
-  backward will follow; the backward walks the chunks in reverse, recomputes the chunk's states from that
-  checkpoint (one more exponential per element) and runs the adjoint recurrence
-  g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1} as a reverse scan (a second exponential per element);
-  the products a_t h_{t-1} that dA and d delta need are h_t - delta'_t B_t u_t, so no shifted state is needed;
-- reductions: over time (dA, dD, d delta_bias) in registers per program, then a torch sum over batch;
-  over channels (dB, dC) with fp32 atomic adds into a (batch, N, L) buffer (not bitwise deterministic).
+Two implementations (docs/gpu_kernels.md has the design, the measurements and why):
 
-Triton is imported lazily: importing this module on a machine without triton raises ImportError only when
-the kernels are used (``selective_scan_triton``), never at ``import rom`` time.
+- ``v2`` (default): one program per (batch, block of channels); channels on the lanes, the N states of a
+  channel in registers; a sequential loop over time in chunks of 8 steps, whose u / delta / z tiles are loaded
+  (one 16-byte vector per lane) while the previous chunk computes. The forward stores the fp32 state at every
+  chunk start; the backward walks the chunks in reverse, recomputes the chunk's 8 states from the checkpoint
+  into registers and runs the adjoint recurrence backwards (q_t = exp(delta'_t A) g_t, g_t = C_t dy_t + q_{t+1}).
+  dA / dD / d delta_bias are reduced over time in registers and over batch by torch; dB / dC over the program's
+  channels in registers and over channel blocks by torch (deterministic, no atomics).
+- ``v1``: chunked ``tl.associative_scan`` over (CHUNK, BLOCK_D, N) tiles; kept for comparison and as a second,
+  independently written implementation (slower: see docs/gpu_kernels.md).
+
+Triton is optional: importing this module without triton works, and the kernels raise a clear ImportError.
 """
 
 from __future__ import annotations
@@ -40,10 +38,9 @@ except ImportError:  # pragma: no cover - exercised on CPU-only machines
     tl = None  # type: ignore[assignment]
     HAS_TRITON = False
 
-_LOG2E = 1.4426950408889634
 
-# Block shapes per state size: (CHUNK, BLOCK_D, num_warps) for the forward and backward kernels.
-# Chosen from the sweep in benchmarks/gpu_scan.py (see docs/gpu_kernels.md); overridable per call.
+# v1 block shapes per state size: (CHUNK, BLOCK_D, num_warps) for the forward and backward kernels;
+# overridable per call (v1 is not the default; see V2_* below for the tuned v2 shapes).
 FWD_CONFIGS: dict[int, tuple[int, int, int]] = {}
 BWD_CONFIGS: dict[int, tuple[int, int, int]] = {}
 
@@ -352,14 +349,27 @@ if HAS_TRITON:
         ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
 
         h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        # software pipelining by hand: the next chunk's tiles are in flight while this chunk computes
+        m_next = (offs_t < seq_len)[:, None] & mask_d[None, :]
+        U_next = _load_chunk(u_rows, s_u_l, offs_t, m_next)
+        DT_next = _load_chunk(dt_rows, s_dt_l, offs_t, m_next)
+        if HAS_Z:
+            Z_next = _load_chunk(z_rows, s_z_l, offs_t, m_next)
         for c in range(0, n_chunks):
             t0 = c * T
             tt = t0 + offs_t
             m_tile = (tt < seq_len)[:, None] & mask_d[None, :]
             if STORE_CKPT:
                 tl.store(ck_base + c * N * n_channels, h, mask=mask_d[None, :])
-            U = _load_chunk(u_rows, s_u_l, tt, m_tile)
-            DT = _load_chunk(dt_rows, s_dt_l, tt, m_tile)
+            U = U_next
+            DT = DT_next
+            if HAS_Z:
+                Z = Z_next
+            m_next = (tt + T < seq_len)[:, None] & mask_d[None, :]
+            U_next = _load_chunk(u_rows, s_u_l, tt + T, m_next)
+            DT_next = _load_chunk(dt_rows, s_dt_l, tt + T, m_next)
+            if HAS_Z:
+                Z_next = _load_chunk(z_rows, s_z_l, tt + T, m_next)
             if HAS_BIAS:
                 DT += bias[None, :]
             if SOFTPLUS:
@@ -379,7 +389,6 @@ if HAS_TRITON:
             if HAS_D:
                 ybuf += U * Dv[None, :]
             if HAS_Z:
-                Z = _load_chunk(z_rows, s_z_l, tt, m_tile)
                 ybuf = ybuf * Z * _sigmoid_fast(Z, FAST)
             tl.store(o_rows[None, :] + tt[:, None] * s_o_l, ybuf.to(out_ptr.dtype.element_ty), mask=m_tile)
 
@@ -461,15 +470,35 @@ if HAS_TRITON:
         dA_acc = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         dD_acc = tl.zeros((T, BLOCK_D), dtype=tl.float32)
         dbias_acc = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+        # the previous chunk's tiles and checkpoint are loaded while this chunk computes
+        tt_n = (n_chunks - 1) * T + offs_t
+        m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
+        h0_next = tl.load(ck_base + (n_chunks - 1) * N * n_channels, mask=mask_d[None, :], other=0.0)
+        U_next = _load_chunk(u_rows, s_u_l, tt_n, m_n)
+        DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
+        DOUT_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
+        if HAS_Z:
+            Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
         for j in range(0, n_chunks):
             c = n_chunks - 1 - j
             t0 = c * T
             tt = t0 + offs_t
             m_tile = (tt < seq_len)[:, None] & mask_d[None, :]
-            h0 = tl.load(ck_base + c * N * n_channels, mask=mask_d[None, :], other=0.0)
-            U = _load_chunk(u_rows, s_u_l, tt, m_tile)
-            DT = _load_chunk(dt_rows, s_dt_l, tt, m_tile)
-            DOUT = _load_chunk(do_rows, s_do_l, tt, m_tile)
+            h0 = h0_next
+            U = U_next
+            DT = DT_next
+            DOUT = DOUT_next
+            if HAS_Z:
+                Z = Z_next
+            c_n = tl.maximum(c - 1, 0)   # at c == 0 this reloads chunk 0 (unused)
+            tt_n = c_n * T + offs_t
+            m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
+            h0_next = tl.load(ck_base + c_n * N * n_channels, mask=mask_d[None, :], other=0.0)
+            U_next = _load_chunk(u_rows, s_u_l, tt_n, m_n)
+            DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
+            DOUT_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
+            if HAS_Z:
+                Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
             if HAS_BIAS:
                 DT += bias[None, :]
             if SOFTPLUS:
@@ -477,7 +506,6 @@ if HAS_TRITON:
                 DT = _softplus_fast(DT, FAST)
             DTU = DT * U
             if HAS_Z:
-                Z = _load_chunk(z_rows, s_z_l, tt, m_tile)
                 ZS = _sigmoid_fast(Z, FAST)
                 DY = DOUT * Z * ZS
             else:
@@ -633,15 +661,24 @@ V2_FWD_CONFIGS: dict[int, tuple[int, int]] = {}
 V2_BWD_CONFIGS: dict[int, tuple[int, int]] = {}
 
 
-def _v2_default(n_state: int, backward: bool) -> tuple[int, int]:
+def _v2_default(n_state: int, backward: bool, channels: int = 1 << 30) -> tuple[int, int]:
+    """(BLOCK_D, num_warps) for v2; ``channels`` = batch * d_inner, the independent recurrences.
+
+    Forward: one lane per channel at N=16 (16 states in registers), 4 lanes at N=64. Backward keeps the chunk's
+    8 states per lane: 2 lanes per channel at N=16, 8 at N=64 (255 registers, no spills). The time loop is
+    latency-bound, so when there are too few channels to give each SM ~4 one-warp programs, the state axis is
+    spread over more lanes (more warps, more shuffles).
+    """
     table = V2_BWD_CONFIGS if backward else V2_FWD_CONFIGS
     if n_state in table:
         return table[n_state]
-    # forward: one lane per channel at N=16 (16 states in registers), 4 lanes at N=64; backward keeps the
-    # chunk's 8 states per lane, so it uses 2 lanes per channel at N=16 and 8 at N=64 (255 registers, no spills)
     if backward:
-        return (16, 1) if n_state <= 16 else (4, 1)
-    return (32, 1) if n_state <= 16 else (8, 1)
+        block_d = 16 if n_state <= 16 else 4
+    else:
+        block_d = 32 if n_state <= 16 else 8
+    while block_d > 4 and channels // block_d < 512:
+        block_d //= 2
+    return block_d, 1
 
 
 def _fast_math() -> bool:
@@ -653,7 +690,7 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
                      config: tuple[int, int] | None = None):
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
-    block_d, num_warps = config or _v2_default(n_state, backward=False)
+    block_d, num_warps = config or _v2_default(n_state, backward=False, channels=batch * d_inner)
     n_chunks = triton.cdiv(seq_len, V2_CHUNK)
     # B, C as fp32 (batch, L, N): one step's N values are contiguous (vector loads), 1/d_inner of u's size
     Bt = B.transpose(1, 2).to(torch.float32).contiguous()
@@ -678,7 +715,7 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
                       config: tuple[int, int] | None = None):
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
-    block_d, num_warps = config or _v2_default(n_state, backward=True)
+    block_d, num_warps = config or _v2_default(n_state, backward=True, channels=batch * d_inner)
     n_chunks = triton.cdiv(seq_len, V2_CHUNK)
     n_dblk = triton.cdiv(d_inner, block_d)
     dev = u.device
@@ -736,6 +773,10 @@ class SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx: Any, dout):
         u, delta, A, B, C, D, z, delta_bias, ckpt, Bt, Ct = ctx.saved_tensors
         if ctx.impl == "v2":
+            # a time-strided delta (the dense layer passes F.linear(...).transpose(1, 2)) made the backward
+            # kernel 1.5x slower in the layer benchmark (3.93 vs 2.63 ms); one copy costs ~0.05 ms
+            if delta.stride(-1) != 1:
+                delta = delta.contiguous()
             grads = _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, ctx.delta_softplus, ckpt,
                                       config=ctx.bwd_config)
         else:
@@ -768,10 +809,4 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                                      impl, fwd_config, bwd_config)
 
 
-def exp_floor_ms(batch: int, d_inner: int, seq_len: int, n_state: int, exps_per_element: int,
-                 sfu_exp_per_s: float) -> float:
-    """Time floor from the exponentials alone: batch * d_inner * L * N * exps / SFU rate, in ms."""
-    return batch * d_inner * seq_len * n_state * exps_per_element / sfu_exp_per_s * 1e3
-
-
-__all__ = ["selective_scan_triton", "SelectiveScanTriton", "HAS_TRITON", "exp_floor_ms"]
+__all__ = ["selective_scan_triton", "SelectiveScanTriton", "HAS_TRITON"]

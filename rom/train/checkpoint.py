@@ -185,7 +185,10 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
         cfg = run_config_from_dict(blob["config"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: stored config is invalid: {e}") from None
-    model = make_model(cfg.model, cfg.train.backend.value)
+    backend = cfg.train.backend.value
+    if torch.device(device).type == "cpu" and backend not in ("auto", "reference"):
+        backend = "auto"  # a GPU kernel choice of training does not bind evaluation on CPU
+    model = make_model(cfg.model, backend)
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as e:

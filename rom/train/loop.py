@@ -360,8 +360,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             router_buffer.clear()
         if not all(math.isfinite(v[0]) for v in vals_list):
             diverged = True
-        win.update(start=time.perf_counter(), data=0.0, overhead=time.perf_counter() - t_synced, excluded=0.0,
-                   steps=0)
+        # the next window starts at the sync; building this row is its first overhead
+        win.update(start=t_synced, data=0.0, overhead=time.perf_counter() - t_synced, excluded=0.0, steps=0)
         return row
 
     try:
@@ -427,6 +427,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             if step % t.checkpoint_every == 0 and step < total_steps:
                 if pending:
                     metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
+                if diverged:  # never checkpoint a non-finite state
+                    break
                 t_ckpt = time.perf_counter()
                 checkpoint()
                 win["excluded"] += time.perf_counter() - t_ckpt

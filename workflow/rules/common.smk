@@ -220,3 +220,15 @@ ANALYSIS_OUTPUTS = (
     + [f"{ANALYSIS}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
     + [f"{ANALYSIS}/tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md", "tex")]
 )
+
+
+def regenerate_target(wildcards):
+    """Inputs of the `regenerate` target: the analysis in regenerate mode; a pointer to that mode otherwise."""
+    if not config["regenerate"]:
+        raise WorkflowError(
+            "regeneration is a mode, not only a target: run `snakemake --cores 2 --config regenerate=true` "
+            "(add study=NAME for another study); it includes only the analysis rules, so nothing upstream of "
+            "the committed run records can be scheduled"
+        )
+    return ANALYSIS_OUTPUTS
+

@@ -33,6 +33,8 @@ rule train:
         launcher=train_launcher,
         data=parent("val_tokens"),
         run_dir=parent("train"),
+    resources:
+        gpu=1,  # a default; profiles override it (profiles/slurm: 8 for train)
     log:
         f"{LOGS}/train/{{run_id}}.log",
     benchmark:
@@ -54,6 +56,8 @@ rule eval:
         env=torch_env,
         data=parent("val_tokens"),
         run_dir=parent("train"),
+    resources:
+        gpu=1,  # a default; profiles override it (profiles/slurm: 8 for train)
     log:
         f"{LOGS}/eval/{{run_id}}.log",
     benchmark:
@@ -92,6 +96,8 @@ rule downstream:
         run_dir=parent("train"),
         tasks=",".join(STUDY["downstream"]["tasks"]),
         limit=downstream_limit(),
+    resources:
+        gpu=1,  # a default; profiles override it (profiles/slurm: 8 for train)
     log:
         f"{LOGS}/downstream/{{run_id}}.log",
     benchmark:

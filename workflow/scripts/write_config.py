@@ -6,7 +6,14 @@ the run id matches the directory it is written to, and saves it atomically. (No 
 Snakemake prepends its own preamble to this file.)
 """
 
-from rom.config import run_config_from_dict, save_yaml
+import os
+import sys
+
+# Snakemake runs this from a copy under .snakemake/scripts/ with the clone's root as working directory; put
+# the root on the path so that `rom` resolves there too under --sdm conda (where rom-toolkit is not installed).
+sys.path.insert(0, os.getcwd())
+
+from rom.config import run_config_from_dict, save_yaml  # noqa: E402
 
 
 def write_config(config: dict, out: str, expected_run_id: "str | None", log: str) -> None:
