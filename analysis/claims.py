@@ -66,8 +66,9 @@ RULE_INTERVAL = (
     "contains or exceeds the paper's value); not supported if hi < {paper} (the CI excludes the paper's value "
     "from below, which includes showing no advantage); otherwise inconclusive at this scale (the CI contains "
     "both {null} and {paper}), as it is when there is no usable fit, no CI, or no inverse at the point "
-    "estimate. A read-off outside the dense fit's measured range is flagged 'extrapolated' (the verdict is "
-    "kept, the flag says it rests on the fit beyond its data)."
+    "estimate. A verdict may only rest on measured ground: when the headline read-off lies outside the dense "
+    "fit's measured range ('extrapolated'), when a CI bound is infinite, or when the dense fit did not "
+    "converge, a 'supported' or 'not supported' verdict becomes inconclusive at this scale, with the reason."
 )
 RULE_CONTEXT = (
     "Per run, r_m = ppl(m*T)/ppl(T) for m in {{2, 4}}. Supported if every RoM run's r_m <= 1 + {tol} "
@@ -250,6 +251,14 @@ def _interval_claim(
         why += f"; extrapolated: {head.note}"
     if fits[head.fit_key].status != FitStatus.CONVERGED:
         why += f"; dense fit {head.fit_key} {fits[head.fit_key].status.value}: {fits[head.fit_key].message}"
+    unmeasured = (
+        head.extrapolated
+        or (head.ci is not None and not all(np.isfinite(head.ci)))
+        or fits[head.fit_key].status != FitStatus.CONVERGED
+    )
+    if verdict != Verdict.INCONCLUSIVE and unmeasured:
+        why = f"would be {verdict.value}, but rests on an extrapolated, unbounded or unconverged fit: {why}"
+        verdict = Verdict.INCONCLUSIVE
     notes = [n for n in (fallback_note, "; ".join(skipped)) if n]
     if notes:
         why += "; " + "; ".join(notes)

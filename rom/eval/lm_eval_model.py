@@ -15,7 +15,8 @@ from typing import Any
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from rom.eval.scorer import LMScorer, ScorerError, load_scorer
+from rom.eval import scorer as scorer_module
+from rom.eval.scorer import LMScorer, ScorerError
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -40,7 +41,8 @@ class RomLM(LM):
         if scorer is None:
             if not run_dir:
                 raise ScorerError("the rom lm-eval model needs model_args run_dir=RUN_DIR")
-            scorer, _ = load_scorer(
+            # looked up at call time (not bound at import), so the module stays patchable in tests
+            scorer, _ = scorer_module.load_scorer(
                 run_dir,
                 device=device or "cpu",
                 batch_size=_int_or_default(batch_size, DEFAULT_BATCH_SIZE, "batch_size"),

@@ -105,7 +105,7 @@ class MambaMixer(nn.Module):
         x = self.conv1d(x.transpose(1, 2))  # (b, D_e, L)
         x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, R + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias goes to the scan
+        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2).contiguous()  # bias goes to the scan
         y = self.ssm(
             x,
             delta,
