@@ -13,7 +13,7 @@ import sys
 from rom.config import ConfigError
 
 COMMANDS: dict[str, str] = {
-    "env": "rom.kernels.env_command",
+    "env": "rom.env_command",  # outside rom.kernels: that package imports torch
     "flops": "rom.accounting_command",
     "corpus": "rom.data.command_corpus",
     "train-tokenizer": "rom.data.command_tokenizer",
