@@ -20,7 +20,8 @@ Final record layout (schema version 1)::
     config: {model, data, train, eval}      # rom.config.to_dict(RunConfig)
     config_hash: str
     model: {d_model, n_layer, pattern, num_experts, top_k, routing, expert_projections, mlp}
-    params: {total, active, total_nonembedding, active_nonembedding, embedding, components: {name: int}}
+    params: {total, active, total_nonembedding, active_nonembedding, embedding,
+             components: {name: {total: int, active: int}}}   # rom.accounting.ParamCount.to_dict()
     flops: {per_token_fwd, per_token_train, train_total, seq_len,
             components: {name: per-token forward FLOPs},
             torch_counter_fwd: float|None, fvcore_fwd: float|None}   # measured cross-checks, per token
