@@ -28,6 +28,7 @@ Conventions (written into every ``FitResult``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import enum
 import logging
 import math
@@ -342,6 +343,17 @@ def _single_blas_thread() -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _with_single_blas_thread(fn):
+    """Run ``fn`` under ``_single_blas_thread``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _single_blas_thread():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _optimise(problem: _Problem, starts: Sequence[np.ndarray]) -> tuple[_Optimum | None, list[_Optimum]]:
     bounds = problem.bounds()
     results = []
@@ -404,6 +416,7 @@ def select_points(df: pd.DataFrame, family: str) -> tuple[pd.DataFrame, list[tup
     return points, excluded
 
 
+@_with_single_blas_thread
 def fit_family(
     df: pd.DataFrame,
     family: str,
@@ -418,24 +431,6 @@ def fit_family(
     progress: bool = False,
 ) -> FitResult:
     """Fit one form to one family's runs from the collected table (see the module docstring)."""
-    with _single_blas_thread():
-        return _fit_family(df, family, kind, param_convention, flop_convention, bootstrap, seed, ci_level,
-                           fixed_E, huber_delta, progress)
-
-
-def _fit_family(
-    df: pd.DataFrame,
-    family: str,
-    kind: FitKind,
-    param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
-    flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    ci_level: float = 0.95,
-    fixed_E: float | None = None,
-    huber_delta: float = HUBER_DELTA,
-    progress: bool = False,
-) -> FitResult:
     points, excluded = select_points(df, family)
     form, names, x_names = FORMS[kind]
     if kind == FitKind.PARAMS:

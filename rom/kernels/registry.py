@@ -101,31 +101,28 @@ def probe_triton_op(op: str) -> Probe:
     return Probe(True, f"{module_name}.{attr} ({base.reason})", impl)
 
 
+def _probe_cuda_package(package: str, module_name: str, attr: str) -> Probe:
+    """``module_name.attr`` of an optional compiled CUDA package, with the reason when it cannot be used."""
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except _IMPORT_ERRORS as e:
+        return Probe(False, f"{package} not importable ({_describe_error(e)})")
+    if not torch.cuda.is_available():
+        return Probe(False, f"{package} importable but CUDA is not available")
+    version = getattr(importlib.import_module(package), "__version__", "?")
+    return Probe(True, f"{package} {version}", fn)
+
+
 @functools.cache
 def probe_mamba_ssm() -> Probe:
     """mamba_ssm's selective_scan_fn (needs its compiled CUDA extension)."""
-    try:
-        module = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-        fn = module.selective_scan_fn
-    except _IMPORT_ERRORS as e:
-        return Probe(False, f"mamba_ssm not importable ({_describe_error(e)})")
-    if not torch.cuda.is_available():
-        return Probe(False, "mamba_ssm importable but CUDA is not available")
-    version = getattr(importlib.import_module("mamba_ssm"), "__version__", "?")
-    return Probe(True, f"mamba_ssm {version}", fn)
+    return _probe_cuda_package("mamba_ssm", "mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
 
 
 @functools.cache
 def probe_causal_conv1d() -> Probe:
     """causal_conv1d's causal_conv1d_fn (a separate package from mamba_ssm)."""
-    try:
-        module = importlib.import_module("causal_conv1d")
-        fn = module.causal_conv1d_fn
-    except _IMPORT_ERRORS as e:
-        return Probe(False, f"causal_conv1d not importable ({_describe_error(e)})")
-    if not torch.cuda.is_available():
-        return Probe(False, "causal_conv1d importable but CUDA is not available")
-    return Probe(True, f"causal_conv1d {getattr(module, '__version__', '?')}", fn)
+    return _probe_cuda_package("causal_conv1d", "causal_conv1d", "causal_conv1d_fn")
 
 
 def clear_probe_cache() -> None:

@@ -63,9 +63,8 @@ class RoMMixer(nn.Module):
         self.in_proj = nn.Linear(d_model, De * len(self.in_dense_parts), bias=False) if self.in_dense_parts else None
 
         if rcfg.is_expert(Projection.CONV1D):
-            conv = torch.stack([CausalConv1d(De, mcfg.d_conv).weight.data for _ in range(E)])
-            self.conv1d_experts = nn.Parameter(conv)  # (E, De, width)
-            bound = mcfg.d_conv**-0.5
+            bound = mcfg.d_conv**-0.5  # as CausalConv1d / nn.Conv1d: fan_in is the kernel width
+            self.conv1d_experts = nn.Parameter(torch.empty(E, De, mcfg.d_conv).uniform_(-bound, bound))
             self.conv1d_expert_bias = nn.Parameter(torch.empty(E, De).uniform_(-bound, bound))
             self.conv1d = None
         else:
