@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from analysis._io import atomic_path, write_json  # noqa: E402
 from analysis.claims import Claim  # noqa: E402
 from analysis.collect import runs_at_train_length  # noqa: E402
-from analysis.fit import FitKind, FitResult, ParamConvention, fit_key, predict  # noqa: E402
+from analysis.fit import FIT_ROLES, FitKind, FitResult, ParamConvention, fit_key, predict  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,11 @@ def _log_x(ax: Any, values: Sequence[float]) -> None:
         centre = math.sqrt(lo * hi)
         lo, hi = centre / math.sqrt(10), centre * math.sqrt(10)
     ax.set_xlim(lo, hi)
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if math.log10(hi / lo) < 2:  # at most one decade label: label the 2x and 5x minor ticks as well
+        ax.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False))
+    else:
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _no_data(ax: Any, text: str) -> None:
@@ -107,7 +111,8 @@ def _save(fig: Any, out_dir: Path, name: str) -> list[str]:
 def fig_context_ppl(df: pd.DataFrame, notes: list[str]) -> Any:
     sel = df[df["role"] != "ablation"]
     lengths = sorted(sel["train_seq_len"].unique())
-    fig, axes = plt.subplots(1, max(1, len(lengths)), figsize=(4.2 * max(1, len(lengths)), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(lengths)), figsize=(6.0 * max(1, len(lengths)), 4.2), squeeze=False,
+                             layout="constrained")  # room for each panel's legend
     if sel.empty:
         _no_data(axes[0, 0], "no evaluation rows")
         return fig
@@ -127,10 +132,9 @@ def fig_context_ppl(df: pd.DataFrame, notes: list[str]) -> Any:
         ax.set_title(f"trained at {T} tokens")
         ax.set_xlabel("evaluation context length (tokens)")
         ax.set_ylabel("validation perplexity")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        # linear: the claim is about flatness, and a log axis within one decade would carry no tick labels
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=8))
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # each panel has its own runs
     return fig
 
 
@@ -151,7 +155,13 @@ def _fit_curves(ax: Any, runs: pd.DataFrame, fits: dict[str, FitResult], kind: F
     for family in sorted(runs["family"].unique()):
         g = runs[runs["family"] == family]
         st = family_style(family)
-        ax.plot(x_of(g), g["loss_nats"], linestyle="none", marker=st["marker"], color=st["color"], label=family)
+        fitted = g["role"].isin(FIT_ROLES) & ~g["diverged"].astype(bool)
+        ax.plot(x_of(g[fitted]), g[fitted]["loss_nats"], linestyle="none", marker=st["marker"], color=st["color"],
+                label=family)
+        if (~fitted).any():  # ablations and other training lengths: shown for reference, never fitted
+            roles = "/".join(sorted(set(g[~fitted]["role"])))
+            ax.plot(x_of(g[~fitted]), g[~fitted]["loss_nats"], linestyle="none", marker=st["marker"], mfc="none",
+                    color=st["color"], alpha=0.8, label=f"{family} {roles} (not fitted)")
         fit = fits.get(fit_key(kind, family))
         if fit is None or not fit.ok:
             continue
@@ -190,7 +200,7 @@ def fig_loss_vs_params(df: pd.DataFrame, fits: dict[str, FitResult], claims: Seq
             ax.annotate(label, (math.sqrt(xr * xd), y), xytext=(0, -14), textcoords="offset points",
                         ha="center", fontsize=8)
         else:
-            ax.text(xr, y, "  below the dense asymptote: no read-off", va="bottom", fontsize=8)
+            ax.text(xr, y, "no read-off: below the dense asymptote  ", ha="right", va="bottom", fontsize=8)
     else:
         notes.append("loss_vs_active_params: no equivalence read-off (claim (a) has none)")
     ax.set_xlabel(f"parameters ({conv.value.replace('_', ' ')})")
@@ -224,7 +234,7 @@ def fig_loss_vs_flops(df: pd.DataFrame, fits: dict[str, FitResult], claims: Sequ
             ax.annotate(label, (math.sqrt(xr * xd), y), xytext=(0, -14), textcoords="offset points",
                         ha="center", fontsize=8)
         else:
-            ax.text(xr, y, "  below the dense asymptote: no read-off", va="bottom", fontsize=8)
+            ax.text(xr, y, "no read-off: below the dense asymptote  ", ha="right", va="bottom", fontsize=8)
     else:
         notes.append("loss_vs_flops: no saving read-off (claim (b) has none)")
     conv = flops_fits[0].flop_convention if flops_fits else "train_total"

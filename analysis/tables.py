@@ -109,10 +109,11 @@ def to_latex(t: Table) -> str:
 def runs_table(df: pd.DataFrame) -> Table:
     runs = runs_at_train_length(df)
     cols = ("run", "family", "role", "params active non-emb", "params total", "train tokens", "train FLOPs",
-            "seq len", "val loss (nats)", "val ppl", "bpb", "tokens/s", "diverged")
+            "seq len", "passes", "val loss (nats)", "val ppl", "bpb", "train wall (s)", "tokens/s", "diverged")
     rows = tuple((r.run_id, r.family, r.role, int(r.params_active_nonembedding), int(r.params_total),
-                  int(r.train_tokens), float(r.flops_train_total), int(r.train_seq_len), float(r.loss_nats),
-                  float(r.ppl), float(r.bpb), float(r.tokens_per_s), bool(r.diverged))
+                  int(r.train_tokens), float(r.flops_train_total), int(r.train_seq_len), float(r.train_passes),
+                  float(r.loss_nats), float(r.ppl), float(r.bpb), float(r.wall_time_s), float(r.tokens_per_s),
+                  bool(r.diverged))
                  for r in runs.itertuples())
     missing = sorted(set(df["run_id"]) - set(runs["run_id"]))
     caption = "Per-run results at the training context length"
