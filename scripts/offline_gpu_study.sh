@@ -10,15 +10,17 @@
 #       (GPU side, from the repository root) installs WHEEL_DIR/*.whl into /tmp/site (no index, no deps),
 #       unpacks the data, runs `snakemake --until record` for at most TIME_LIMIT_S seconds with GPU_JOBS
 #       GPU jobs at a time (default 1), and writes the small run files (records, metrics, logs, Snakemake's
-#       benchmark files; never checkpoints or weights) to RECORDS_TAR. Run it again to continue: finished
-#       runs are kept, an interrupted one resumes from its checkpoint if the host kept it.
+#       benchmark files; never checkpoints or weights) to RECORDS_TAR. Unpack RECORDS_TAR into results/STUDY/
+#       of the clone you carry (tar -C results/STUDY -xzf RECORDS_TAR) before the next slice: a slice trains
+#       every run whose record did not travel with it. Finished runs are then kept, and an interrupted one
+#       resumes from its checkpoint if the host kept it.
 #
 # Modification times do not survive every copy, so `run` re-stamps the run files that came with the
 # working tree in pipeline order (config < train < eval/flops/downstream < final) and tells Snakemake to
 # judge by modification times only (--rerun-triggers mtime): a finished run is never trained twice.
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 [[ $# -ge 1 ]] || usage 2
 
 pack() {
