@@ -20,7 +20,7 @@ import pandas as pd
 from analysis._io import AnalysisError, read_json, write_text
 from analysis.claims import Claim, Verdict
 from analysis.fit import FitResult
-from analysis.tables import Table, claims_table, downstream_results_table, fmt, runs_table
+from analysis.tables import Table, ablations_table, claims_table, downstream_results_table, fmt, runs_table
 
 VERDICT_CLASS = {Verdict.SUPPORTED: "ok", Verdict.NOT_SUPPORTED: "bad", Verdict.INCONCLUSIVE: "meh"}
 CSS = """
@@ -197,8 +197,8 @@ def build_report(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[C
             h.append(f"<p class='note'>excluded: {html.escape(ex)}</p>")
             md += [f"> excluded: {ex}", ""]
 
-    # Runs and downstream.
-    for t in (runs_table(df), downstream_results_table(df)):
+    # Runs, downstream and ablations.
+    for t in (runs_table(df), downstream_results_table(df), ablations_table(df)):
         h.append(f"<h2 id='{t.name}'>{html.escape(t.caption)}</h2>" + _html_table(t))
         md += [f"## {t.caption}", "", _md_table(t.columns, t.rows), ""]
 

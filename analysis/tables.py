@@ -21,7 +21,7 @@ from analysis.claims import DOWNSTREAM_COLUMNS, Claim, downstream_table
 from analysis.collect import runs_at_train_length
 from analysis.fit import FitResult
 
-TABLE_NAMES = ("runs", "fits", "claims", "downstream")
+TABLE_NAMES = ("runs", "fits", "claims", "downstream", "ablations")
 FORMATS = ("csv", "md", "tex")
 
 
@@ -160,8 +160,38 @@ def downstream_results_table(df: pd.DataFrame) -> Table:
     return Table("downstream", "Downstream accuracy (lm-eval defaults) in the paper's column order", cols, rows)
 
 
+def ablations_table(df: pd.DataFrame) -> Table:
+    """Each ablation and seed run against its reference: the scaling run of the same family, width, depth and
+    training length. The noise scale is the standard deviation over the reference and its seed replicates."""
+    runs = runs_at_train_length(df)
+    shape = ["family", "d_model", "n_layer", "train_seq_len"]
+    cols = ("run", "role", "family", "experts", "top-k", "params active non-emb", "val loss (nats)", "reference",
+            "reference loss", "difference", "seed std", "difference / seed std")
+    rows = []
+    for r in runs[runs["role"].isin(["ablation", "seed"])].itertuples():
+        same = runs
+        for col in shape:
+            same = same[same[col] == getattr(r, col)]
+        ref = same[same["role"] == "scaling"]
+        if ref.empty:
+            rows.append((r.run_id, r.role, r.family, int(r.num_experts), int(r.top_k),
+                         int(r.params_active_nonembedding), float(r.loss_nats), None, None, None, None, None))
+            continue
+        ref_row = ref.iloc[0]
+        replicates = same[same["role"].isin(["scaling", "seed"])]["loss_nats"].astype(float)
+        std = float(replicates.std(ddof=1)) if len(replicates) >= 2 else None
+        diff = float(r.loss_nats) - float(ref_row["loss_nats"])
+        rows.append((r.run_id, r.role, r.family, int(r.num_experts), int(r.top_k),
+                     int(r.params_active_nonembedding), float(r.loss_nats), ref_row["run_id"],
+                     float(ref_row["loss_nats"]), diff, std, diff / std if std else None))
+    caption = ("Ablations and seeds against the scaling run of the same family and shape (validation loss at the "
+               "training length; seed std over that run and its seed replicates)")
+    return Table("ablations", caption, cols, tuple(rows))
+
+
 def all_tables(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim]) -> list[Table]:
-    return [runs_table(df), fits_table(fits), claims_table(claims), downstream_results_table(df)]
+    return [runs_table(df), fits_table(fits), claims_table(claims), downstream_results_table(df),
+            ablations_table(df)]
 
 
 def write_tables(tables: Sequence[Table], out_dir: str | Path) -> list[Path]:

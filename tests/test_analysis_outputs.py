@@ -142,3 +142,30 @@ def test_metrics_found_under_records_dir_after_a_move(pipeline: dict, tmp_path: 
     found = _load_all_metrics(df, notes, moved)
     assert len(found) == df["run_id"].nunique() - 1  # one run's metrics file was deleted in the fixture
     assert len(notes) == 1 and "missing" in notes[0]
+
+
+def test_ablations_table_compares_with_the_same_shape_and_scales_by_seed_spread(tmp_path: Path) -> None:
+    from analysis.synthetic import synthetic_record
+    from analysis.tables import ablations_table
+
+    recs = [
+        synthetic_record(name="rom-m", n_active_nonembedding=4_000_000, loss=3.60, family="rom", num_experts=8),
+        synthetic_record(name="rom-m-seed1", n_active_nonembedding=4_000_000, loss=3.62, family="rom",
+                         num_experts=8, role="seed", seed=1),
+        synthetic_record(name="rom-m-e16", n_active_nonembedding=4_000_000, loss=3.50, family="rom",
+                         num_experts=16, role="ablation"),
+        synthetic_record(name="rom-wide-e16", n_active_nonembedding=8_000_000, loss=3.40, family="rom",
+                         num_experts=16, role="ablation", d_model=512),  # no scaling run of this shape
+        synthetic_record(name="mamba-m", n_active_nonembedding=4_000_000, loss=3.70),  # other family
+    ]
+    df = collect(write_study(recs, tmp_path / "raw"))
+    t = ablations_table(df)
+    rows = {row[0].rsplit("-", 1)[0]: dict(zip(t.columns, row)) for row in t.rows}
+    assert set(rows) == {"rom-m-seed1", "rom-m-e16", "rom-wide-e16"}
+    e16 = rows["rom-m-e16"]
+    assert e16["reference"].startswith("rom-m-") and e16["reference loss"] == pytest.approx(3.60)
+    assert e16["difference"] == pytest.approx(-0.10)
+    assert e16["seed std"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert e16["difference / seed std"] == pytest.approx(-0.10 / (0.02 / 2 ** 0.5))
+    assert e16["experts"] == 16
+    assert rows["rom-wide-e16"]["reference"] is None and rows["rom-wide-e16"]["difference"] is None

@@ -214,7 +214,7 @@ def records():
 # each figure has a caption in workflow/report/<name>.rst for `snakemake --report`.
 FIGURES = ["context_ppl", "loss_vs_active_params", "loss_vs_flops", "loss_vs_total_params", "training_curves",
            "expert_load"]
-TABLES = ["runs", "fits", "claims", "downstream"]
+TABLES = ["runs", "fits", "claims", "downstream", "ablations"]
 ANALYSIS_OUTPUTS = (
     [f"{ANALYSIS}/report.html", f"{ANALYSIS}/report.md"]
     + [f"{ANALYSIS}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
