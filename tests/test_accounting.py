@@ -105,3 +105,37 @@ def test_matmul_flops_agree_with_fvcore(arch):
     result = fvcore_counter(model, ids)
     analytic = count_flops(cfg, 16).matmul_fwd
     assert abs(result["matmul_per_token"] - analytic) / analytic < 0.02, result
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_measure_counts_on_meta_device_like_a_real_cpu_model(arch):
+    """measure() counts on the meta device (no weights allocated) and must see what a real CPU model does."""
+    from rom.flop_counters import measure, torch_counter
+
+    cfg = _cfg(arch)
+    torch.manual_seed(0)
+    real = torch_counter(build_model(cfg, backend="reference").eval(), torch.randint(0, cfg.vocab_size, (1, 16)))
+    out = measure(cfg, seq_len=16)
+    assert out["torch"]["device"] == "meta"
+    assert out["torch"]["matmul_per_token"] == real["matmul_per_token"]
+    assert abs(out["torch"]["rel_diff_vs_analytic"]) < 0.02
+
+
+def test_measure_skips_fvcore_past_its_size_limit_and_says_so(monkeypatch):
+    import rom.flop_counters as fc
+
+    cfg = _cfg("rom")
+    monkeypatch.setattr(fc, "FVCORE_MAX_PARAMS", count_params(cfg).total - 1)
+    out = fc.measure(cfg, seq_len=16)
+    assert "FVCORE_MAX_PARAMS" in out["fvcore"]["skipped"] and out["fvcore"]["rel_diff_vs_analytic"] is None
+    assert out["torch"]["matmul_per_token"] > 0
+
+
+def test_measure_counts_the_paper_rom_model_without_its_weights():
+    """9.8B parameters (39 GB in fp32) counted in seconds: the meta device allocates nothing."""
+    from rom.flop_counters import measure
+
+    cfg = model_preset("rom-mamba-1.3b-e8")
+    out = measure(cfg, seq_len=64)
+    assert out["torch"]["matmul_per_token"] == pytest.approx(out["analytic_matmul_per_token"], rel=0.02)
+    assert "skipped" in out["fvcore"]
