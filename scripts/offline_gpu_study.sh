@@ -36,8 +36,12 @@ pack() {
 }
 
 restamp_runs() {  # pipeline order of modification times for run files that arrived without theirs
-    local study=$1 t
-    t=$(( $(date +%s) - 600 ))
+    local study=$1 t newest_data now
+    # just after the newest data file (the run files' inputs), and never in the future
+    newest_data=$(find "results/$study/data" -type f -printf '%T@\n' | sort -n | tail -1 | cut -d. -f1)
+    now=$(date +%s)
+    t=$(( ${newest_data:-0} + 10 ))
+    (( t + 3 <= now )) || t=$(( now - 3 ))
     for run in "results/$study"/runs/*/; do
         [[ -e "$run/config.yaml" ]] || continue
         touch -d "@$t" "$run/config.yaml"
@@ -52,8 +56,10 @@ restamp_runs() {  # pipeline order of modification times for run files that arri
 
 run() {
     local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs=${6:-1} rc=0
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$wheels"/*.whl
+    if compgen -G "$wheels/*.whl" > /dev/null; then  # an empty WHEEL_DIR: the host has every package already
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            "$wheels"/*.whl
+    fi
     export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     if [[ ! -e "results/$study/data/tokens/train.bin" ]]; then
         python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='fully_trusted')" \

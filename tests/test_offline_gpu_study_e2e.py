@@ -1,0 +1,86 @@
+"""scripts/offline_gpu_study.sh end to end on CPU with a two-run micro study: data stages on the "networked"
+side, `pack`, `run` on a fresh "host" copy that has only the bundle, then a second slice on another fresh copy
+that received the first slice's records with scrambled modification times: it must train nothing again."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_pipeline_regenerate import copy_pipeline
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "offline_gpu_study.sh"
+
+MICRO = {
+    "study": "micro",
+    "data": {"source": "sotu", "val_fraction": 0.05, "tokenizer": {"kind": "bpe", "vocab_size": 512}},
+    "model": {"vocab_size": 512, "mamba": {"d_state": 4}},
+    "train": {"tokens": 4096, "seq_len": 64, "batch_size": 8, "lr": 3.0e-3, "checkpoint_every": 4,
+              "log_every": 2, "eval_batches": 2},
+    "eval": {"context_multipliers": [1, 2], "max_tokens": 1024},
+    "runs": [
+        {"name": "mamba-micro", "role": "scaling", "model": {"pattern": "mamba", "d_model": 16, "n_layer": 1}},
+        {"name": "rom-micro", "role": "scaling",
+         "model": {"pattern": "rom", "d_model": 16, "n_layer": 1, "rom": {"num_experts": 2, "top_k": 1}}},
+    ],
+    "downstream": {"tasks": ["piqa"], "limit": 2, "runs": ["mamba-micro"]},
+}
+
+
+def _site(tmp: Path, name: str) -> Path:
+    (tmp / name).mkdir()
+    work = copy_pipeline(tmp / name)
+    (work / "config" / "studies" / "micro.yaml").write_text(yaml.safe_dump(MICRO, sort_keys=False))
+    return work
+
+
+def _sh(cwd: Path, *args: str, timeout: int = 600) -> str:
+    res = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout + res.stderr
+
+
+def test_pack_run_and_continue_without_training_twice(tmp_path):
+    net = _site(tmp_path, "net")
+    _sh(net, "snakemake", "--cores", "2", "--config", "study=micro", "--until", "tokenize", "export_tasks")
+    _sh(net, "bash", str(SCRIPT), "pack", "micro", str(tmp_path / "bundle"))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()  # the host already has every package
+
+    host1 = _site(tmp_path, "host1")
+    out1 = _sh(host1, "bash", str(SCRIPT), "run", "micro", str(tmp_path / "bundle"), str(wheels),
+               str(tmp_path / "records1.tgz"), "500", "1")
+    assert "snakemake exit status: 0" in out1
+    with tarfile.open(tmp_path / "records1.tgz") as tar:
+        names = tar.getnames()
+    finals = [n for n in names if n.endswith("final.json")]
+    assert len(finals) == 2
+    assert not [n for n in names if n.endswith(".pt") or "/checkpoint" in n or n.startswith("./data")]
+
+    # the second slice's copy: records back in place, modification times lost (here: reversed)
+    host2 = _site(tmp_path, "host2")
+    study_dir = host2 / "results" / "micro"
+    study_dir.mkdir(parents=True)
+    with tarfile.open(tmp_path / "records1.tgz") as tar:
+        tar.extractall(study_dir, filter="data")
+    files = sorted(p for p in (study_dir / "runs").rglob("*") if p.is_file())
+    for i, path in enumerate(reversed(files)):
+        os.utime(path, (2_000_000_000 - i, 2_000_000_000 - i))  # final.json older than config.yaml, all future
+    before = {p: p.read_text() for p in (study_dir / "runs").glob("*/final.json")}
+    out2 = _sh(host2, "bash", str(SCRIPT), "run", "micro", str(tmp_path / "bundle"), str(wheels),
+               str(tmp_path / "records2.tgz"), "500", "1")
+    assert "snakemake exit status: 0" in out2
+    assert "rule train:" not in out2 and "rule eval:" not in out2, out2[-3000:]
+    assert {p: p.read_text() for p in before} == before
+    record = json.loads(next(iter(before.values())))
+    assert record["training"]["steps"] == 4096 // (8 * 64)
