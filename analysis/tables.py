@@ -173,17 +173,15 @@ def ablations_table(df: pd.DataFrame) -> Table:
         for col in shape:
             same = same[same[col] == getattr(r, col)]
         ref = same[same["role"] == "scaling"]
-        if ref.empty:
-            rows.append((r.run_id, r.role, r.family, int(r.num_experts), int(r.top_k),
-                         int(r.params_active_nonembedding), float(r.loss_nats), None, None, None, None, None))
-            continue
-        ref_row = ref.iloc[0]
-        replicates = same[same["role"].isin(["scaling", "seed"])]["loss_nats"].astype(float)
-        std = float(replicates.std(ddof=1)) if len(replicates) >= 2 else None
-        diff = float(r.loss_nats) - float(ref_row["loss_nats"])
+        comparison: tuple = (None,) * 5  # reference, its loss, difference, seed std, difference / std
+        if not ref.empty:
+            ref_loss = float(ref["loss_nats"].iloc[0])
+            replicates = same[same["role"].isin(["scaling", "seed"])]["loss_nats"].astype(float)
+            std = float(replicates.std(ddof=1)) if len(replicates) >= 2 else None
+            diff = float(r.loss_nats) - ref_loss
+            comparison = (ref["run_id"].iloc[0], ref_loss, diff, std, diff / std if std else None)
         rows.append((r.run_id, r.role, r.family, int(r.num_experts), int(r.top_k),
-                     int(r.params_active_nonembedding), float(r.loss_nats), ref_row["run_id"],
-                     float(ref_row["loss_nats"]), diff, std, diff / std if std else None))
+                     int(r.params_active_nonembedding), float(r.loss_nats), *comparison))
     caption = ("Ablations and seeds against the scaling run of the same family and shape (validation loss at the "
                "training length; seed std over that run and its seed replicates)")
     return Table("ablations", caption, cols, tuple(rows))
