@@ -121,37 +121,49 @@ def _launch_grid(batch: int, d: int, seq_len: int) -> tuple[int, int, int]:
     return (batch, triton.cdiv(d, _BLOCK_D), triton.cdiv(seq_len, _BLOCK_L))
 
 
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool) -> torch.Tensor:
+    """Launch the forward kernel: x (batch, d, L) any strides, weight (d, width) -> y (batch, d, L) contiguous."""
+    batch, d, seq_len = x.shape
+    y = torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
+    _conv_fwd_kernel[_launch_grid(batch, d, seq_len)](
+        x, weight, bias if bias is not None else weight, y, d, seq_len,
+        *x.stride(), *weight.stride(), *y.stride(),
+        WIDTH=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu,
+        BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L, num_warps=_NUM_WARPS,
+    )
+    return y
+
+
+def conv_backward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dy: torch.Tensor, silu: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Launch the backward kernel: (dx contiguous, dweight, dbias) for y = conv_forward(x, weight, bias, silu)."""
+    batch, d, seq_len = x.shape
+    width = weight.shape[1]
+    dx = torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
+    grid = _launch_grid(batch, d, seq_len)
+    dw = torch.empty((batch * grid[2], d, width), device=x.device, dtype=torch.float32)
+    db = torch.empty((batch * grid[2], d), device=x.device, dtype=torch.float32)
+    _conv_bwd_kernel[grid](
+        x, weight, bias if bias is not None else weight, dy, dx, dw, db, d, seq_len,
+        *x.stride(), *weight.stride(), *dy.stride(),
+        WIDTH=width, HAS_BIAS=bias is not None, SILU=silu,
+        BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L, num_warps=_NUM_WARPS,
+    )
+    return dx, dw.sum(0).to(weight.dtype), (db.sum(0).to(bias.dtype) if bias is not None else None)
+
+
 class CausalConv1dTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x, weight, bias, silu: bool):
-        batch, d, seq_len = x.shape
-        y = torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
-        _conv_fwd_kernel[_launch_grid(batch, d, seq_len)](
-            x, weight, bias if bias is not None else weight, y, d, seq_len,
-            *x.stride(), *weight.stride(), *y.stride(),
-            WIDTH=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu,
-            BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L, num_warps=_NUM_WARPS,
-        )
         ctx.save_for_backward(x, weight, bias)
         ctx.silu = silu
-        return y
+        return conv_forward(x, weight, bias, silu)
 
     @staticmethod
     def backward(ctx: Any, dy):
         x, weight, bias = ctx.saved_tensors
-        batch, d, seq_len = x.shape
-        width = weight.shape[1]
-        dx = torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
-        grid = _launch_grid(batch, d, seq_len)
-        dw = torch.empty((batch * grid[2], d, width), device=x.device, dtype=torch.float32)
-        db = torch.empty((batch * grid[2], d), device=x.device, dtype=torch.float32)
-        _conv_bwd_kernel[grid](
-            x, weight, bias if bias is not None else weight, dy, dx, dw, db, d, seq_len,
-            *x.stride(), *weight.stride(), *dy.stride(),
-            WIDTH=width, HAS_BIAS=bias is not None, SILU=ctx.silu,
-            BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L, num_warps=_NUM_WARPS,
-        )
-        return dx, dw.sum(0).to(weight.dtype), (db.sum(0).to(bias.dtype) if bias is not None else None), None
+        dx, dw, db = conv_backward(x, weight, bias, dy, ctx.silu)
+        return dx, dw, db, None
 
 
 def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -171,4 +183,4 @@ def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return CausalConv1dTriton.apply(x, weight, bias, activation is not None)
 
 
-__all__ = ["causal_conv1d_triton", "CausalConv1dTriton", "HAS_TRITON"]
+__all__ = ["causal_conv1d_triton", "CausalConv1dTriton", "conv_forward", "conv_backward", "HAS_TRITON"]
