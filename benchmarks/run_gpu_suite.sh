@@ -19,7 +19,8 @@ has() { [[ " $parts " == *" $1 "* ]]; }
     # its import-time needs (einops, transformers) from carried wheels; carry .gpuwhl/mamba (see README).
     # A wheel built earlier (.gpuwhl/mamba/built/mamba_ssm-*.whl, reassembled from parts) skips the build.
     t0=$(date +%s)
-    python3 -m pip install -q --no-index --no-compile --find-links .gpuwhl/mamba einops transformers \
+    export PIP_BREAK_SYSTEM_PACKAGES=1
+    python3 -m pip install -q --no-index --no-compile --find-links .gpuwhl/mamba setuptools wheel packaging ninja einops transformers \
       > "$OUT/mamba_build.log" 2>&1 || { echo "mamba-ssm deps install failed"; tail -5 "$OUT/mamba_build.log"; }
     built=$(ls .gpuwhl/mamba/built/mamba_ssm-*.whl 2>/dev/null | head -1)
     if [ -n "$built" ]; then
