@@ -46,15 +46,24 @@ def register_grouped_mm_formula() -> None:
     _REGISTERED = True
 
 
-# Ops that multiply activations by weights. bmm is left out on purpose: outside the scan it only combines the
-# k expert outputs of a token (an elementwise-sized weighted sum, not a weight matmul).
-TORCH_WEIGHT_OPS = ("aten.mm", "aten.addmm", "aten._grouped_mm", "aten.grouped_mm")
-FVCORE_WEIGHT_OPS = ("linear", "matmul", "mm", "addmm", "_grouped_mm", "grouped_mm", "PythonOp._GroupedMM")
+# Ops that multiply activations by weights. bmm is one: the mixers' projections are batched GEMMs that write
+# channels-first layouts (kernels.linear_channels); the scan's own ops are excluded by module below.
+TORCH_WEIGHT_OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten._grouped_mm", "aten.grouped_mm")
+FVCORE_WEIGHT_OPS = ("linear", "matmul", "mm", "addmm", "bmm", "_grouped_mm", "grouped_mm", "PythonOp._GroupedMM",
+                     "PythonOp._LinearChannels")
 
 
 def _is_excluded(module_name: str) -> bool:
     leaf = module_name.rsplit(".", 1)[-1]
     return leaf in ("scan", "conv1d") or module_name.endswith("ssm.scan")
+
+
+def _attention_module_keys(model: torch.nn.Module) -> list[str]:
+    """FlopCounterMode's names ("<RootClass>.<path>") of the attention modules in ``model``."""
+    from rom.layers.attention import SlidingWindowAttention
+
+    root = type(model).__name__
+    return [f"{root}.{n}" for n, m in model.named_modules() if isinstance(m, SlidingWindowAttention)]
 
 
 def torch_counter(model: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, Any]:
@@ -72,6 +81,10 @@ def torch_counter(model: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, 
         if name != "Global" and _is_excluded(name):
             excluded += sum(ops.values())
             excluded_weight_ops += sum(v for op, v in ops.items() if str(op) in TORCH_WEIGHT_OPS)
+    # where SDPA decomposes (the meta device, some CPU paths) its score and value products are bmm: those
+    # are attention FLOPs, not weight matmuls
+    for name in _attention_module_keys(model):
+        excluded_weight_ops += counts.get(name, {}).get(torch.ops.aten.bmm, 0)
     sdpa = sum(v for op, v in counts.get("Global", {}).items() if "attention" in str(op))
     tokens = input_ids.numel()
     matmul = weight_ops - excluded_weight_ops
@@ -102,6 +115,14 @@ def _fvcore_grouped_mm_handle(inputs, outputs) -> int:
     return int(a[-2] * a[-1] * b[-1])
 
 
+def _fvcore_linear_channels_handle(inputs, outputs) -> int:
+    """fvcore handle: multiply-adds of kernels.linear_channels, x (b, d_in, L) and weight (d_out, d_in)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    x, w = get_shape(inputs[0]), get_shape(inputs[1])
+    return int(x[0] * x[2] * w[0] * w[1])
+
+
 def fvcore_counter(model: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, Any]:
     try:
         from fvcore.nn import FlopCountAnalysis
@@ -116,6 +137,7 @@ def fvcore_counter(model: torch.nn.Module, input_ids: torch.Tensor) -> dict[str,
         analysis.set_op_handle("aten::grouped_mm", _fvcore_grouped_mm_handle)
         # the grouped GEMM runs inside an autograd.Function, which the JIT trace records as a PythonOp
         analysis.set_op_handle("prim::PythonOp._GroupedMM", _fvcore_grouped_mm_handle)
+        analysis.set_op_handle("prim::PythonOp._LinearChannels", _fvcore_linear_channels_handle)
         by_module_op = analysis.by_module_and_operator()
         total = analysis.total()
         by_op = analysis.by_operator()

@@ -1,7 +1,8 @@
 """Kernels: the only place that touches optional accelerators (see registry for backends).
 
 Public ops (docs/interfaces.md, "Kernels"): ``selective_scan``, ``causal_conv1d``, ``make_dispatch``,
-``permute``, ``expert_matmul``, ``unpermute``, ``resolve``. The pure-torch reference is the semantics;
+``permute``, ``expert_matmul``, ``unpermute``, ``unpermute_to_channels``, ``permute_from_channels``,
+``linear_channels``, ``resolve``. The pure-torch reference is the semantics;
 ``selective_scan_sequential`` is the per-timestep ground truth used by tests. Importing this package imports
 torch only: triton, mamba_ssm and causal_conv1d are probed lazily on first use.
 """
@@ -15,7 +16,16 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from rom.kernels.experts import Dispatch, grouped_mm_op, make_dispatch, permute, unpermute
+from rom.kernels.experts import (
+    Dispatch,
+    grouped_mm_op,
+    make_dispatch,
+    permute,
+    permute_from_channels,
+    unpermute,
+    unpermute_to_channels,
+)
+from rom.kernels.layout import autocast_dtype, linear_channels
 from rom.kernels.registry import (
     BACKENDS,
     OPS,
@@ -32,18 +42,22 @@ __all__ = [
     "OPS",
     "BackendUnavailableError",
     "Dispatch",
+    "autocast_dtype",
     "causal_conv1d",
     "causal_conv1d_reference",
     "describe",
     "expert_matmul",
     "grouped_mm_op",
+    "linear_channels",
     "make_dispatch",
     "permute",
+    "permute_from_channels",
     "resolve",
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_sequential",
     "unpermute",
+    "unpermute_to_channels",
 ]
 
 

@@ -90,30 +90,178 @@ def make_dispatch(expert_indices: Tensor, num_experts: int) -> Dispatch:
     )
 
 
+def _check_rows(t: Tensor, dispatch: Dispatch, what: str) -> None:
+    rows = dispatch.num_tokens * dispatch.top_k
+    if t.dim() != 2 or t.shape[0] != rows:
+        raise ValueError(f"{what} must be (tokens*top_k={rows}, d), got {tuple(t.shape)}")
+
+
+# The autograd.Functions below take index tensors and plain scalars, not the Dispatch. Under a JIT trace
+# (fvcore's FLOP count) they are bypassed for the same ops written in plain torch: the tracer fails
+# ("unordered_map::at") on a Function given a size it derived from a traced tensor.
+
+
+class _PermuteTokens(torch.autograd.Function):
+    """Gather rows by expert; the backward is a gather too (no index_add, whose bf16 atomics are slow)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, token_index: Tensor, inverse_index: Tensor, top_k: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inverse_index)
+        ctx.top_k = top_k
+        return x.index_select(0, token_index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        (inverse_index,) = ctx.saved_tensors
+        g = grad.index_select(0, inverse_index)
+        if ctx.top_k > 1:
+            g = g.view(-1, ctx.top_k, g.shape[-1]).sum(1)
+        return g, None, None, None
+
+
+class _UnpermuteTokens(torch.autograd.Function):
+    """Sum each token's k expert rows, optionally weighted; gather-based forward and backward."""
+
+    @staticmethod
+    def forward(ctx: Any, y_perm: Tensor, weights: Tensor | None, token_index: Tensor, inverse_index: Tensor,
+                slot_index: Tensor, top_k: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(y_perm, weights, token_index, inverse_index, slot_index)
+        ctx.top_k = top_k
+        g = y_perm.index_select(0, inverse_index).view(-1, top_k, y_perm.shape[-1])
+        if weights is None:
+            return g.sum(1) if top_k > 1 else g[:, 0]
+        w = weights.to(g.dtype)
+        if top_k == 1:
+            return g[:, 0] * w
+        return (g * w.unsqueeze(-1)).sum(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        y_perm, weights, token_index, inverse_index, slot_index = ctx.saved_tensors
+        grad_y = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_y = grad.index_select(0, token_index)  # permuted row r belongs to token token_index[r]
+            if weights is not None:
+                grad_y = grad_y * weights.reshape(-1).index_select(0, slot_index).to(grad_y.dtype).unsqueeze(-1)
+        if weights is not None and ctx.needs_input_grad[1]:
+            g = y_perm.index_select(0, inverse_index).view(-1, ctx.top_k, y_perm.shape[-1])
+            grad_w = (g.float() * grad.float().unsqueeze(1)).sum(-1).to(weights.dtype)
+        return grad_y, grad_w, None, None, None, None
+
+
 def permute(x: Tensor, dispatch: Dispatch) -> Tensor:
     """(T, d) tokens -> (T*k, d) rows grouped by expert."""
     if x.dim() != 2 or x.shape[0] != dispatch.num_tokens:
         raise ValueError(f"permute: x must be (tokens={dispatch.num_tokens}, d), got {tuple(x.shape)}")
-    return x.index_select(0, dispatch.token_index)
+    if torch.jit.is_tracing():
+        return x.index_select(0, dispatch.token_index)
+    return _PermuteTokens.apply(x, dispatch.token_index, dispatch.inverse_index, dispatch.top_k)
 
 
 def unpermute(y_perm: Tensor, dispatch: Dispatch, weights: Tensor | None = None) -> Tensor:
     """(T*k, d) expert rows -> (T, d): each token's k rows summed, weighted by ``weights`` (T, k) if given.
 
-    Gather-based (no atomics): deterministic on every device.
+    Gather-based (no atomics) in both directions: deterministic on every device.
     """
-    rows = dispatch.num_tokens * dispatch.top_k
-    if y_perm.dim() != 2 or y_perm.shape[0] != rows:
-        raise ValueError(f"unpermute: y_perm must be (tokens*top_k={rows}, d), got {tuple(y_perm.shape)}")
-    y = y_perm.index_select(0, dispatch.inverse_index).view(dispatch.num_tokens, dispatch.top_k, -1)
-    if weights is None:
-        return y.sum(1)
-    if tuple(weights.shape) != (dispatch.num_tokens, dispatch.top_k):
+    _check_rows(y_perm, dispatch, "unpermute: y_perm")
+    if weights is not None and tuple(weights.shape) != (dispatch.num_tokens, dispatch.top_k):
         raise ValueError(
             f"unpermute: weights must be (tokens, top_k)=({dispatch.num_tokens}, {dispatch.top_k}), "
             f"got {tuple(weights.shape)}"
         )
-    return torch.bmm(weights.to(y.dtype).unsqueeze(1), y).squeeze(1)
+    if torch.jit.is_tracing():
+        g = y_perm.index_select(0, dispatch.inverse_index).view(dispatch.num_tokens, dispatch.top_k, -1)
+        return g.sum(1) if weights is None else (g * weights.to(g.dtype).unsqueeze(-1)).sum(1)
+    return _UnpermuteTokens.apply(y_perm, weights, dispatch.token_index, dispatch.inverse_index, dispatch.slot_index,
+                                  dispatch.top_k)
+
+
+# ------------------------------------------------------------------- expert rows <-> channels-first
+
+
+def rows_to_channels_reference(src: Tensor, inverse_index: Tensor, top_k: int, batch: int, seq_len: int,
+                               scale: float = 1.0) -> Tensor:
+    """(batch*L*k, C) expert rows -> (batch, C, L): out[b, c, l] = scale * sum_j src[inverse_index[t*k+j], c]."""
+    g = src.index_select(0, inverse_index).view(batch * seq_len, top_k, -1)
+    y = g.sum(1) if top_k > 1 else g[:, 0]
+    if scale != 1.0:
+        y = y * scale
+    return y.view(batch, seq_len, -1).transpose(1, 2).contiguous()
+
+
+def channels_to_rows_reference(src: Tensor, inverse_index: Tensor, top_k: int, scale: float = 1.0) -> Tensor:
+    """(batch, C, L) -> (batch*L*k, C): row inverse_index[t*k+j] = scale * src[b, :, l] for every slot j."""
+    batch, n_ch, seq_len = src.shape
+    tok = src.transpose(1, 2).reshape(batch * seq_len, n_ch)
+    if scale != 1.0:
+        tok = tok * scale
+    slots = tok.repeat_interleave(top_k, dim=0) if top_k > 1 else tok
+    return torch.empty_like(slots).index_copy_(0, inverse_index, slots)
+
+
+class _UnpermuteToChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, y_perm: Tensor, inverse_index: Tensor, top_k: int, batch: int, seq_len: int, scale: float,
+                backend: str) -> Tensor:  # type: ignore[override]
+        from rom.kernels.registry import get_impl
+
+        ctx.save_for_backward(inverse_index)
+        ctx.top_k, ctx.scale, ctx.backend = top_k, scale, backend
+        impl = get_impl("rows_to_channels", backend, y_perm.device)
+        return impl(y_perm, inverse_index, top_k, batch, seq_len, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        from rom.kernels.registry import get_impl
+
+        (inverse_index,) = ctx.saved_tensors
+        impl = get_impl("channels_to_rows", ctx.backend, grad.device)
+        return impl(grad, inverse_index, ctx.top_k, ctx.scale), None, None, None, None, None, None
+
+
+class _PermuteFromChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, inverse_index: Tensor, top_k: int, backend: str) -> Tensor:  # type: ignore[override]
+        from rom.kernels.registry import get_impl
+
+        ctx.save_for_backward(inverse_index)
+        ctx.top_k, ctx.backend, ctx.shape = top_k, backend, x.shape
+        return get_impl("channels_to_rows", backend, x.device)(x, inverse_index, top_k, 1.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        from rom.kernels.registry import get_impl
+
+        (inverse_index,) = ctx.saved_tensors
+        batch, _, seq_len = ctx.shape
+        impl = get_impl("rows_to_channels", ctx.backend, grad.device)
+        return impl(grad, inverse_index, ctx.top_k, batch, seq_len, 1.0), None, None, None
+
+
+def unpermute_to_channels(y_perm: Tensor, dispatch: Dispatch, batch: int, seq_len: int, scale: float = 1.0,
+                          backend: str = "auto") -> Tensor:
+    """(T*k, C) expert rows -> (batch, C, L) channels-first, each token's k rows summed times ``scale``.
+
+    For the 0/1-indicator branches under shared routing, whose combination weights are constants (1 for
+    top-1 or ``sum``, 1/k for ``mean``): the layout change and the un-permutation in one pass.
+    """
+    _check_rows(y_perm, dispatch, "unpermute_to_channels: y_perm")
+    if batch * seq_len != dispatch.num_tokens:
+        raise ValueError(f"unpermute_to_channels: batch*seq_len={batch}*{seq_len} != tokens={dispatch.num_tokens}")
+    if torch.jit.is_tracing():
+        return rows_to_channels_reference(y_perm, dispatch.inverse_index, dispatch.top_k, batch, seq_len, scale)
+    return _UnpermuteToChannels.apply(y_perm, dispatch.inverse_index, dispatch.top_k, batch, seq_len, float(scale),
+                                      backend)
+
+
+def permute_from_channels(x: Tensor, dispatch: Dispatch, backend: str = "auto") -> Tensor:
+    """(batch, C, L) channels-first (any strides) -> (T*k, C) rows grouped by expert (the layout-aware permute)."""
+    if x.dim() != 3 or x.shape[0] * x.shape[2] != dispatch.num_tokens:
+        raise ValueError(f"permute_from_channels: x must be (batch, C, L) with batch*L={dispatch.num_tokens}, "
+                         f"got {tuple(x.shape)}")
+    if torch.jit.is_tracing():
+        return channels_to_rows_reference(x, dispatch.inverse_index, dispatch.top_k)
+    return _PermuteFromChannels.apply(x, dispatch.inverse_index, dispatch.top_k, backend)
 
 
 # ------------------------------------------------------------------------------------------ grouped GEMM

@@ -1,11 +1,13 @@
 """Backend registry: which implementation each kernel op uses on a device.
 
-Ops: "selective_scan", "causal_conv1d", "expert_matmul". Backends:
+Ops: "selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows" (the RoM
+layer's expert rows <-> channels-first un/permutation). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
-* "triton": our Triton kernels, ``rom.kernels.triton_scan.selective_scan_triton`` and
-  ``rom.kernels.triton_conv.causal_conv1d_triton``. CUDA only; needs ``triton`` and the module importable.
+* "triton": our Triton kernels, ``rom.kernels.triton_scan.selective_scan_triton``,
+  ``rom.kernels.triton_conv.causal_conv1d_triton`` and ``rom.kernels.triton_gather``'s two layout kernels.
+  CUDA only; needs ``triton`` and the module importable.
 * "mamba_ssm": the state-spaces CUDA kernels (``mamba_ssm``'s ``selective_scan_fn``, plus ``causal_conv1d_fn``
   from the ``causal_conv1d`` package when that is installed). CUDA only; optional.
 * "loop": the per-expert loop for expert_matmul.
@@ -35,13 +37,15 @@ import torch
 
 log = logging.getLogger(__name__)
 
-OPS = ("selective_scan", "causal_conv1d", "expert_matmul")
+OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows")
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 
 # op -> (module, attribute) of the Triton implementation
 TRITON_MODULES = {
     "selective_scan": ("rom.kernels.triton_scan", "selective_scan_triton"),
     "causal_conv1d": ("rom.kernels.triton_conv", "causal_conv1d_triton"),
+    "rows_to_channels": ("rom.kernels.triton_gather", "rows_to_channels_triton"),
+    "channels_to_rows": ("rom.kernels.triton_gather", "channels_to_rows_triton"),
 }
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
@@ -195,6 +199,14 @@ def _reference_impl(op: str) -> Callable[..., Any]:
         from rom.kernels.conv_reference import causal_conv1d_reference
 
         return causal_conv1d_reference
+    if op == "rows_to_channels":
+        from rom.kernels.experts import rows_to_channels_reference
+
+        return rows_to_channels_reference
+    if op == "channels_to_rows":
+        from rom.kernels.experts import channels_to_rows_reference
+
+        return channels_to_rows_reference
     from rom.kernels.experts import expert_matmul_grouped
 
     return expert_matmul_grouped

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rom import kernels
@@ -98,20 +97,17 @@ class MambaMixer(nn.Module):
         self.out_proj._is_residual_out = True
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list]:
-        """hidden: (batch, L, d_model) -> (batch, L, d_model), no auxiliary outputs."""
-        batch, length, _ = hidden.shape
-        xz = self.in_proj(hidden)
-        x, z = xz.split(self.d_inner, dim=-1)
-        x = self.conv1d(x.transpose(1, 2))  # (b, D_e, L)
-        x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, R + 2N)
-        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2).contiguous()  # bias goes to the scan
-        y = self.ssm(
-            x,
-            delta,
-            B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(),
-            z.transpose(1, 2).contiguous(),
-            self.dt_proj.bias.float(),
-        )
-        return self.out_proj(y.transpose(1, 2)), []
+        """hidden: (batch, L, d_model) -> (batch, L, d_model), no auxiliary outputs.
+
+        Every projection writes the layout its consumer reads (kernels.linear_channels): the conv and the scan
+        get channels-first tensors with a contiguous time axis, the out projection returns token-major rows,
+        and no activation is transposed by a copy in either direction.
+        """
+        xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, self.in_proj.bias)  # (b, 2De, L)
+        x, z = xz.split(self.d_inner, dim=1)
+        x = self.conv1d(x)  # (b, De, L)
+        x_dbl = kernels.linear_channels(x, self.x_proj.weight)  # (b, R + 2N, L)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        delta = kernels.linear_channels(dt, self.dt_proj.weight)  # (b, De, L); the bias goes to the scan
+        y = self.ssm(x, delta, B, C, z, self.dt_proj.bias.float())
+        return kernels.linear_channels(y, self.out_proj.weight, self.out_proj.bias, out_tokens=True), []

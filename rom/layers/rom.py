@@ -96,20 +96,37 @@ class RoMMixer(nn.Module):
             self.out_proj._is_residual_out = True
 
     # ------------------------------------------------------------------------------------------ routing
-    def _indicator_weights(self, dec: RouterDecision, dtype: torch.dtype) -> torch.Tensor | None:
-        """Combination weights of the 0/1-indicator branches (conv, gate, x, dt, conv1d)."""
-        if not self.shared:
-            return dec.weights.to(dtype)
+    def _indicator_scale(self) -> float:
+        """Constant weight of each chosen expert in the 0/1-indicator branches under shared routing."""
         if self.rcfg.branch_combine == Combine.SUM or self.rcfg.top_k == 1:
-            return None
-        return torch.full_like(dec.weights, 1.0 / self.rcfg.top_k, dtype=dtype)
+            return 1.0
+        return 1.0 / self.rcfg.top_k
 
-    def _moe_linear(self, bank: ExpertLinear, x_tok: torch.Tensor, dec: RouterDecision, weights) -> torch.Tensor:
-        d = dec.dispatch
-        return kernels.unpermute(bank(kernels.permute(x_tok, d), d), d, weights)
+    def _rows(self, x: torch.Tensor, dec: RouterDecision) -> torch.Tensor:
+        """Channels-first activation (b, C, L) -> its token-slot rows sorted by expert (T*k, C)."""
+        return kernels.permute_from_channels(x, dec.dispatch, self.backend)
+
+    def _combine_indicator(self, rows: torch.Tensor, dec: RouterDecision, b: int, L: int) -> torch.Tensor:
+        """Expert rows (T*k, C) of an indicator branch -> channels-first (b, C, L).
+
+        Shared routing: constant combination weights, so un-permutation and layout change are one pass.
+        Independent routing: each projection is a standard MoE linear weighted by its router's probabilities,
+        which need gradients, so the token-major weighted un-permutation runs and its result is viewed
+        channels-first (the conv and the scan accept the strided view).
+        """
+        if self.shared:
+            return kernels.unpermute_to_channels(rows, dec.dispatch, b, L, self._indicator_scale(), self.backend)
+        out = kernels.unpermute(rows, dec.dispatch, dec.weights)
+        return out.view(b, L, -1).transpose(1, 2)
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """hidden (b, L, d_model) -> (b, L, d_model) and the router statistics.
+
+        Activations between the projections stay channels-first (b, C, L), as in the dense mixer; expert
+        projections gather their rows from that layout and scatter their outputs back into it (see
+        rom.kernels.experts.permute_from_channels / unpermute_to_channels).
+        """
         b, L, Dm = hidden.shape
         T, De, N, R = b * L, self.d_inner, self.d_state, self.dt_rank
         h = hidden.reshape(T, Dm)
@@ -121,63 +138,58 @@ class RoMMixer(nn.Module):
                 decisions[key] = self.router(h) if self.shared else self.routers[p.value](h)
             return decisions[key]
 
-        # in projection: x (conv branch) and z (gate branch)
+        # in projection: x (conv branch) and z (gate branch), channels-first (b, De, L)
         parts: dict[Projection, torch.Tensor] = {}
         if self.in_proj is not None:
-            for p, t in zip(self.in_dense_parts, self.in_proj(h).split(De, dim=-1)):
+            xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight)
+            for p, t in zip(self.in_dense_parts, xz.split(De, dim=1)):
                 parts[p] = t
-        if self.in_expert_parts and self.shared:
-            dec = decide(self.in_expert_parts[0])
-            out = self._moe_linear(self.in_experts["shared"], h, dec, self._indicator_weights(dec, h.dtype))
-            for p, t in zip(self.in_expert_parts, out.split(De, dim=-1)):
-                parts[p] = t
-        elif self.in_expert_parts:
-            for p in self.in_expert_parts:
-                dec = decide(p)
-                parts[p] = self._moe_linear(self.in_experts[p.value], h, dec, self._indicator_weights(dec, h.dtype))
-        x_tok, z_tok = parts[Projection.CONV], parts[Projection.GATE]
+        if self.in_expert_parts:
+            # the rows move in the matmul dtype (bf16 under autocast): cast before the gather, not after
+            h_rows_src = h.to(kernels.autocast_dtype(h))
+            keys = ["shared"] if self.shared else [p.value for p in self.in_expert_parts]
+            for key in keys:
+                dec = decide(self.in_expert_parts[0] if self.shared else Projection(key))
+                rows = self.in_experts[key](kernels.permute(h_rows_src, dec.dispatch), dec.dispatch)
+                out = self._combine_indicator(rows, dec, b, L)
+                names = self.in_expert_parts if self.shared else [Projection(key)]
+                for p, t in zip(names, out.split(De, dim=1)):
+                    parts[p] = t
+        x, z = parts[Projection.CONV], parts[Projection.GATE]
 
         # depthwise causal conv + SiLU
-        x = x_tok.reshape(b, L, De).transpose(1, 2)
-        if self.conv1d is not None:
-            x = self.conv1d(x)
-        else:
-            x = self._expert_conv(x, decide(Projection.CONV1D))
-        x_tok = x.transpose(1, 2).reshape(T, De)
+        x = self.conv1d(x) if self.conv1d is not None else self._expert_conv(x, decide(Projection.CONV1D))
 
         # x_proj -> (dt, B, C)
         if hasattr(self, "x_experts"):
             dec = decide(Projection.X)
-            x_dbl = self._moe_linear(self.x_experts, x_tok, dec, self._indicator_weights(dec, x_tok.dtype))
+            x_dbl = self._combine_indicator(self.x_experts(self._rows(x, dec), dec.dispatch), dec, b, L)
         else:
-            x_dbl = self.x_proj(x_tok)
-        dt, B, C = x_dbl.split([R, N, N], dim=-1)
+            x_dbl = kernels.linear_channels(x, self.x_proj.weight)
+        dt, B, C = x_dbl.split([R, N, N], dim=1)
 
         # dt_proj -> delta (softplus inside the scan)
         if hasattr(self, "dt_experts"):
             dec = decide(Projection.DT)
             d = dec.dispatch
-            delta_perm = self.dt_experts(kernels.permute(dt, d), d)
+            delta_rows = self.dt_experts(self._rows(dt, dec), d)
             expert_of_row = dec.indices.reshape(-1)[d.slot_index]
-            delta_perm = delta_perm + self.dt_expert_bias[expert_of_row].to(delta_perm.dtype)
-            delta = kernels.unpermute(delta_perm, d, self._indicator_weights(dec, delta_perm.dtype))
+            delta_rows = delta_rows + self.dt_expert_bias[expert_of_row].to(delta_rows.dtype)
+            delta = self._combine_indicator(delta_rows, dec, b, L)
             delta_bias = None
         else:
-            delta = F.linear(dt, self.dt_proj.weight)
+            delta = kernels.linear_channels(dt, self.dt_proj.weight)
             delta_bias = self.dt_proj.bias.float()
 
-        def channels_first(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, L, -1).transpose(1, 2).contiguous()
-
-        y = self.ssm(x, channels_first(delta), channels_first(B), channels_first(C), channels_first(z_tok), delta_bias)
-        y_tok = y.transpose(1, 2).reshape(T, De)
+        y = self.ssm(x, delta, B, C, z, delta_bias)  # (b, De, L)
 
         if hasattr(self, "out_experts"):
             dec = decide(Projection.OUT)
-            out = self._moe_linear(self.out_experts, y_tok, dec, dec.weights.to(y_tok.dtype))
+            rows = self.out_experts(self._rows(y, dec), dec.dispatch)
+            out = kernels.unpermute(rows, dec.dispatch, dec.weights).view(b, L, Dm)
         else:
-            out = self.out_proj(y_tok)
-        return out.reshape(b, L, Dm), [dec.stats for dec in decisions.values()]
+            out = kernels.linear_channels(y, self.out_proj.weight, out_tokens=True)
+        return out, [dec.stats for dec in decisions.values()]
 
     def _expert_conv(self, x: torch.Tensor, dec: RouterDecision) -> torch.Tensor:
         """Per-token expert depthwise causal conv: x (b, De, L) -> SiLU(sum_i conv_i(x)_t) (b, De, L)."""
@@ -189,5 +201,5 @@ class RoMMixer(nn.Module):
         expert_of_row = dec.indices.reshape(-1)[d.slot_index]
         w = self.conv1d_experts[expert_of_row].to(x.dtype)  # (T*k, De, width)
         rows = (windows[d.token_index] * w).sum(-1) + self.conv1d_expert_bias[expert_of_row].to(x.dtype)
-        out = kernels.unpermute(rows, d, self._indicator_weights(dec, x.dtype))
-        return F.silu(out).reshape(b, L, De).transpose(1, 2)
+        out = self._combine_indicator(rows, dec, b, L)
+        return F.silu(out)
