@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,21 +45,39 @@ def _time_layer(layer: torch.nn.Module, xs: list[torch.Tensor], unpack: bool) ->
         with torch.no_grad():
             run()
 
+    params = [p for p in layer.parameters() if p.requires_grad]
+
     def fwd_bwd():
+        for p in params:  # as a training step's zero_grad(set_to_none=True): grads are written, not added
+            p.grad = None
         out = run()
         out.backward(grad.to(out.dtype))
 
-    return {"fwd_ms": bench_ms(fwd), "fwd_bwd_ms": bench_ms(fwd_bwd)}
+    def enqueue_ms() -> float:
+        """Host time to issue one forward+backward, GPU idle at the start: above the GPU time = CPU-bound."""
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            fwd_bwd()
+            times.append((time.perf_counter() - t0) * 1e3)
+            torch.cuda.synchronize()
+        return sorted(times)[len(times) // 2]
+
+    return {"fwd_ms": bench_ms(fwd), "fwd_bwd_ms": bench_ms(fwd_bwd), "host_enqueue_fwd_bwd_ms": enqueue_ms()}
 
 
-def _profile(layer: torch.nn.Module, x: torch.Tensor, top: int = 12) -> list[dict[str, Any]]:
-    """CUDA time per kernel over one fwd+bwd (where the layer's time goes), top entries."""
+def _profile(layer: torch.nn.Module, x: torch.Tensor, top: int = 16, backward: bool = True) -> list[dict[str, Any]]:
+    """CUDA time per kernel over one fwd+bwd (or fwd alone): where the layer's time goes, top entries."""
     from torch.profiler import ProfilerActivity, profile
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        for p in layer.parameters():
+            p.grad = None
+        with torch.autocast("cuda", dtype=torch.bfloat16), torch.set_grad_enabled(backward):
             out = layer(x)[0]
-        out.backward(torch.ones_like(out))
+        if backward:
+            out.backward(torch.ones_like(out))
 
     step()
     torch.cuda.synchronize()
@@ -175,6 +194,7 @@ def main() -> None:
         if "ours" in name:
             try:
                 rows[-1]["top_kernels_fwd_bwd"] = _profile(layer, xs[0])
+                rows[-1]["top_kernels_fwd"] = _profile(layer, xs[0], backward=False)
             except Exception as err:  # noqa: BLE001 - the profile is informative only
                 print(f"profile failed: {err}")
         print(rows[-1], flush=True)
@@ -202,11 +222,13 @@ def main() -> None:
                "quoted": {"mamba_ssm_Mamba_fwd_bwd_ms": 6.62, "note": "issue 6, H100 80GB, another run"}}
     path = write_result("gpu_layers", payload, args.out_dir)
     print(f"\nwrote {path}; {facts['gpu']} torch {facts['torch']} triton {facts['triton']}")
-    print_table(rows, ["layer", "fwd_ms", "fwd_bwd_ms", "Mtok_per_s_fwd_bwd"])
+    print_table(rows, ["layer", "fwd_ms", "fwd_bwd_ms", "host_enqueue_fwd_bwd_ms", "Mtok_per_s_fwd_bwd"])
     print("summary:", {k: round(v, 3) for k, v in summary.items()})
-    for r in rows:
-        for k in r.get("top_kernels_fwd_bwd", [])[:8]:
-            print(f"  {r['layer'][:28]:28s} {k['ms']:7.3f} ms {100 * k['share']:5.1f}%  x{k['calls']:<3d} {k['kernel'][:70]}")
+    for key in ("top_kernels_fwd_bwd", "top_kernels_fwd"):
+        for r in rows:
+            for k in r.get(key, [])[:10]:
+                print(f"  {key[12:]:7s} {r['layer'][:24]:24s} {k['ms']:7.3f} ms {100 * k['share']:5.1f}%  x{k['calls']:<3d} "
+                      f"{k['kernel'][:64]}")
 
 
 if __name__ == "__main__":

@@ -19,29 +19,45 @@ has() { [[ " $parts " == *" $1 "* ]]; }
     # its import-time needs (einops, transformers) from carried wheels; carry .gpuwhl/mamba (see README).
     # A wheel built earlier (.gpuwhl/mamba/built/mamba_ssm-*.whl, reassembled from parts) skips the build.
     t0=$(date +%s)
+    MAMBA_LOG="${MAMBA_LOG:-$OUT/mamba_build.log}"
     export PIP_BREAK_SYSTEM_PACKAGES=1
     python3 -m pip install -q --no-index --no-compile --find-links .gpuwhl/mamba setuptools wheel packaging ninja einops transformers \
-      > "$OUT/mamba_build.log" 2>&1 || { echo "mamba-ssm deps install failed"; tail -5 "$OUT/mamba_build.log"; }
+      > "$MAMBA_LOG" 2>&1 || { echo "mamba-ssm deps install failed"; tail -5 "$MAMBA_LOG"; }
     built=$(ls .gpuwhl/mamba/built/mamba_ssm-*.whl 2>/dev/null | head -1)
     if [ -n "$built" ]; then
-      python3 -m pip install -q --no-index --no-deps "$built" >> "$OUT/mamba_build.log" 2>&1; echo $? > /tmp/mamba_build.rc
+      python3 -m pip install -q --no-index --no-deps "$built" >> "$MAMBA_LOG" 2>&1; echo $? > /tmp/mamba_build.rc
     else
-      mkdir -p /tmp/mamba_wheel
-      ( MAMBA_FORCE_BUILD=TRUE MAMBA_KEEP_CUDA_BUILD=TRUE TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
-        timeout 480 python3 -m pip wheel -q --no-build-isolation --no-deps --no-index -w /tmp/mamba_wheel \
-        .gpuwhl/mamba/mamba_ssm-2.3.1.tar.gz && python3 -m pip install -q --no-index --no-deps /tmp/mamba_wheel/*.whl ) \
-        >> "$OUT/mamba_build.log" 2>&1; echo $? > /tmp/mamba_build.rc
+      mkdir -p /tmp/mamba_wheel /tmp/mamba_src
+      # mamba-ssm 2.3.1's setup.py hard-codes -gencode flags for nine architectures (sm_75 .. sm_121 with
+      # CUDA 13; TORCH_CUDA_ARCH_LIST does not override them): that build ran past 480 s on the 16-core
+      # H200 host. Patch a copy to build sm_90 (H100 / H200) only; the kernels' sources are untouched.
+      tar xzf .gpuwhl/mamba/mamba_ssm-2.3.1.tar.gz -C /tmp/mamba_src
+      python3 - /tmp/mamba_src/mamba_ssm-2.3.1/setup.py <<'PATCH'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+anchor = "    # HACK: The compiler flag -D_GLIBCXX_USE_CXX11_ABI"
+assert anchor in text, "setup.py layout changed"
+text = text.replace(anchor, '    cc_flag = [f for f in cc_flag if not f.startswith(("-gencode", "arch="))]'
+                    ' + ["-gencode", "arch=compute_90,code=sm_90"]\n' + anchor, 1)
+open(path, "w").write(text)
+PATCH
+      ( cd /tmp/mamba_src/mamba_ssm-2.3.1 && MAMBA_FORCE_BUILD=TRUE MAMBA_KEEP_CUDA_BUILD=TRUE MAX_JOBS=16 \
+        timeout "${MAMBA_BUILD_TIMEOUT:-450}" python3 -m pip wheel -v --no-build-isolation --no-deps --no-index -w /tmp/mamba_wheel . \
+        && python3 -m pip install -q --no-index --no-deps /tmp/mamba_wheel/*.whl ) \
+        >> "$MAMBA_LOG" 2>&1; echo $? > /tmp/mamba_build.rc
+      grep -c "nvcc" "$MAMBA_LOG" | sed 's/^/nvcc lines in build log: /'
       # send the wheel back in <= 15 MiB parts (the device returns files up to 16 MiB) for later calls
       if [ "${MAMBA_RETURN_WHEEL:-0}" = 1 ] && ls /tmp/mamba_wheel/*.whl >/dev/null 2>&1; then
         ls -la /tmp/mamba_wheel; mkdir -p "$OUT/mamba_wheel"
         (cd /tmp/mamba_wheel && for w in *.whl; do split -b 15M -d "$w" "$OUT/mamba_wheel/$w.part"; done)
       fi
     fi
-    if [ "$(cat /tmp/mamba_build.rc)" = 0 ] && python3 -c "from mamba_ssm.modules.mamba_simple import Mamba" 2>>"$OUT/mamba_build.log"; then
+    if [ "$(cat /tmp/mamba_build.rc)" = 0 ] && python3 -c "from mamba_ssm.modules.mamba_simple import Mamba" 2>>"$MAMBA_LOG"; then
       echo "mamba-ssm 2.3.1 ready in $(( $(date +%s) - t0 )) s (sm_90)"
     else
       echo "mamba-ssm build/import FAILED (rc $(cat /tmp/mamba_build.rc)) after $(( $(date +%s) - t0 )) s"
-      tail -20 "$OUT/mamba_build.log"
+      tail -20 "$MAMBA_LOG"
     fi
   fi
   if has tests; then

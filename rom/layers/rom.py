@@ -129,7 +129,9 @@ class RoMMixer(nn.Module):
         """
         b, L, Dm = hidden.shape
         T, De, N, R = b * L, self.d_inner, self.d_state, self.dt_rank
-        h = hidden.reshape(T, Dm)
+        # tokens in the matmul dtype (bf16 under autocast), cast once for the router and the expert rows:
+        # the rows then move through the gather at half the bytes
+        h = hidden.reshape(T, Dm).to(kernels.autocast_dtype(hidden))
         decisions: dict[str, RouterDecision] = {}
 
         def decide(p: Projection) -> RouterDecision:
@@ -145,12 +147,10 @@ class RoMMixer(nn.Module):
             for p, t in zip(self.in_dense_parts, xz.split(De, dim=1)):
                 parts[p] = t
         if self.in_expert_parts:
-            # the rows move in the matmul dtype (bf16 under autocast): cast before the gather, not after
-            h_rows_src = h.to(kernels.autocast_dtype(h))
             keys = ["shared"] if self.shared else [p.value for p in self.in_expert_parts]
             for key in keys:
                 dec = decide(self.in_expert_parts[0] if self.shared else Projection(key))
-                rows = self.in_experts[key](kernels.permute(h_rows_src, dec.dispatch), dec.dispatch)
+                rows = self.in_experts[key](kernels.permute(h, dec.dispatch), dec.dispatch)
                 out = self._combine_indicator(rows, dec, b, L)
                 names = self.in_expert_parts if self.shared else [Projection(key)]
                 for p, t in zip(names, out.split(De, dim=1)):
