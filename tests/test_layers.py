@@ -137,6 +137,23 @@ def test_router_invariants(top_k):
     assert router.weight.grad is not None and router.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("z_coef", [0.0, 0.001])
+def test_router_diagnostics_are_the_textbook_formulas(z_coef):
+    """entropy and z_loss (lazy where the z-loss is not in the objective) equal their definitions."""
+    torch.manual_seed(3)
+    router = Router(D_MODEL, 5, 2, load_balance_coef=0.01, z_loss_coef=z_coef).double()
+    x = torch.randn(23, D_MODEL, dtype=torch.float64)
+    dec = router(x)
+    p = torch.softmax(x @ router.weight.t(), dim=-1)  # the router works in fp32: compare at fp32 precision
+    close = dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dec.stats.entropy.double(), -(p * p.log()).sum(-1).mean(), **close)
+    z = torch.logsumexp(x @ router.weight.t(), dim=-1).pow(2).mean()
+    torch.testing.assert_close(dec.stats.z_loss.detach().double(), z, **close)
+    expected = 0.01 * dec.stats.load_balance_loss.double() + z_coef * z
+    torch.testing.assert_close(dec.stats.weighted_loss.double(), expected, **close)
+    assert dec.stats.z_loss.requires_grad == (z_coef > 0)
+
+
 @pytest.mark.parametrize("routing", list(Routing))
 def test_gradients_reach_every_router_and_expert(routing):
     rom = _rom(RoMConfig(num_experts=4, top_k=2, routing=routing, expert_projections=ALL, load_balance_coef=0.01))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from rom import kernels
-from rom.layers.aux import RouterStats
+from rom.layers.aux import RouterStats, z_loss_of
 
 
 @dataclass
@@ -58,16 +58,18 @@ class Router(nn.Module):
         tokens_per_expert = dispatch.tokens_per_expert.to(probs.dtype)
         slot_share = tokens_per_expert / max(1, indices.numel())
         load_balance = self.num_experts * (slot_share.detach() * probs.mean(0)).sum()
-        z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean()
-        entropy = -(probs * torch.log(probs.clamp_min(1e-20))).sum(-1).mean()
-        weighted = self.load_balance_coef * load_balance + self.z_loss_coef * z_loss
+        weighted = self.load_balance_coef * load_balance
+        z_loss = None
+        if self.z_loss_coef > 0:  # otherwise a logging-only diagnostic, computed lazily by RouterStats
+            z_loss = z_loss_of(logits)
+            weighted = weighted + self.z_loss_coef * z_loss
         stats = RouterStats(
             name=self.name,
             layer=-1,
             tokens_per_expert=tokens_per_expert.detach(),
-            entropy=entropy.detach(),
             load_balance_loss=load_balance,
-            z_loss=z_loss,
             weighted_loss=weighted,
+            logits=logits.detach(),
+            z_loss_value=z_loss,
         )
         return RouterDecision(logits, probs, indices, weights, dispatch, stats)
