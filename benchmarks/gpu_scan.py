@@ -121,9 +121,15 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true", help="skip the (slow, memory-hungry) torch reference")
     ap.add_argument("--out-dir", default=None, help="also write the JSON here")
     ap.add_argument("--name", default="gpu_scan")
+    ap.add_argument("--fwd-prefetch", type=int, choices=(1, 2), default=None,
+                    help="steps of lookahead of the v2 forward's B/C loads (default: the module's V2_FWD_PREFETCH)")
     args = ap.parse_args()
     dtype = DTYPES[args.dtype]
     b, d, L, N = args.batch, args.d_inner, args.seq_len, args.d_state
+    import rom.kernels.triton_scan as triton_scan
+
+    if args.fwd_prefetch is not None:
+        triton_scan.V2_FWD_PREFETCH = args.fwd_prefetch
 
     facts = device_facts()
     bw = measure_copy_bandwidth()
@@ -193,7 +199,8 @@ def main() -> None:
                 print("sweep", row, flush=True)
 
     payload = {"benchmark": "selective_scan", "shape": {"batch": b, "d_inner": d, "seq_len": L, "d_state": N,
-               "dtype": args.dtype, "z": True, "delta_bias": True, "delta_softplus": True},
+               "dtype": args.dtype, "z": True, "delta_bias": True, "delta_softplus": True,
+               "v2_fwd_prefetch": triton_scan.V2_FWD_PREFETCH},
                "device": facts, "floors": floors, "results": rows, "sweep": sweep_rows,
                "quoted_mamba_ssm_ms": {"fwd": 0.724, "fwd_bwd": 3.52,
                                        "note": "issue 6's figures, H100 80GB, another run"}}

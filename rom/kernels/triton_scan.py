@@ -325,9 +325,12 @@ if HAS_TRITON:
         s_o_b, s_o_d, s_o_l,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STORE_CKPT: tl.constexpr, FAST: tl.constexpr,
-        N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, PREFETCH: tl.constexpr,
     ):
         # Bt, Ct: fp32 contiguous (batch, L, N). ckpt: fp32 (batch, n_chunks, N, d_inner), state before chunk c.
+        # PREFETCH (1 or 2): how many steps ahead B_t and C_t are loaded. Each SM's first read of a row is an
+        # L2 hit (~250 cycles), while one step of the recurrence is ~130 cycles of exponentials for the one
+        # warp a scheduler has: loaded when needed, that latency was 56% of the forward's cycles (ncu).
         pid_b = tl.program_id(0).to(tl.int64)
         pid_d = tl.program_id(1)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -355,6 +358,13 @@ if HAS_TRITON:
         DT_next = _load_chunk(dt_rows, s_dt_l, offs_t, m_next)
         if HAS_Z:
             Z_next = _load_chunk(z_rows, s_z_l, offs_t, m_next)
+        m0 = (offs_n < N) & (0 < seq_len)
+        Bq0 = tl.load(Bt_base + offs_n, mask=m0, other=0.0)
+        Cq0 = tl.load(Ct_base + offs_n, mask=m0, other=0.0)
+        if PREFETCH == 2:
+            m1 = (offs_n < N) & (1 < seq_len)
+            Bq1 = tl.load(Bt_base + N + offs_n, mask=m1, other=0.0)
+            Cq1 = tl.load(Ct_base + N + offs_n, mask=m1, other=0.0)
         for c in range(0, n_chunks):
             t0 = c * T
             tt = t0 + offs_t
@@ -379,9 +389,18 @@ if HAS_TRITON:
             for i in tl.static_range(T):
                 t = t0 + i
                 sel = offs_t[:, None] == i
-                mn = (offs_n < N) & (t < seq_len)
-                Bv = tl.load(Bt_base + t * N + offs_n, mask=mn, other=0.0)
-                Cv = tl.load(Ct_base + t * N + offs_n, mask=mn, other=0.0)
+                Bv = Bq0
+                Cv = Cq0
+                if PREFETCH == 2:
+                    Bq0 = Bq1
+                    Cq0 = Cq1
+                    mq = (offs_n < N) & (t + 2 < seq_len)
+                    Bq1 = tl.load(Bt_base + (t + 2) * N + offs_n, mask=mq, other=0.0)
+                    Cq1 = tl.load(Ct_base + (t + 2) * N + offs_n, mask=mq, other=0.0)
+                else:
+                    mq = (offs_n < N) & (t + 1 < seq_len)
+                    Bq0 = tl.load(Bt_base + (t + 1) * N + offs_n, mask=mq, other=0.0)
+                    Cq0 = tl.load(Ct_base + (t + 1) * N + offs_n, mask=mq, other=0.0)
                 dt = _pick(DT, sel)
                 dtu = _pick(DTU, sel)
                 h = _ex2(dt[None, :] * A2, FAST) * h + Bv[:, None] * dtu[None, :]
@@ -655,6 +674,7 @@ def _scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bo
 
 
 V2_CHUNK = 8  # steps per checkpoint in v2 (the backward keeps the chunk's 8 states in registers)
+V2_FWD_PREFETCH = 2  # steps of lookahead for the forward's B_t / C_t loads (1 or 2; see the kernel)
 DEFAULT_IMPL = "v2"
 # v2 block shapes per d_state: (BLOCK_D, num_warps) for forward and backward; from benchmarks/gpu_scan.py --sweep
 V2_FWD_CONFIGS: dict[int, tuple[int, int]] = {}
@@ -706,7 +726,8 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
         d_inner, seq_len, n_chunks,
         *u.stride(), *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        STORE_CKPT=store_ckpt, FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
+        STORE_CKPT=store_ckpt, FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK,
+        PREFETCH=V2_FWD_PREFETCH, num_warps=num_warps,
     )
     return out, (ckpt if store_ckpt else None), Bt, Ct
 
