@@ -167,3 +167,20 @@ def test_gradients_reach_every_router_and_expert(routing):
     assert len(stats) == (1 if routing == Routing.SHARED else len(ALL))
     for s in stats:
         assert torch.isfinite(s.load_balance_loss) and torch.isfinite(s.z_loss) and torch.isfinite(s.entropy)
+
+
+@pytest.mark.parametrize("L,window", [(9, 8), (16, 8), (29, 8), (7, 1), (50, 7), (64, 64), (65, 64)])
+def test_banded_attention_equals_the_full_sliding_window_mask(L, window):
+    """Blocked attention (O(L * window)) attends exactly the keys of the (L, L) banded mask, forward and backward."""
+    import torch.nn.functional as F
+
+    from rom.layers.attention import banded_attention, sliding_window_mask
+
+    torch.manual_seed(L + window)
+    q, k, v = (torch.randn(2, 3, L, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = banded_attention(q, k, v, window)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=sliding_window_mask(L, window, q.device))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    for mine, theirs in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
