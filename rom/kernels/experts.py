@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rom.kernels.registry import get_impl
+
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _ALIGN_BYTES = 16
 
@@ -97,6 +99,19 @@ def _check_rows(t: Tensor, dispatch: Dispatch, what: str) -> None:
         raise ValueError(f"{what} must be (tokens*top_k={rows}, d), got {tuple(t.shape)}")
 
 
+def _slots(y_perm: Tensor, inverse_index: Tensor, top_k: int) -> Tensor:
+    """(T*k, d) expert rows -> (T, k, d): each token's k slot rows, gathered (no atomics)."""
+    return y_perm.index_select(0, inverse_index).view(-1, top_k, y_perm.shape[-1])
+
+
+def _combine_slots(g: Tensor, weights: Tensor | None) -> Tensor:
+    """(T, k, d) slot rows -> (T, d): their sum, weighted by ``weights`` (T, k) if given."""
+    if weights is None:
+        return g.sum(1) if g.shape[1] > 1 else g[:, 0]
+    w = weights.to(g.dtype)
+    return g[:, 0] * w if g.shape[1] == 1 else (g * w.unsqueeze(-1)).sum(1)
+
+
 # The autograd.Functions below take index tensors and plain scalars, not the Dispatch. Under a JIT trace
 # (fvcore's FLOP count) they are bypassed for the same ops written in plain torch: the tracer fails
 # ("unordered_map::at") on a Function given a size it derived from a traced tensor.
@@ -114,10 +129,7 @@ class _PermuteTokens(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
         (inverse_index,) = ctx.saved_tensors
-        g = grad.index_select(0, inverse_index)
-        if ctx.top_k > 1:
-            g = g.view(-1, ctx.top_k, g.shape[-1]).sum(1)
-        return g, None, None, None
+        return _combine_slots(_slots(grad, inverse_index, ctx.top_k), None), None, None, None
 
 
 class _UnpermuteTokens(torch.autograd.Function):
@@ -128,13 +140,7 @@ class _UnpermuteTokens(torch.autograd.Function):
                 slot_index: Tensor, top_k: int) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(y_perm, weights, token_index, inverse_index, slot_index)
         ctx.top_k = top_k
-        g = y_perm.index_select(0, inverse_index).view(-1, top_k, y_perm.shape[-1])
-        if weights is None:
-            return g.sum(1) if top_k > 1 else g[:, 0]
-        w = weights.to(g.dtype)
-        if top_k == 1:
-            return g[:, 0] * w
-        return (g * w.unsqueeze(-1)).sum(1)
+        return _combine_slots(_slots(y_perm, inverse_index, top_k), weights)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
@@ -145,7 +151,7 @@ class _UnpermuteTokens(torch.autograd.Function):
             if weights is not None:
                 grad_y = grad_y * weights.reshape(-1).index_select(0, slot_index).to(grad_y.dtype).unsqueeze(-1)
         if weights is not None and ctx.needs_input_grad[1]:
-            g = y_perm.index_select(0, inverse_index).view(-1, ctx.top_k, y_perm.shape[-1])
+            g = _slots(y_perm, inverse_index, ctx.top_k)  # recomputed: a gather is cheaper than keeping it
             grad_w = (g.float() * grad.float().unsqueeze(1)).sum(-1).to(weights.dtype)
         return grad_y, grad_w, None, None, None, None
 
@@ -171,8 +177,7 @@ def unpermute(y_perm: Tensor, dispatch: Dispatch, weights: Tensor | None = None)
             f"got {tuple(weights.shape)}"
         )
     if torch.jit.is_tracing():
-        g = y_perm.index_select(0, dispatch.inverse_index).view(dispatch.num_tokens, dispatch.top_k, -1)
-        return g.sum(1) if weights is None else (g * weights.to(g.dtype).unsqueeze(-1)).sum(1)
+        return _combine_slots(_slots(y_perm, dispatch.inverse_index, dispatch.top_k), weights)
     return _UnpermuteTokens.apply(y_perm, weights, dispatch.token_index, dispatch.inverse_index, dispatch.slot_index,
                                   dispatch.top_k)
 
@@ -183,8 +188,7 @@ def unpermute(y_perm: Tensor, dispatch: Dispatch, weights: Tensor | None = None)
 def rows_to_channels_reference(src: Tensor, inverse_index: Tensor, top_k: int, batch: int, seq_len: int,
                                scale: float = 1.0) -> Tensor:
     """(batch*L*k, C) expert rows -> (batch, C, L): out[b, c, l] = scale * sum_j src[inverse_index[t*k+j], c]."""
-    g = src.index_select(0, inverse_index).view(batch * seq_len, top_k, -1)
-    y = g.sum(1) if top_k > 1 else g[:, 0]
+    y = _combine_slots(_slots(src, inverse_index, top_k), None)
     if scale != 1.0:
         y = y * scale
     return y.view(batch, seq_len, -1).transpose(1, 2).contiguous()
@@ -204,8 +208,6 @@ class _UnpermuteToChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, y_perm: Tensor, inverse_index: Tensor, top_k: int, batch: int, seq_len: int, scale: float,
                 backend: str) -> Tensor:  # type: ignore[override]
-        from rom.kernels.registry import get_impl
-
         ctx.save_for_backward(inverse_index)
         ctx.top_k, ctx.scale, ctx.backend = top_k, scale, backend
         impl = get_impl("rows_to_channels", backend, y_perm.device)
@@ -213,8 +215,6 @@ class _UnpermuteToChannels(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        from rom.kernels.registry import get_impl
-
         (inverse_index,) = ctx.saved_tensors
         impl = get_impl("channels_to_rows", ctx.backend, grad.device)
         return impl(grad, inverse_index, ctx.top_k, ctx.scale), None, None, None, None, None, None
@@ -223,16 +223,12 @@ class _UnpermuteToChannels(torch.autograd.Function):
 class _PermuteFromChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, inverse_index: Tensor, top_k: int, backend: str) -> Tensor:  # type: ignore[override]
-        from rom.kernels.registry import get_impl
-
         ctx.save_for_backward(inverse_index)
         ctx.top_k, ctx.backend, ctx.shape = top_k, backend, x.shape
         return get_impl("channels_to_rows", backend, x.device)(x, inverse_index, top_k, 1.0)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        from rom.kernels.registry import get_impl
-
         (inverse_index,) = ctx.saved_tensors
         batch, _, seq_len = ctx.shape
         impl = get_impl("rows_to_channels", ctx.backend, grad.device)

@@ -55,12 +55,10 @@ class _LinearChannels(torch.autograd.Function):
         with _no_autocast(x):
             if out_tokens:  # (b, L, d_in) @ (d_in, d_out) per batch
                 out = torch.bmm(xc.transpose(1, 2), wc.t().expand(batch, -1, -1))
-                if bias is not None:
-                    out = out + bias.to(dtype)
             else:  # (d_out, d_in) @ (d_in, L) per batch
                 out = torch.bmm(wc.expand(batch, -1, -1), xc)
-                if bias is not None:
-                    out = out + bias.to(dtype)[:, None]
+            if bias is not None:
+                out = out + (bias.to(dtype) if out_tokens else bias.to(dtype)[:, None])
         ctx.save_for_backward(xc, wc)
         ctx.out_tokens = out_tokens
         ctx.has_bias = bias is not None

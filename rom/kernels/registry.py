@@ -190,26 +190,19 @@ def resolve(op: str, backend: str, device: torch.device | str | None) -> str:
     return "reference"  # rule 2: this backend does not provide the op
 
 
+# op -> (module, attribute) of the pure-torch reference (the semantics)
+REFERENCE_MODULES = {
+    "selective_scan": ("rom.kernels.scan_reference", "selective_scan_reference"),
+    "causal_conv1d": ("rom.kernels.conv_reference", "causal_conv1d_reference"),
+    "expert_matmul": ("rom.kernels.experts", "expert_matmul_grouped"),
+    "rows_to_channels": ("rom.kernels.experts", "rows_to_channels_reference"),
+    "channels_to_rows": ("rom.kernels.experts", "channels_to_rows_reference"),
+}
+
+
 def _reference_impl(op: str) -> Callable[..., Any]:
-    if op == "selective_scan":
-        from rom.kernels.scan_reference import selective_scan_reference
-
-        return selective_scan_reference
-    if op == "causal_conv1d":
-        from rom.kernels.conv_reference import causal_conv1d_reference
-
-        return causal_conv1d_reference
-    if op == "rows_to_channels":
-        from rom.kernels.experts import rows_to_channels_reference
-
-        return rows_to_channels_reference
-    if op == "channels_to_rows":
-        from rom.kernels.experts import channels_to_rows_reference
-
-        return channels_to_rows_reference
-    from rom.kernels.experts import expert_matmul_grouped
-
-    return expert_matmul_grouped
+    module_name, attr = REFERENCE_MODULES[op]
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def get_impl(op: str, backend: str, device: torch.device | str | None) -> Callable[..., Any]:
