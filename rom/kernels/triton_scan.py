@@ -23,7 +23,9 @@ Triton is optional: importing this module without triton works, and the kernels 
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -315,9 +317,79 @@ if HAS_TRITON:
         return tl.load(ptr_rows[None, :] + tt[:, None] * s_l, mask=m_tile, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _compose_segments(sum_h_ptr, sum_dt_ptr, pid_b, n_sub, k_first, n_steps, k_step, n_channels,
+                          offs_n, offs_d, mask_d, A2, FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr):
+        # Carry into a segment from the summaries (x_k, sum_dt_k) of sub-segments k_first, k_first + k_step, ...
+        # (n_steps of them, in the order the recurrence meets them): x = exp(A * sum_dt_k) * x + x_k.
+        # The forward composes end states left to right, the backward the adjoints right to left.
+        x = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        for j in range(0, n_steps):
+            row = pid_b * n_sub + k_first + j * k_step
+            sdt = tl.load(sum_dt_ptr + row * n_channels + offs_d, mask=mask_d, other=0.0)
+            xk = tl.load(sum_h_ptr + (row * N + offs_n[:, None]) * n_channels + offs_d[None, :],
+                         mask=mask_d[None, :], other=0.0)
+            x = _ex2(sdt[None, :] * A2, FAST) * x + xk
+        return x
+
+    @triton.jit
+    def _scan_fwd_summary_kernel_v2(
+        u_ptr, dt_ptr, A_ptr, Bt_ptr, bias_ptr, sum_h_ptr, sum_dt_ptr,
+        n_channels, seq_len, n_chunks, span, n_sub,
+        s_u_b, s_u_d, s_u_l,
+        s_dt_b, s_dt_d, s_dt_l,
+        s_A_d, s_A_n,
+        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+    ):
+        # Sub-segment k = program_id(2) (chunks [k * span, (k + 1) * span)), scanned from a zero state without
+        # outputs: its end state and its sum of delta' (steps past seq_len count as delta' = 0, the identity).
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        k = tl.program_id(2)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        offs_t = tl.arange(0, T)
+        A2 = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
+                     mask=mask_d[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        u_rows = u_ptr + pid_b * s_u_b + offs_d * s_u_d
+        dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
+        Bt_base = Bt_ptr + pid_b * seq_len * N
+        c_lo = k * span
+        c_hi = tl.minimum(c_lo + span, n_chunks)
+        h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        sdt = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        tt_n = c_lo * T + offs_t
+        m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
+        U_next = _load_chunk(u_rows, s_u_l, tt_n, m_n)
+        DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
+        for c in range(c_lo, c_hi):
+            t0 = c * T
+            m_tile = (t0 + offs_t < seq_len)[:, None] & mask_d[None, :]
+            U = U_next
+            DT = DT_next
+            m_n = (t0 + T + offs_t < seq_len)[:, None] & mask_d[None, :]
+            U_next = _load_chunk(u_rows, s_u_l, t0 + T + offs_t, m_n)
+            DT_next = _load_chunk(dt_rows, s_dt_l, t0 + T + offs_t, m_n)
+            if HAS_BIAS:
+                DT += bias[None, :]
+            if SOFTPLUS:
+                DT = _softplus_fast(DT, FAST)
+            DT = tl.where(m_tile, DT, 0.0)
+            sdt += tl.sum(DT, axis=0)
+            DTU = DT * U
+            for i in tl.static_range(T):
+                h = _recompute_step(h, i, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+        row = pid_b * n_sub + k
+        tl.store(sum_h_ptr + (row * N + offs_n[:, None]) * n_channels + offs_d[None, :], h, mask=mask_d[None, :])
+        tl.store(sum_dt_ptr + row * n_channels + offs_d, sdt, mask=mask_d)
+
+    @triton.jit
     def _scan_fwd_kernel_v2(
-        u_ptr, dt_ptr, A_ptr, Bt_ptr, Ct_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
-        n_channels, seq_len, n_chunks,
+        u_ptr, dt_ptr, A_ptr, Bt_ptr, Ct_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, sum_h_ptr, sum_dt_ptr,
+        n_channels, seq_len, n_chunks, span, n_sub, sub_per_prog,
         s_u_b, s_u_d, s_u_l,
         s_dt_b, s_dt_d, s_dt_l,
         s_A_d, s_A_n,
@@ -328,11 +400,16 @@ if HAS_TRITON:
         N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, PREFETCH: tl.constexpr,
     ):
         # Bt, Ct: fp32 contiguous (batch, L, N). ckpt: fp32 (batch, n_chunks, N, d_inner), state before chunk c.
+        # Grid (batch, channel blocks, segments): program s scans chunks [s * span, (s + 1) * span), starting
+        # from the state composed from the segment summaries of sub-segments 0 .. s * sub_per_prog - 1
+        # (sum_h: fp32 (batch, n_sub, N, d), the sub-segment's end state from zero; sum_dt: fp32 (batch, n_sub, d),
+        # its sum of delta', so its decay is exp(A * sum_dt)); with one segment that loop is empty.
         # PREFETCH (1 or 2): how many steps ahead B_t and C_t are loaded. Each SM's first read of a row is an
         # L2 hit (~250 cycles), while one step of the recurrence is ~130 cycles of exponentials for the one
         # warp a scheduler has: loaded when needed, that latency was 56% of the forward's cycles (ncu).
         pid_b = tl.program_id(0).to(tl.int64)
         pid_d = tl.program_id(1)
+        pid_s = tl.program_id(2)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < n_channels
         offs_n = tl.arange(0, N)
@@ -351,21 +428,26 @@ if HAS_TRITON:
         Ct_base = Ct_ptr + pid_b * seq_len * N
         ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
 
-        h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        h = _compose_segments(sum_h_ptr, sum_dt_ptr, pid_b, n_sub, 0, pid_s * sub_per_prog, 1, n_channels,
+                              offs_n, offs_d, mask_d, A2, FAST, N, BLOCK_D)
+        c_lo = pid_s * span
+        c_hi = tl.minimum(c_lo + span, n_chunks)
         # software pipelining by hand: the next chunk's tiles are in flight while this chunk computes
-        m_next = (offs_t < seq_len)[:, None] & mask_d[None, :]
-        U_next = _load_chunk(u_rows, s_u_l, offs_t, m_next)
-        DT_next = _load_chunk(dt_rows, s_dt_l, offs_t, m_next)
+        tt_first = c_lo * T + offs_t
+        m_next = (tt_first < seq_len)[:, None] & mask_d[None, :]
+        U_next = _load_chunk(u_rows, s_u_l, tt_first, m_next)
+        DT_next = _load_chunk(dt_rows, s_dt_l, tt_first, m_next)
         if HAS_Z:
-            Z_next = _load_chunk(z_rows, s_z_l, offs_t, m_next)
-        m0 = (offs_n < N) & (0 < seq_len)
-        Bq0 = tl.load(Bt_base + offs_n, mask=m0, other=0.0)
-        Cq0 = tl.load(Ct_base + offs_n, mask=m0, other=0.0)
+            Z_next = _load_chunk(z_rows, s_z_l, tt_first, m_next)
+        t_first = c_lo * T
+        m0 = (offs_n < N) & (t_first < seq_len)
+        Bq0 = tl.load(Bt_base + t_first * N + offs_n, mask=m0, other=0.0)
+        Cq0 = tl.load(Ct_base + t_first * N + offs_n, mask=m0, other=0.0)
         if PREFETCH == 2:
-            m1 = (offs_n < N) & (1 < seq_len)
-            Bq1 = tl.load(Bt_base + N + offs_n, mask=m1, other=0.0)
-            Cq1 = tl.load(Ct_base + N + offs_n, mask=m1, other=0.0)
-        for c in range(0, n_chunks):
+            m1 = (offs_n < N) & (t_first + 1 < seq_len)
+            Bq1 = tl.load(Bt_base + (t_first + 1) * N + offs_n, mask=m1, other=0.0)
+            Cq1 = tl.load(Ct_base + (t_first + 1) * N + offs_n, mask=m1, other=0.0)
+        for c in range(c_lo, c_hi):
             t0 = c * T
             tt = t0 + offs_t
             m_tile = (tt < seq_len)[:, None] & mask_d[None, :]
@@ -446,8 +528,8 @@ if HAS_TRITON:
     @triton.jit
     def _scan_bwd_kernel_v2(
         u_ptr, dt_ptr, A_ptr, Bt_ptr, Ct_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
-        du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-        n_channels, seq_len, n_chunks,
+        du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, sum_q_ptr, sum_dt_ptr,
+        n_channels, seq_len, n_chunks, span, n_sub, sub_per_prog,
         s_u_b, s_u_d, s_u_l,
         s_dt_b, s_dt_d, s_dt_l,
         s_A_d, s_A_n,
@@ -456,13 +538,18 @@ if HAS_TRITON:
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
     ):
-        # du, ddt, dz: contiguous (batch, d, L). dA: fp32 (batch, N, d) partials (summed over batch outside).
+        # du, ddt, dz: contiguous (batch, d, L). dA: fp32 (batch, n_seg, N, d) partials (summed outside).
         # dB, dC: fp32 (batch, n_dblocks, L, N) partials (summed over channel blocks outside: no atomics).
-        # dD, dbias: fp32 (batch, d) partials. T must be 8: the chunk's states are 8 named register tiles.
+        # dD, dbias: fp32 (batch, n_seg, d) partials. T must be 8: the chunk's states are 8 named register tiles.
+        # Grid (batch, channel blocks, segments): program s walks chunks [s * span, (s + 1) * span) backwards,
+        # with the adjoint entering from the right composed from the summaries (sum_q, sum_dt) of the
+        # sub-segments after it, right to left (see _scan_bwd_summary_kernel_v2).
         tl.static_assert(T == 8)
         pid_b = tl.program_id(0).to(tl.int64)
         pid_d = tl.program_id(1)
+        pid_s = tl.program_id(2)
         n_dblk = tl.num_programs(1)
+        n_seg = tl.num_programs(2)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < n_channels
         offs_n = tl.arange(0, N)
@@ -485,21 +572,25 @@ if HAS_TRITON:
         ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
         g_rows = (pid_b * n_channels + offs_d) * seq_len                   # contiguous (b, d, L) grads
 
-        q = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        c_lo = pid_s * span
+        c_hi = tl.minimum(c_lo + span, n_chunks)
+        k_last = n_sub - 1
+        q = _compose_segments(sum_q_ptr, sum_dt_ptr, pid_b, n_sub, k_last, n_sub - (pid_s + 1) * sub_per_prog, -1,
+                              n_channels, offs_n, offs_d, mask_d, A2, FAST, N, BLOCK_D)
         dA_acc = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         dD_acc = tl.zeros((T, BLOCK_D), dtype=tl.float32)
         dbias_acc = tl.zeros((T, BLOCK_D), dtype=tl.float32)
         # the previous chunk's tiles and checkpoint are loaded while this chunk computes
-        tt_n = (n_chunks - 1) * T + offs_t
+        tt_n = (c_hi - 1) * T + offs_t
         m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
-        h0_next = tl.load(ck_base + (n_chunks - 1) * N * n_channels, mask=mask_d[None, :], other=0.0)
+        h0_next = tl.load(ck_base + (c_hi - 1) * N * n_channels, mask=mask_d[None, :], other=0.0)
         U_next = _load_chunk(u_rows, s_u_l, tt_n, m_n)
         DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
         DOUT_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
         if HAS_Z:
             Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
-        for j in range(0, n_chunks):
-            c = n_chunks - 1 - j
+        for j in range(0, c_hi - c_lo):
+            c = c_hi - 1 - j
             t0 = c * T
             tt = t0 + offs_t
             m_tile = (tt < seq_len)[:, None] & mask_d[None, :]
@@ -509,7 +600,7 @@ if HAS_TRITON:
             DOUT = DOUT_next
             if HAS_Z:
                 Z = Z_next
-            c_n = tl.maximum(c - 1, 0)   # at c == 0 this reloads chunk 0 (unused)
+            c_n = tl.maximum(c - 1, c_lo)   # at c == c_lo this reloads chunk c_lo (unused)
             tt_n = c_n * T + offs_t
             m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
             h0_next = tl.load(ck_base + c_n * N * n_channels, mask=mask_d[None, :], other=0.0)
@@ -583,12 +674,69 @@ if HAS_TRITON:
                 DZ = DOUT * y_buf * ZS * (1.0 + Z * (1.0 - ZS))
                 tl.store(dz_ptr + out_off, DZ.to(dz_ptr.dtype.element_ty), mask=m_tile)
 
-        tl.store(dA_ptr + pid_b * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :], dA_acc,
+        row = pid_b * n_seg + pid_s
+        tl.store(dA_ptr + row * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :], dA_acc,
                  mask=mask_d[None, :])
         if HAS_D:
-            tl.store(dD_ptr + pid_b * n_channels + offs_d, tl.sum(dD_acc, axis=0), mask=mask_d)
+            tl.store(dD_ptr + row * n_channels + offs_d, tl.sum(dD_acc, axis=0), mask=mask_d)
         if HAS_BIAS:
-            tl.store(dbias_ptr + pid_b * n_channels + offs_d, tl.sum(dbias_acc, axis=0), mask=mask_d)
+            tl.store(dbias_ptr + row * n_channels + offs_d, tl.sum(dbias_acc, axis=0), mask=mask_d)
+
+    @triton.jit
+    def _scan_bwd_summary_kernel_v2(
+        dt_ptr, A_ptr, Ct_ptr, z_ptr, bias_ptr, dout_ptr, sum_q_ptr, sum_dt_ptr,
+        n_channels, seq_len, n_chunks, span, n_sub, k_first,
+        s_dt_b, s_dt_d, s_dt_l,
+        s_A_d, s_A_n,
+        s_z_b, s_z_d, s_z_l,
+        s_do_b, s_do_d, s_do_l,
+        HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+    ):
+        # Sub-segment k = k_first + program_id(2), walked backwards from a zero adjoint: the q = a_t g_t it hands
+        # to the step before it (g_t = C_t dy_t + q_{t+1}, which needs no state), and its sum of delta'.
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        k = k_first + tl.program_id(2)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        offs_t = tl.arange(0, T)
+        A2 = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
+                     mask=mask_d[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
+        z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
+        do_rows = dout_ptr + pid_b * s_do_b + offs_d * s_do_d
+        Ct_base = Ct_ptr + pid_b * seq_len * N
+        c_lo = k * span
+        c_hi = tl.minimum(c_lo + span, n_chunks)
+        q = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        sdt = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for j in range(0, c_hi - c_lo):
+            t0 = (c_hi - 1 - j) * T
+            m_tile = (t0 + offs_t < seq_len)[:, None] & mask_d[None, :]
+            DT = _load_chunk(dt_rows, s_dt_l, t0 + offs_t, m_tile)
+            DY = _load_chunk(do_rows, s_do_l, t0 + offs_t, m_tile)
+            if HAS_Z:
+                Z = _load_chunk(z_rows, s_z_l, t0 + offs_t, m_tile)
+                DY = DY * Z * _sigmoid_fast(Z, FAST)
+            if HAS_BIAS:
+                DT += bias[None, :]
+            if SOFTPLUS:
+                DT = _softplus_fast(DT, FAST)
+            DT = tl.where(m_tile, DT, 0.0)
+            sdt += tl.sum(DT, axis=0)
+            for i in tl.static_range(T):
+                t = t0 + T - 1 - i
+                sel = offs_t[:, None] == T - 1 - i
+                Cv = tl.load(Ct_base + t * N + offs_n, mask=(offs_n < N) & (t < seq_len), other=0.0)
+                g = _pick(DY, sel)[None, :] * Cv[:, None] + q
+                q = _ex2(_pick(DT, sel)[None, :] * A2, FAST) * g
+        row = pid_b * n_sub + k
+        tl.store(sum_q_ptr + (row * N + offs_n[:, None]) * n_channels + offs_d[None, :], q, mask=mask_d[None, :])
+        tl.store(sum_dt_ptr + row * n_channels + offs_d, sdt, mask=mask_d)
 
 
 def _check_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -674,31 +822,100 @@ def _scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bo
 
 
 V2_CHUNK = 8  # steps per checkpoint in v2 (the backward keeps the chunk's 8 states in registers)
-V2_FWD_PREFETCH = 2  # steps of lookahead for the forward's B_t / C_t loads (1 or 2; see the kernel)
+# steps of lookahead for the forward's B_t / C_t loads (1 or 2; see the kernel); None: 2 when no checkpoints are
+# written, 1 when they are (H200, benchmarks/results/gpu_scan_occupancy.json: 2 steps made the checkpointing
+# forward 10% slower and the plain one 3% faster)
+V2_FWD_PREFETCH: int | None = None
 DEFAULT_IMPL = "v2"
 # v2 block shapes per d_state: (BLOCK_D, num_warps) for forward and backward; from benchmarks/gpu_scan.py --sweep
 V2_FWD_CONFIGS: dict[int, tuple[int, int]] = {}
 V2_BWD_CONFIGS: dict[int, tuple[int, int]] = {}
+# Segments along time. The v2 time loop is latency-bound per warp and its occupancy register-bound: one-warp
+# programs resident per SM (ncu, H200, d_state 16: 168 registers forward, 255 backward). A sequence is split
+# while the programs fill under half of those slots (benchmarks/gpu_scan_occupancy.py: past one full wave,
+# more programs stopped paying). The shortest segment, in chunks; sub-segments per summary pass.
+V2_RESIDENT_PER_SM = {"fwd": 12, "bwd": 8}
+V2_MIN_SEGMENT_CHUNKS = 16
+V2_SUMMARY_SUBSEGMENTS = 8
 
 
-def _v2_default(n_state: int, backward: bool, channels: int = 1 << 30) -> tuple[int, int]:
-    """(BLOCK_D, num_warps) for v2; ``channels`` = batch * d_inner, the independent recurrences.
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """How the v2 kernels split the sequence: ``n_seg`` segments of ``span`` chunks scanned in parallel.
+
+    Each segment starts from the carry composed of the summaries of the ``n_sub`` sub-segments
+    (``sub_span`` chunks each, ``sub_per_seg`` per segment) on its left (forward) or right (backward).
+    """
+
+    n_seg: int
+    span: int
+    n_sub: int
+    sub_span: int
+    sub_per_seg: int
+
+
+def plan_segments(programs: int, n_chunks: int, slots: int, requested: int | None = None) -> SegmentPlan:
+    """Segments for a kernel whose channel blocks give ``programs`` one-warp programs per segment.
+
+    ``slots``: programs the GPU holds at once. Each extra segment costs a summary pass over its sub-segments
+    (one more exponential per state element there), so no split happens once the channels alone fill half
+    the slots; ``requested`` forces a segment count (tests, benchmarks).
+    """
+    if requested is None:
+        n_seg = 1
+        while n_seg < 8 and 2 * programs * n_seg < slots and n_chunks >= 2 * n_seg * V2_MIN_SEGMENT_CHUNKS:
+            n_seg *= 2
+    else:
+        n_seg = max(1, min(int(requested), n_chunks))
+    if n_seg == 1:
+        return SegmentPlan(1, n_chunks, 1, n_chunks, 1)
+    n_sub = n_seg   # finer summaries give the summary pass more parallel work (sub-segments of >= 4 chunks)
+    while n_sub < V2_SUMMARY_SUBSEGMENTS and n_chunks >= 8 * n_sub:
+        n_sub *= 2
+    sub_span = _cdiv(n_chunks, n_sub)
+    sub_per_seg = n_sub // n_seg
+    span = sub_span * sub_per_seg
+    return SegmentPlan(_cdiv(n_chunks, span), span, _cdiv(n_chunks, sub_span), sub_span, sub_per_seg)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _device_sms(device: torch.device) -> int:
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == "cuda" else 132   # the Triton interpreter runs on the CPU
+
+
+def _v2_launch(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks: int, device: torch.device,
+               config: tuple[int, ...] | None) -> tuple[int, int, SegmentPlan]:
+    """(BLOCK_D, num_warps, segments) for a v2 kernel; ``config`` = (BLOCK_D, num_warps[, segments]) overrides.
 
     Forward: one lane per channel at N=16 (16 states in registers), 4 lanes at N=64. Backward keeps the chunk's
-    8 states per lane: 2 lanes per channel at N=16, 8 at N=64 (255 registers, no spills). The time loop is
-    latency-bound, so when there are too few channels to give each SM ~4 one-warp programs, the state axis is
-    spread over more lanes (more warps, more shuffles).
+    8 states per lane: 2 lanes per channel at N=16, 8 at N=64 (255 registers, no spills). Too few channels
+    are made up for by segments; when the sequence is too short for that too, the state axis is spread over
+    more lanes (more warps, more shuffles).
     """
+    slots = _device_sms(device) * V2_RESIDENT_PER_SM["bwd" if backward else "fwd"]
+    if config is not None:
+        block_d, num_warps = config[0], config[1]
+        requested = config[2] if len(config) > 2 else None
+        return block_d, num_warps, plan_segments(batch * _cdiv(d_inner, block_d), n_chunks, slots, requested)
     table = V2_BWD_CONFIGS if backward else V2_FWD_CONFIGS
     if n_state in table:
-        return table[n_state]
-    if backward:
-        block_d = 16 if n_state <= 16 else 4
+        block_d, num_warps = table[n_state]
     else:
-        block_d = 32 if n_state <= 16 else 8
-    while block_d > 4 and channels // block_d < 512:
+        block_d, num_warps = (16 if n_state <= 16 else 4) if backward else (32 if n_state <= 16 else 8), 1
+    plan = plan_segments(batch * _cdiv(d_inner, block_d), n_chunks, slots)
+    while block_d > 4 and 4 * batch * _cdiv(d_inner, block_d) * plan.n_seg < slots:
         block_d //= 2
-    return block_d, 1
+        plan = plan_segments(batch * _cdiv(d_inner, block_d), n_chunks, slots)
+    return block_d, num_warps, plan
 
 
 def _fast_math() -> bool:
@@ -706,12 +923,16 @@ def _fast_math() -> bool:
     return os.environ.get("TRITON_INTERPRET") != "1"
 
 
+def _summary_block(n_state: int) -> int:
+    return 32 if n_state <= 16 else 8   # the summaries hold one state set per lane (no chunk buffer)
+
+
 def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, store_ckpt: bool,
-                     config: tuple[int, int] | None = None):
+                     config: tuple[int, ...] | None = None):
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
-    block_d, num_warps = config or _v2_default(n_state, backward=False, channels=batch * d_inner)
     n_chunks = triton.cdiv(seq_len, V2_CHUNK)
+    block_d, num_warps, plan = _v2_launch(n_state, False, batch, d_inner, n_chunks, u.device, config)
     # B, C as fp32 (batch, L, N): one step's N values are contiguous (vector loads), 1/d_inner of u's size
     Bt = B.transpose(1, 2).to(torch.float32).contiguous()
     Ct = C.transpose(1, 2).to(torch.float32).contiguous()
@@ -720,50 +941,79 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
             if store_ckpt else out)
     zz = z if z is not None else u
     At = A.t().to(torch.float32).contiguous()  # (N, d): tiles contiguous along channels, so N stays in-thread
-    grid = (batch, triton.cdiv(d_inner, block_d))
-    _scan_fwd_kernel_v2[grid](
-        u, delta, At, Bt, Ct, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, out, ckpt,
-        d_inner, seq_len, n_chunks,
+    bias = delta_bias if delta_bias is not None else u
+    n_sum = (plan.n_seg - 1) * plan.sub_per_seg     # the sub-segments before the last segment
+    sum_h = torch.empty((batch, max(n_sum, 1), n_state, d_inner), device=u.device, dtype=torch.float32)
+    sum_dt = torch.empty((batch, max(n_sum, 1), d_inner), device=u.device, dtype=torch.float32)
+    if n_sum:
+        sblk = _summary_block(n_state)
+        _scan_fwd_summary_kernel_v2[(batch, triton.cdiv(d_inner, sblk), n_sum)](
+            u, delta, At, Bt, bias, sum_h, sum_dt,
+            d_inner, seq_len, n_chunks, plan.sub_span, n_sum,
+            *u.stride(), *delta.stride(), At.stride(1), At.stride(0),
+            HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, FAST=_fast_math(), N=n_state,
+            BLOCK_D=sblk, T=V2_CHUNK, num_warps=1,
+        )
+    prefetch = V2_FWD_PREFETCH or (1 if store_ckpt else 2)
+    _scan_fwd_kernel_v2[(batch, triton.cdiv(d_inner, block_d), plan.n_seg)](
+        u, delta, At, Bt, Ct, D if D is not None else u, zz, bias, out, ckpt, sum_h, sum_dt,
+        d_inner, seq_len, n_chunks, plan.span, max(n_sum, 1), plan.sub_per_seg,
         *u.stride(), *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         STORE_CKPT=store_ckpt, FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK,
-        PREFETCH=V2_FWD_PREFETCH, num_warps=num_warps,
+        PREFETCH=prefetch, num_warps=num_warps,
     )
     return out, (ckpt if store_ckpt else None), Bt, Ct
 
 
 def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_softplus: bool, ckpt,
-                      config: tuple[int, int] | None = None):
+                      config: tuple[int, ...] | None = None):
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
-    block_d, num_warps = config or _v2_default(n_state, backward=True, channels=batch * d_inner)
     n_chunks = triton.cdiv(seq_len, V2_CHUNK)
+    block_d, num_warps, plan = _v2_launch(n_state, True, batch, d_inner, n_chunks, u.device, config)
     n_dblk = triton.cdiv(d_inner, block_d)
     dev = u.device
+    f32 = torch.float32
     du = torch.empty((batch, d_inner, seq_len), device=dev, dtype=u.dtype)
     ddelta = torch.empty((batch, d_inner, seq_len), device=dev, dtype=delta.dtype)
     dz = torch.empty((batch, d_inner, seq_len), device=dev, dtype=z.dtype) if z is not None else None
-    dA_part = torch.empty((batch, n_state, d_inner), device=dev, dtype=torch.float32)
-    dB_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=torch.float32)
-    dC_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=torch.float32)
-    dD_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if D is not None else None
-    dbias_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if delta_bias is not None else None
+    dA_part = torch.empty((batch, plan.n_seg, n_state, d_inner), device=dev, dtype=f32)
+    dB_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=f32)
+    dC_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=f32)
+    dD_part = torch.empty((batch, plan.n_seg, d_inner), device=dev, dtype=f32) if D is not None else None
+    dbias_part = (torch.empty((batch, plan.n_seg, d_inner), device=dev, dtype=f32)
+                  if delta_bias is not None else None)
     zz = z if z is not None else u
-    At = A.t().to(torch.float32).contiguous()
-    _scan_bwd_kernel_v2[(batch, n_dblk)](
-        u, delta, At, Bt, Ct, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, dout, ckpt,
+    bias = delta_bias if delta_bias is not None else u
+    At = A.t().to(f32).contiguous()
+    sum_q = torch.empty((batch, plan.n_sub, n_state, d_inner), device=dev, dtype=f32)
+    sum_dt = torch.empty((batch, plan.n_sub, d_inner), device=dev, dtype=f32)
+    n_sum = plan.n_sub - plan.sub_per_seg     # the sub-segments after the first segment
+    if n_sum:
+        sblk = _summary_block(n_state)
+        _scan_bwd_summary_kernel_v2[(batch, triton.cdiv(d_inner, sblk), n_sum)](
+            delta, At, Ct, zz, bias, dout, sum_q, sum_dt,
+            d_inner, seq_len, n_chunks, plan.sub_span, plan.n_sub, plan.sub_per_seg,
+            *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *dout.stride(),
+            HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, FAST=_fast_math(),
+            N=n_state, BLOCK_D=sblk, T=V2_CHUNK, num_warps=1,
+        )
+    _scan_bwd_kernel_v2[(batch, n_dblk, plan.n_seg)](
+        u, delta, At, Bt, Ct, D if D is not None else u, zz, bias, dout, ckpt,
         du, ddelta, dz if dz is not None else du, dA_part, dB_part, dC_part,
         dD_part if dD_part is not None else dA_part, dbias_part if dbias_part is not None else dA_part,
-        d_inner, seq_len, n_chunks,
+        sum_q, sum_dt,
+        d_inner, seq_len, n_chunks, plan.span, plan.n_sub, plan.sub_per_seg,
         *u.stride(), *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *dout.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
     )
-    dA = dA_part.sum(0).t().to(A.dtype)
+    dA = dA_part.sum((0, 1)).t().to(A.dtype)
     dB = dB_part.sum(1).transpose(1, 2).to(B.dtype)
     dC = dC_part.sum(1).transpose(1, 2).to(C.dtype)
-    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
-    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 
