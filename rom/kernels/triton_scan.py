@@ -317,6 +317,11 @@ if HAS_TRITON:
         return tl.load(ptr_rows[None, :] + tt[:, None] * s_l, mask=m_tile, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _step_row(base, t, offs_n, seq_len, N: tl.constexpr):
+        # one step's N values of a (L, N) fp32 array (B_t or C_t); zeros outside [0, seq_len)
+        return tl.load(base + t * N + offs_n, mask=(offs_n < N) & (t >= 0) & (t < seq_len), other=0.0)
+
+    @triton.jit
     def _compose_segments(sum_h_ptr, sum_dt_ptr, pid_b, n_sub, k_first, n_steps, k_step, n_channels,
                           offs_n, offs_d, mask_d, A2, FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr):
         # Carry into a segment from the summaries (x_k, sum_dt_k) of sub-segments k_first, k_first + k_step, ...
@@ -365,6 +370,8 @@ if HAS_TRITON:
         m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
         U_next = _load_chunk(u_rows, s_u_l, tt_n, m_n)
         DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
+        Bq0 = _step_row(Bt_base, c_lo * T, offs_n, seq_len, N)   # B_t two steps ahead, as in the forward
+        Bq1 = _step_row(Bt_base, c_lo * T + 1, offs_n, seq_len, N)
         for c in range(c_lo, c_hi):
             t0 = c * T
             m_tile = (t0 + offs_t < seq_len)[:, None] & mask_d[None, :]
@@ -381,7 +388,11 @@ if HAS_TRITON:
             sdt += tl.sum(DT, axis=0)
             DTU = DT * U
             for i in tl.static_range(T):
-                h = _recompute_step(h, i, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
+                sel = offs_t[:, None] == i
+                Bv = Bq0
+                Bq0 = Bq1
+                Bq1 = _step_row(Bt_base, t0 + i + 2, offs_n, seq_len, N)
+                h = _ex2(_pick(DT, sel)[None, :] * A2, FAST) * h + Bv[:, None] * _pick(DTU, sel)[None, :]
         row = pid_b * n_sub + k
         tl.store(sum_h_ptr + (row * N + offs_n[:, None]) * n_channels + offs_d[None, :], h, mask=mask_d[None, :])
         tl.store(sum_dt_ptr + row * n_channels + offs_d, sdt, mask=mask_d)
@@ -714,13 +725,28 @@ if HAS_TRITON:
         c_hi = tl.minimum(c_lo + span, n_chunks)
         q = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         sdt = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        # the previous chunk's tiles, and C_t two steps ahead (backwards in time), load while this chunk computes
+        tt_n = (c_hi - 1) * T + offs_t
+        m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
+        DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
+        DY_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
+        if HAS_Z:
+            Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
+        Cq0 = _step_row(Ct_base, c_hi * T - 1, offs_n, seq_len, N)
+        Cq1 = _step_row(Ct_base, c_hi * T - 2, offs_n, seq_len, N)
         for j in range(0, c_hi - c_lo):
             t0 = (c_hi - 1 - j) * T
             m_tile = (t0 + offs_t < seq_len)[:, None] & mask_d[None, :]
-            DT = _load_chunk(dt_rows, s_dt_l, t0 + offs_t, m_tile)
-            DY = _load_chunk(do_rows, s_do_l, t0 + offs_t, m_tile)
+            DT = DT_next
+            DY = DY_next
             if HAS_Z:
-                Z = _load_chunk(z_rows, s_z_l, t0 + offs_t, m_tile)
+                Z = Z_next
+            tt_n = tl.maximum(t0 - T, c_lo * T) + offs_t   # at the first chunk this reloads it (unused)
+            m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
+            DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
+            DY_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
+            if HAS_Z:
+                Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
                 DY = DY * Z * _sigmoid_fast(Z, FAST)
             if HAS_BIAS:
                 DT += bias[None, :]
@@ -729,9 +755,10 @@ if HAS_TRITON:
             DT = tl.where(m_tile, DT, 0.0)
             sdt += tl.sum(DT, axis=0)
             for i in tl.static_range(T):
-                t = t0 + T - 1 - i
                 sel = offs_t[:, None] == T - 1 - i
-                Cv = tl.load(Ct_base + t * N + offs_n, mask=(offs_n < N) & (t < seq_len), other=0.0)
+                Cv = Cq0
+                Cq0 = Cq1
+                Cq1 = _step_row(Ct_base, t0 + T - 3 - i, offs_n, seq_len, N)
                 g = _pick(DY, sel)[None, :] * Cv[:, None] + q
                 q = _ex2(_pick(DT, sel)[None, :] * A2, FAST) * g
         row = pid_b * n_sub + k
