@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-call GPU suite for the lent H100 (or any CUDA host): parity tests, then benchmarks; short table last.
-#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep conv layers step mamba_ssm (default: tests scan conv)
+#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv layers step mamba_ssm
+#   (default: tests scan conv)
 # Writes logs and JSON under $OUT (default benchmarks/results/run) and benchmarks/results/*.json.
 set -u
 cd "$(dirname "$0")/.."
@@ -69,6 +70,7 @@ PATCH
     if has sweep; then python3 benchmarks/gpu_scan.py --sweep --out-dir "$OUT"; else python3 benchmarks/gpu_scan.py --out-dir "$OUT"; fi
     python3 benchmarks/gpu_scan.py --d-state 64 --no-reference --name gpu_scan_n64 --out-dir "$OUT" 2>&1 | tail -6
   fi
+  if has occupancy; then python3 benchmarks/gpu_scan_occupancy.py --out-dir "$OUT"; fi
   if has conv; then python3 benchmarks/gpu_conv.py --out-dir "$OUT"; fi
   if has layers; then python3 benchmarks/gpu_layers.py --out-dir "$OUT"; fi
   if has step; then python3 benchmarks/gpu_step.py --out-dir "$OUT"; fi

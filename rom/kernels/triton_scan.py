@@ -14,7 +14,10 @@ Two implementations (docs/gpu_kernels.md has the design, the measurements and wh
   chunk start; the backward walks the chunks in reverse, recomputes the chunk's 8 states from the checkpoint
   into registers and runs the adjoint recurrence backwards (q_t = exp(delta'_t A) g_t, g_t = C_t dy_t + q_{t+1}).
   dA / dD / d delta_bias are reduced over time in registers and over batch by torch; dB / dC over the program's
-  channels in registers and over channel blocks by torch (deterministic, no atomics).
+  channels in registers and over channel blocks by torch (deterministic, no atomics). When a layer has too few
+  channels to fill the GPU, the sequence is split into segments scanned in parallel (``plan_segments``): each
+  segment starts from a carry composed of per-sub-segment summaries (the end state and sum of delta' forward,
+  the adjoint handed left backward) that two small kernels compute first.
 - ``v1``: chunked ``tl.associative_scan`` over (CHUNK, BLOCK_D, N) tiles; kept for comparison and as a second,
   independently written implementation (slower: see docs/gpu_kernels.md).
 
