@@ -1,10 +1,12 @@
-"""The v2 scan's segment plan (pure Python, no GPU): segments tile the sequence, summaries align with them."""
+"""The v2 scan's segment plan (pure Python, no GPU): segments tile the sequence, summaries align with them, and
+the cost model picks the splits the H200 measurements favoured (benchmarks/results/gpu_scan_occupancy_h200.json)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from rom.kernels.triton_scan import SegmentPlan, plan_segments
+from rom.kernels.triton_scan import ScanOccupancy, SegmentPlan, _v2_launch, plan_cost, plan_segments
 
 
 def _chunk_ranges(plan: SegmentPlan, n_chunks: int) -> tuple[list[range], list[range]]:
@@ -13,11 +15,15 @@ def _chunk_ranges(plan: SegmentPlan, n_chunks: int) -> tuple[list[range], list[r
     return segs, subs
 
 
-@pytest.mark.parametrize("programs", [1, 4, 64, 256, 512, 1024, 5000])
+def _occ(programs: int, backward: bool = False) -> ScanOccupancy:
+    return ScanOccupancy(programs, 1584, programs, 2772, 1.3, backward)
+
+
+@pytest.mark.parametrize("programs", [1, 64, 512, 5000])
 @pytest.mark.parametrize("n_chunks", [1, 5, 31, 32, 64, 257, 1024])
 @pytest.mark.parametrize("requested", [None, 2, 3, 8])
 def test_segments_tile_the_sequence_and_sub_segments_align(programs, n_chunks, requested):
-    plan = plan_segments(programs, n_chunks, slots=1584, requested=requested)
+    plan = plan_segments(n_chunks, _occ(programs), requested=requested)
     segs, subs = _chunk_ranges(plan, n_chunks)
     # every chunk in exactly one segment and one sub-segment, none empty, in order
     assert [c for r in segs for c in r] == list(range(n_chunks))
@@ -30,13 +36,31 @@ def test_segments_tile_the_sequence_and_sub_segments_align(programs, n_chunks, r
         assert [c for r in mine for c in r] == list(seg)
     if requested is not None:
         assert plan.n_seg <= min(requested, n_chunks)
+    # the summaries are the sub-segments a segment's carry is composed from, before / after it
+    assert plan.summaries(backward=False) == (plan.n_seg - 1) * plan.sub_per_seg
+    assert plan.summaries(backward=True) == plan.n_sub - plan.sub_per_seg
 
 
-def test_no_split_once_the_channels_fill_half_the_gpu():
-    assert plan_segments(programs=1024, n_chunks=256, slots=1056).n_seg == 1     # anchor backward
-    assert plan_segments(programs=512, n_chunks=256, slots=1584).n_seg == 2      # anchor forward
-    assert plan_segments(programs=256, n_chunks=256, slots=1584).n_seg == 4      # 15M model forward
-    assert plan_segments(programs=4, n_chunks=256, slots=1584).n_seg == 8        # at most 8
-    # too short to split: segments are at least V2_MIN_SEGMENT_CHUNKS chunks
-    assert plan_segments(programs=4, n_chunks=31, slots=1584).n_seg == 1
-    assert plan_segments(programs=4, n_chunks=32, slots=1584).n_seg == 2
+def test_cost_model_counts_waves_and_summaries():
+    one = plan_segments(256, _occ(512), requested=1)
+    two = plan_segments(256, _occ(512), requested=2)
+    assert plan_cost(one, _occ(512)) == 256                       # one wave, 256 chunk-steps
+    # 1024 programs still fit one wave of 1584; 4 sub-segments of 32 chunks summarised by 2048 programs
+    assert plan_cost(two, _occ(512)) == pytest.approx(128 + 32 * 1.3)
+
+
+@pytest.mark.parametrize("batch, d_inner, backward, segments", [
+    (8, 2048, False, 2),    # anchor forward: 0.606 -> 0.479 ms at 2 segments, 0.555 at 4
+    (8, 2048, True, 1),     # anchor backward already fills the GPU: 2 segments were slower (2.99 vs 2.75 ms)
+    (8, 1536, True, 4),     # ~115M model backward: 2.64 ms unsplit, 2.89 at 2, 2.34 at 4 (wave quantisation)
+    (4, 2048, True, 2),     # ~350M backward: 2.53 -> 1.52 ms
+    (16, 512, False, 4),    # ~15M forward: 0.570 -> 0.309 ms
+])
+def test_plan_picks_the_measured_best_split(batch, d_inner, backward, segments):
+    _, _, plan = _v2_launch(16, backward, batch, d_inner, 256, torch.device("cpu"), None)   # 132 SMs assumed
+    assert plan.n_seg == segments
+
+
+def test_short_sequences_are_not_split():
+    assert plan_segments(31, _occ(4)).n_seg == 1      # segments are at least V2_MIN_SEGMENT_CHUNKS long
+    assert plan_segments(32, _occ(4)).n_seg == 2

@@ -861,10 +861,13 @@ DEFAULT_IMPL = "v2"
 V2_FWD_CONFIGS: dict[int, tuple[int, int]] = {}
 V2_BWD_CONFIGS: dict[int, tuple[int, int]] = {}
 # Segments along time. The v2 time loop is latency-bound per warp and its occupancy register-bound: one-warp
-# programs resident per SM (ncu, H200, d_state 16: 168 registers forward, 255 backward). A sequence is split
-# while the programs fill under half of those slots (benchmarks/gpu_scan_occupancy.py: past one full wave,
-# more programs stopped paying). The shortest segment, in chunks; sub-segments per summary pass.
-V2_RESIDENT_PER_SM = {"fwd": 12, "bwd": 8}
+# programs resident per SM (H200, d_state 16: 168 registers forward, 255 backward, 96 / 127 for the summary
+# kernels). Per program a step costs about the same from one resident warp to a full SM, so a kernel's time is
+# about (waves of programs) x (steps per program); the summaries' cost per chunk-step relative to the main
+# kernel's was measured with benchmarks/gpu_scan_occupancy.py (segments vs fold rows). The shortest segment,
+# in chunks; sub-segments per summary pass.
+V2_RESIDENT_PER_SM = {"fwd": 12, "bwd": 8, "fwd_summary": 21, "bwd_summary": 16}
+V2_SUMMARY_COST = {"fwd": 1.3, "bwd": 0.36}
 V2_MIN_SEGMENT_CHUNKS = 16
 V2_SUMMARY_SUBSEGMENTS = 8
 
@@ -887,20 +890,24 @@ class SegmentPlan:
     sub_span: int
     sub_per_seg: int
 
+    def summaries(self, backward: bool) -> int:
+        """Sub-segments summarised: those before the last segment (forward) or after the first (backward)."""
+        return self.n_sub - self.sub_per_seg if backward else (self.n_seg - 1) * self.sub_per_seg
 
-def plan_segments(programs: int, n_chunks: int, slots: int, requested: int | None = None) -> SegmentPlan:
-    """Segments for a kernel whose channel blocks give ``programs`` one-warp programs per segment.
 
-    ``slots``: programs the GPU holds at once. Each extra segment costs a summary pass over its sub-segments
-    (one more exponential per state element there), so no split happens once the channels alone fill half
-    the slots; ``requested`` forces a segment count (tests, benchmarks).
-    """
-    if requested is None:
-        n_seg = 1
-        while n_seg < 8 and 2 * programs * n_seg < slots and n_chunks >= 2 * n_seg * V2_MIN_SEGMENT_CHUNKS:
-            n_seg *= 2
-    else:
-        n_seg = max(1, min(int(requested), n_chunks))
+@dataclass(frozen=True)
+class ScanOccupancy:
+    """What the segment plan needs to know about one kernel (main + summary) at one shape on one GPU."""
+
+    programs: int           # main-kernel programs per segment (batch x channel blocks)
+    slots: int              # main-kernel programs resident at once
+    summary_programs: int   # summary programs per sub-segment
+    summary_slots: int
+    summary_cost: float     # summary time per chunk-step over the main kernel's
+    backward: bool
+
+
+def _split(n_seg: int, n_chunks: int) -> SegmentPlan:
     if n_seg == 1:
         return SegmentPlan(1, n_chunks, 1, n_chunks, 1)
     n_sub = n_seg   # finer summaries give the summary pass more parallel work (sub-segments of >= 4 chunks)
@@ -910,6 +917,35 @@ def plan_segments(programs: int, n_chunks: int, slots: int, requested: int | Non
     sub_per_seg = n_sub // n_seg
     span = sub_span * sub_per_seg
     return SegmentPlan(_cdiv(n_chunks, span), span, _cdiv(n_chunks, sub_span), sub_span, sub_per_seg)
+
+
+def plan_cost(plan: SegmentPlan, occ: ScanOccupancy) -> float:
+    """Modelled time in main-kernel chunk-steps: waves x span, plus the summary pass's waves x sub_span."""
+    cost = _cdiv(occ.programs * plan.n_seg, occ.slots) * plan.span
+    n_sum = plan.summaries(occ.backward)
+    if n_sum:
+        cost += _cdiv(occ.summary_programs * n_sum, occ.summary_slots) * plan.sub_span * occ.summary_cost
+    return cost
+
+
+def plan_segments(n_chunks: int, occ: ScanOccupancy, requested: int | None = None) -> SegmentPlan:
+    """The segment count (1, 2, 4 or 8) of least modelled time; ``requested`` forces one (tests, benchmarks).
+
+    A split must save at least 5% of the modelled time: every segment boundary costs summaries, and the
+    model ignores that a full SM runs each warp a little slower than a lone one.
+    """
+    if requested is not None:
+        return _split(max(1, min(int(requested), n_chunks)), n_chunks)
+    best = _split(1, n_chunks)
+    best_cost = plan_cost(best, occ)
+    n_seg = 2
+    while n_seg <= 8 and n_chunks >= n_seg * V2_MIN_SEGMENT_CHUNKS:
+        plan = _split(n_seg, n_chunks)
+        cost = plan_cost(plan, occ)
+        if cost < 0.95 * best_cost:
+            best, best_cost = plan, cost
+        n_seg *= 2
+    return best
 
 
 @functools.lru_cache(maxsize=None)
@@ -931,20 +967,27 @@ def _v2_launch(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks:
     are made up for by segments; when the sequence is too short for that too, the state axis is spread over
     more lanes (more warps, more shuffles).
     """
-    slots = _device_sms(device) * V2_RESIDENT_PER_SM["bwd" if backward else "fwd"]
+    sms = _device_sms(device)
+    kind = "bwd" if backward else "fwd"
+
+    def occupancy(block: int) -> ScanOccupancy:
+        return ScanOccupancy(batch * _cdiv(d_inner, block), sms * V2_RESIDENT_PER_SM[kind],
+                             batch * _cdiv(d_inner, _summary_block(n_state)), sms * V2_RESIDENT_PER_SM[kind + "_summary"],
+                             V2_SUMMARY_COST[kind], backward)
+
     if config is not None:
         block_d, num_warps = config[0], config[1]
         requested = config[2] if len(config) > 2 else None
-        return block_d, num_warps, plan_segments(batch * _cdiv(d_inner, block_d), n_chunks, slots, requested)
+        return block_d, num_warps, plan_segments(n_chunks, occupancy(block_d), requested)
     table = V2_BWD_CONFIGS if backward else V2_FWD_CONFIGS
     if n_state in table:
         block_d, num_warps = table[n_state]
     else:
         block_d, num_warps = (16 if n_state <= 16 else 4) if backward else (32 if n_state <= 16 else 8), 1
-    plan = plan_segments(batch * _cdiv(d_inner, block_d), n_chunks, slots)
-    while block_d > 4 and 4 * batch * _cdiv(d_inner, block_d) * plan.n_seg < slots:
+    plan = plan_segments(n_chunks, occupancy(block_d))
+    while block_d > 4 and 4 * occupancy(block_d).programs * plan.n_seg < occupancy(block_d).slots:
         block_d //= 2
-        plan = plan_segments(batch * _cdiv(d_inner, block_d), n_chunks, slots)
+        plan = plan_segments(n_chunks, occupancy(block_d))
     return block_d, num_warps, plan
 
 
@@ -972,7 +1015,7 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
     zz = z if z is not None else u
     At = A.t().to(torch.float32).contiguous()  # (N, d): tiles contiguous along channels, so N stays in-thread
     bias = delta_bias if delta_bias is not None else u
-    n_sum = (plan.n_seg - 1) * plan.sub_per_seg     # the sub-segments before the last segment
+    n_sum = plan.summaries(backward=False)
     sum_h = torch.empty((batch, max(n_sum, 1), n_state, d_inner), device=u.device, dtype=torch.float32)
     sum_dt = torch.empty((batch, max(n_sum, 1), d_inner), device=u.device, dtype=torch.float32)
     if n_sum:
@@ -1019,7 +1062,7 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
     At = A.t().to(f32).contiguous()
     sum_q = torch.empty((batch, plan.n_sub, n_state, d_inner), device=dev, dtype=f32)
     sum_dt = torch.empty((batch, plan.n_sub, d_inner), device=dev, dtype=f32)
-    n_sum = plan.n_sub - plan.sub_per_seg     # the sub-segments after the first segment
+    n_sum = plan.summaries(backward=True)
     if n_sum:
         sblk = _summary_block(n_state)
         _scan_bwd_summary_kernel_v2[(batch, triton.cdiv(d_inner, sblk), n_sum)](
