@@ -1,0 +1,117 @@
+"""Where the host time of a layer's forward + backward goes (the RoM layer is host-bound at the layer shape).
+
+Runs the dense and the RoM mixer at the layer benchmark's shape (gpu_layers.py) under cProfile with the GPU
+busy, and reports the Python functions with the most own time (tottime) and how many CUDA kernels one
+forward + backward launches (torch.profiler). Host time, not GPU time: a function's figure is what it costs to
+issue the work. Prints a table and writes benchmarks/results/gpu_host_profile.json.
+
+    python benchmarks/gpu_host_profile.py [--out-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import math
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_common import device_facts, print_table, write_result  # noqa: E402
+
+from rom.config import MambaConfig, RoMConfig  # noqa: E402
+from rom.layers.mamba import MambaMixer  # noqa: E402
+from rom.layers.rom import RoMMixer  # noqa: E402
+
+ITERS = 20   # cProfile iterations
+HOST_ITERS = 4   # few enough that the launch queue never fills (then the host would wait on the GPU)
+
+
+def _step(layer: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = layer(x)
+    y = out[0] if isinstance(out, tuple) else out
+    y.float().sum().backward()
+
+
+def _host_ms(layer: torch.nn.Module, x: torch.Tensor) -> float:
+    """Host time to issue one forward + backward, the GPU kept busy so that launches never wait."""
+    for _ in range(3):
+        _step(layer, x)
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(HOST_ITERS):
+            _step(layer, x)
+        best = min(best, (time.perf_counter() - t0) / HOST_ITERS * 1e3)
+    torch.cuda.synchronize()
+    return best
+
+
+def _kernel_launches(layer: torch.nn.Module, x: torch.Tensor) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        _step(layer, x)
+        torch.cuda.synchronize()
+    return sum(e.count for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def _top_functions(layer: torch.nn.Module, x: torch.Tensor, n: int = 25) -> list[dict[str, Any]]:
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(ITERS):
+        _step(layer, x)
+    pr.disable()
+    torch.cuda.synchronize()
+    stats = pstats.Stats(pr).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+    rows = []
+    for (path, line, name), (_, ncalls, tottime, cumtime, _) in stats.items():
+        short = f"{Path(path).name}:{line}({name})" if path != "~" else name
+        rows.append({"function": short[:90], "calls_per_step": ncalls / ITERS,
+                     "own_us_per_step": tottime / ITERS * 1e6, "cum_us_per_step": cumtime / ITERS * 1e6})
+    rows.sort(key=lambda r: -r["own_us_per_step"])
+    return rows[:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--d-model", type=int, default=1024)
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args()
+    dm = args.d_model
+    mcfg = MambaConfig(d_state=16)
+    dt_rank = math.ceil(dm / 16)
+    x = torch.randn(args.batch, args.seq_len, dm, device="cuda", requires_grad=True)
+    layers = {
+        "dense": MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda(),
+        "rom e8 top-1": RoMMixer(dm, mcfg, RoMConfig(num_experts=8, top_k=1), dt_rank, backend="auto").cuda(),
+    }
+    summary, tops = [], {}
+    for name, layer in layers.items():
+        summary.append({"layer": name, "host_ms_per_fwd_bwd": _host_ms(layer, x),
+                        "kernels_per_fwd_bwd": _kernel_launches(layer, x)})
+        tops[name] = _top_functions(layer, x)
+        print(summary[-1], flush=True)
+    for name, rows in tops.items():
+        print(f"\n{name}: functions by own host time per forward + backward")
+        print_table(rows, ["function", "calls_per_step", "own_us_per_step", "cum_us_per_step"])
+    print()
+    print_table(summary, ["layer", "host_ms_per_fwd_bwd", "kernels_per_fwd_bwd"])
+    write_result("gpu_host_profile", {"device": device_facts(), "shape": vars(args), "summary": summary,
+                                      "top_functions": tops}, Path(args.out_dir) if args.out_dir else None)
+
+
+if __name__ == "__main__":
+    main()
