@@ -184,3 +184,34 @@ def test_banded_attention_equals_the_full_sliding_window_mask(L, window):
     g = torch.randn_like(ref)
     for mine, theirs in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_rope_tables_are_cached_per_shape_and_equal_fresh_ones():
+    from rom.config import AttentionConfig
+    from rom.layers.attention import SlidingWindowAttention, rope_tables
+
+    attn = SlidingWindowAttention(32, AttentionConfig(n_heads=4, window=8)).double()
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    y1, _ = attn(x)
+    cos, sin = attn._rope_cache[(12, x.device, torch.float64)]
+    fresh = rope_tables(12, attn.head_dim, attn.theta, x.device, torch.float64)
+    assert torch.equal(cos, fresh[0]) and torch.equal(sin, fresh[1])
+    y2, _ = attn(x)
+    assert torch.equal(y1, y2) and len(attn._rope_cache) == 1
+    for L in range(1, 20):   # bounded: evaluation at many lengths cannot grow it without limit
+        attn(torch.randn(1, L, 32, dtype=torch.float64))
+    assert len(attn._rope_cache) <= attn.ROPE_CACHE_ENTRIES
+
+
+def test_rope_tables_made_under_inference_mode_are_not_kept_for_training():
+    from rom.config import AttentionConfig
+    from rom.layers.attention import SlidingWindowAttention
+
+    attn = SlidingWindowAttention(32, AttentionConfig(n_heads=4, window=8))
+    x = torch.randn(2, 10, 32)
+    with torch.inference_mode():
+        attn(x)
+    assert not attn._rope_cache
+    y, _ = attn(x.requires_grad_(True))   # would fail if an inference tensor were saved for backward
+    y.sum().backward()
+    assert x.grad is not None and len(attn._rope_cache) == 1

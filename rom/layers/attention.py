@@ -72,11 +72,28 @@ class SlidingWindowAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
         self.out_proj._is_residual_out = True
+        # (L, device, dtype) -> (cos, sin): the tables depend on nothing learned, so they are built once per
+        # shape instead of on every forward (a few small kernels each time)
+        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    ROPE_CACHE_ENTRIES = 8  # evaluation at several context lengths adds a few; bounded all the same
+
+    def _rope(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (length, device, dtype)
+        tables = self._rope_cache.get(key)
+        if tables is None:
+            tables = rope_tables(length, self.head_dim, self.theta, device, dtype)
+            # tables made under inference mode cannot be saved for a later backward, so they are not kept
+            if not torch.is_inference_mode_enabled() and device.type != "meta":
+                if len(self._rope_cache) >= self.ROPE_CACHE_ENTRIES:
+                    self._rope_cache.pop(next(iter(self._rope_cache)))
+                self._rope_cache[key] = tables
+        return tables
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
         b, L, d = x.shape
         q, k, v = self.qkv(x).view(b, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        cos, sin = rope_tables(L, self.head_dim, self.theta, x.device, q.dtype)
+        cos, sin = self._rope(L, x.device, q.dtype)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if L <= self.window:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
