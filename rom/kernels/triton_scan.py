@@ -1140,8 +1140,9 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
     u, delta, z: (batch, d_inner, L) fp32/bf16/fp16; A: (d_inner, N) real (negative); B, C: (batch, N, L);
     D, delta_bias: (d_inner,). Returns y (batch, d_inner, L) in u's dtype. State math is fp32.
     ``impl``: "v2" (default: sequential per channel, states in registers) or "v1" (chunked associative scan,
-    kept for comparison). ``fwd_config`` / ``bwd_config`` override block shapes: v2 (BLOCK_D, num_warps);
-    v1 (CHUNK, BLOCK_D, num_warps), where the backward uses the forward's CHUNK.
+    kept for comparison). ``fwd_config`` / ``bwd_config`` override block shapes: v2 (BLOCK_D, num_warps) or
+    (BLOCK_D, num_warps, segments), the last forcing the number of segments along time that ``plan_segments``
+    would otherwise choose; v1 (CHUNK, BLOCK_D, num_warps), where the backward uses the forward's CHUNK.
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     impl = impl or DEFAULT_IMPL
