@@ -109,7 +109,7 @@ def main() -> None:
         print_table(rows, ["function", "calls_per_step", "own_us_per_step", "cum_us_per_step"])
     print()
     print_table(summary, ["layer", "host_ms_per_fwd_bwd", "kernels_per_fwd_bwd"])
-    write_result("gpu_host_profile", {"device": device_facts(), "shape": vars(args), "summary": summary,
+    write_result("gpu_host_profile", {"device": device_facts(), "shape": {k: v for k, v in vars(args).items() if k != "out_dir"}, "summary": summary,
                                       "top_functions": tops}, Path(args.out_dir) if args.out_dir else None)
 
 
