@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--out-dir", default=None, help="also write the JSON here")
     ap.add_argument("--name", default="gpu_scan")
     ap.add_argument("--fwd-prefetch", type=int, choices=(1, 2), default=None,
-                    help="steps of lookahead of the v2 forward's B/C loads (default: the module's V2_FWD_PREFETCH)")
+                    help="steps of lookahead of the v2 forward's B/C loads (default: 2 without checkpoints, 1 with)")
     args = ap.parse_args()
     dtype = DTYPES[args.dtype]
     b, d, L, N = args.batch, args.d_inner, args.seq_len, args.d_state
