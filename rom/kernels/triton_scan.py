@@ -984,10 +984,12 @@ def _v2_launch(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks:
         block_d, num_warps = table[n_state]
     else:
         block_d, num_warps = (16 if n_state <= 16 else 4) if backward else (32 if n_state <= 16 else 8), 1
-    plan = plan_segments(n_chunks, occupancy(block_d))
-    while block_d > 4 and 4 * occupancy(block_d).programs * plan.n_seg < occupancy(block_d).slots:
+    occ = occupancy(block_d)
+    plan = plan_segments(n_chunks, occ)
+    while block_d > 4 and 4 * occ.programs * plan.n_seg < occ.slots:
         block_d //= 2
-        plan = plan_segments(n_chunks, occupancy(block_d))
+        occ = occupancy(block_d)
+        plan = plan_segments(n_chunks, occ)
     return block_d, num_warps, plan
 
 
@@ -998,6 +1000,18 @@ def _fast_math() -> bool:
 
 def _summary_block(n_state: int) -> int:
     return 32 if n_state <= 16 else 8   # the summaries hold one state set per lane (no chunk buffer)
+
+
+def _summary_buffers(batch: int, rows: int, n_state: int, d_inner: int, device: torch.device):
+    """Segment summaries, fp32: states or adjoints (batch, rows, N, d) and sums of delta' (batch, rows, d).
+
+    One-element placeholders when there is nothing to summarise: the kernels then never read them.
+    """
+    if rows == 0:
+        placeholder = torch.empty(1, device=device, dtype=torch.float32)
+        return placeholder, placeholder
+    return (torch.empty((batch, rows, n_state, d_inner), device=device, dtype=torch.float32),
+            torch.empty((batch, rows, d_inner), device=device, dtype=torch.float32))
 
 
 def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, store_ckpt: bool,
@@ -1016,8 +1030,7 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
     At = A.t().to(torch.float32).contiguous()  # (N, d): tiles contiguous along channels, so N stays in-thread
     bias = delta_bias if delta_bias is not None else u
     n_sum = plan.summaries(backward=False)
-    sum_h = torch.empty((batch, max(n_sum, 1), n_state, d_inner), device=u.device, dtype=torch.float32)
-    sum_dt = torch.empty((batch, max(n_sum, 1), d_inner), device=u.device, dtype=torch.float32)
+    sum_h, sum_dt = _summary_buffers(batch, n_sum, n_state, d_inner, u.device)
     if n_sum:
         sblk = _summary_block(n_state)
         _scan_fwd_summary_kernel_v2[(batch, triton.cdiv(d_inner, sblk), n_sum)](
@@ -1060,9 +1073,9 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
     zz = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
     At = A.t().to(f32).contiguous()
-    sum_q = torch.empty((batch, plan.n_sub, n_state, d_inner), device=dev, dtype=f32)
-    sum_dt = torch.empty((batch, plan.n_sub, d_inner), device=dev, dtype=f32)
     n_sum = plan.summaries(backward=True)
+    # rows for every sub-segment (the first segment's are never written), so rows are indexed by sub-segment
+    sum_q, sum_dt = _summary_buffers(batch, plan.n_sub if n_sum else 0, n_state, d_inner, dev)
     if n_sum:
         sblk = _summary_block(n_state)
         _scan_bwd_summary_kernel_v2[(batch, triton.cdiv(d_inner, sblk), n_sum)](
