@@ -184,7 +184,7 @@ def main() -> None:
     sweep_rows: list[dict[str, Any]] = []
     if args.sweep:  # v2 block shapes (BLOCK_D, num_warps): forward alone, then backward under the default forward
         fwd_cands = [(16, 1), (32, 1), (64, 2), (32, 2)] if N <= 16 else [(4, 1), (8, 1), (16, 1)]
-        bwd_cands = [(8, 1), (16, 1), (16, 2), (32, 2)] if N <= 16 else [(4, 1), (8, 1)]
+        bwd_cands = [(4, 1), (8, 1), (16, 1), (8, 2)] if N <= 16 else [(2, 1), (4, 1), (8, 1)]
         for kind, cands in (("fwd", fwd_cands), ("bwd", bwd_cands)):
             for cfg in cands:
                 row: dict[str, Any] = {"kernel": kind, "block_d": cfg[0], "warps": cfg[1]}

@@ -1,6 +1,6 @@
 """How the v2 scan's time depends on the number of independent recurrences, and what segments buy.
 
-The v2 kernels give each channel one lane (forward) or two (backward) and walk time sequentially, so the
+The v2 kernels give each channel one lane (forward) or four (backward, d_state 16) and walk time sequentially, so the
 number of warps in flight is batch x d_inner / 32. For each shape and segment count S this times:
 
 - "fold": the sequence folded into S times more, shorter rows, (b, d, L) -> (b * S, d, L / S), scanned
@@ -75,9 +75,9 @@ def main() -> None:
             shape = f"{b}x{d}x{L}"
             cases = [("auto", None, detached, None, None)]
             for s in SEGMENTS:
-                cases.append(("fold", s, _fold(base, s), (32, 1, 1), (16, 1, 1)))
+                cases.append(("fold", s, _fold(base, s), (32, 1, 1), (8, 1, 1)))
                 if s > 1:
-                    cases.append(("segments", s, detached, (32, 1, s), (16, 1, s)))
+                    cases.append(("segments", s, detached, (32, 1, s), (8, 1, s)))
             for kind, s, x, fwd_cfg, bwd_cfg in cases:
                 row = {"shape": shape, "kind": kind, "segments": s if s else _auto_plans(x),
                        **_time_kernels(x, fwd_cfg, bwd_cfg)}

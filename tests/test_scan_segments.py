@@ -51,10 +51,12 @@ def test_cost_model_counts_waves_and_summaries():
 
 @pytest.mark.parametrize("batch, d_inner, backward, segments", [
     (8, 2048, False, 2),    # anchor forward: 0.606 -> 0.479 ms at 2 segments, 0.555 at 4
-    (8, 2048, True, 1),     # anchor backward already fills the GPU: 2 segments were slower (2.99 vs 2.75 ms)
-    (8, 1536, True, 4),     # ~115M model backward: 2.64 ms unsplit, 2.89 at 2, 2.34 at 4 (wave quantisation)
-    (4, 2048, True, 2),     # ~350M backward: 2.53 -> 1.52 ms
     (16, 512, False, 4),    # ~15M forward: 0.570 -> 0.309 ms
+    # backward, 4 lanes per channel (2026-12-02): two waves of 8-channel programs at the anchor
+    (8, 2048, True, 1),     # anchor: 1.61 ms unsplit, 1.73 at 2 segments, 1.79 at 4
+    (8, 1536, True, 2),     # ~115M model: 1.56 ms unsplit, 1.32 at 2, 1.38 at 4 (wave quantisation)
+    (4, 2048, True, 1),     # ~350M: one full wave; 0.84 ms unsplit, 0.90 at 2, 0.93 at 4
+    (16, 512, True, 1),     # ~15M: 0.84 ms unsplit, 0.91 at 2
 ])
 def test_plan_picks_the_measured_best_split(batch, d_inner, backward, segments):
     _, _, plan = _v2_launch(16, backward, batch, d_inner, 256, torch.device("cpu"), None)   # 132 SMs assumed

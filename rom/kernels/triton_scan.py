@@ -265,7 +265,7 @@ if HAS_TRITON:
             tl.store(dbias_ptr + pid_b * n_channels + offs_d, dbias_acc, mask=mask_d)
 
     # ------------------------------------------------------------------------------------------------
-    # v2: one thread (or two) per channel, the d_state axis inside the thread, a plain sequential loop
+    # v2: one thread (or a few) per channel, the d_state axis inside the thread, a plain sequential loop
     # over time. Tiles are (N, BLOCK_D): Triton's default layout puts BLOCK_D on the lanes and N in
     # registers, so the per-step work is ~5 instructions per state element and sums over N stay in-thread.
     # ------------------------------------------------------------------------------------------------
@@ -517,7 +517,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _bwd_step(q, h_prev, h_cur, i: tl.constexpr, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                  Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len,
+                  db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len,
                   HAS_Z: tl.constexpr, FAST: tl.constexpr, N: tl.constexpr):
         # q carries a_{t+1} * g_{t+1}; returns a_t * g_t. g_t = C_t dy_t + q is the adjoint of h_t.
         t = t0 + i
@@ -530,14 +530,20 @@ if HAS_TRITON:
         if HAS_Z:  # y_t before gating, for dz (finished on the tile after the chunk)
             y_buf = tl.where(sel, tl.sum(h_cur * Cv[:, None], axis=0)[None, :], y_buf)
         g = dy[None, :] * Cv[:, None] + q
-        q = _ex2(dt[None, :] * A2, FAST) * g
+        # the decay again, rounded differently from the recompute's exp2(dt * A2) on purpose: with the identical
+        # expression the compiler keeps the chunk's 8 decay tiles alive from the recompute to here, which spilled
+        # (one more exponential per state is cheaper: 2.78 -> 2.56 ms at the anchor shape)
+        q = _ex2((dt[None, :] * A) * 1.4426950408889634, FAST) * g
         gh = q * h_prev                                     # g_t * a_t * h_{t-1}
         gb_buf = tl.where(sel, tl.sum(g * Bv[:, None], axis=0)[None, :], gb_buf)
         ga_buf = tl.where(sel, tl.sum(gh * A, axis=0)[None, :], ga_buf)
         dA_acc += gh * dt[None, :]
-        tl.store(dB_base + t * N + offs_n, tl.sum(g * _pick(DTU, sel)[None, :], axis=1), mask=mn)
-        tl.store(dC_base + t * N + offs_n, tl.sum(h_cur * dy[None, :], axis=1), mask=mn)
-        return q, dA_acc, gb_buf, ga_buf, y_buf
+        # dB_t, dC_t (sums over the program's channels) go to (N, T) tiles stored once per chunk: a store per
+        # step costs a shared-memory round trip and a barrier to de-replicate the reduced vector
+        sel_n = offs_t[None, :] == i
+        db_buf = tl.where(sel_n, tl.sum(g * _pick(DTU, sel)[None, :], axis=1)[:, None], db_buf)
+        dc_buf = tl.where(sel_n, tl.sum(h_cur * dy[None, :], axis=1)[:, None], dc_buf)
+        return q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf
 
     @triton.jit
     def _scan_bwd_kernel_v2(
@@ -637,6 +643,8 @@ if HAS_TRITON:
             gb_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
             ga_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
             y_buf = tl.zeros((T, BLOCK_D), dtype=tl.float32)
+            db_buf = tl.zeros((N, T), dtype=tl.float32)
+            dc_buf = tl.zeros((N, T), dtype=tl.float32)
             h1 = _recompute_step(h0, 0, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
             h2 = _recompute_step(h1, 1, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
             h3 = _recompute_step(h2, 2, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
@@ -645,30 +653,34 @@ if HAS_TRITON:
             h6 = _recompute_step(h5, 5, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
             h7 = _recompute_step(h6, 6, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
             h8 = _recompute_step(h7, 7, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h7, h8, 7, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h6, h7, 6, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h5, h6, 5, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h4, h5, 4, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h3, h4, 3, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h2, h3, 2, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h1, h2, 1, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
-            q, dA_acc, gb_buf, ga_buf, y_buf = _bwd_step(
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            q, dA_acc, gb_buf, ga_buf, y_buf, db_buf, dc_buf = _bwd_step(
                 q, h0, h1, 0, t0, offs_t, DT, DTU, DY, dA_acc, gb_buf, ga_buf, y_buf,
-                Bt_base, Ct_base, dB_base, dC_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+                db_buf, dc_buf, Bt_base, Ct_base, offs_n, A, A2, seq_len, HAS_Z, FAST, N)
+            bc_off = tt[None, :] * N + offs_n[:, None]
+            m_bc = (tt < seq_len)[None, :] & (offs_n < N)[:, None]
+            tl.store(dB_base + bc_off, db_buf, mask=m_bc)
+            tl.store(dC_base + bc_off, dc_buf, mask=m_bc)
             # finish the chunk on (T, BLOCK_D) tiles: one pass per element, stores along time
             DU = DT * gb_buf
             DDT = U * gb_buf + ga_buf
@@ -865,9 +877,11 @@ V2_BWD_CONFIGS: dict[int, tuple[int, int]] = {}
 # kernels). Per program a step costs about the same from one resident warp to a full SM, so a kernel's time is
 # about (waves of programs) x (steps per program); the summaries' cost per chunk-step relative to the main
 # kernel's was measured with benchmarks/gpu_scan_occupancy.py (segments vs fold rows). The shortest segment,
-# in chunks; sub-segments per summary pass.
+# in chunks; sub-segments per summary pass. The backward's 1.2 is for its 4-lane (8-channel) programs, whose
+# chunk-step is 3.4x cheaper than the 2-lane (16-channel) ones the earlier 0.36 was relative to (H200, 2026-12-02:
+# at 8 x 1536 x 2048, 1.56 ms unsplit, 1.32 at 2 segments, 1.38 at 4).
 V2_RESIDENT_PER_SM = {"fwd": 12, "bwd": 8, "fwd_summary": 21, "bwd_summary": 16}
-V2_SUMMARY_COST = {"fwd": 1.3, "bwd": 0.36}
+V2_SUMMARY_COST = {"fwd": 1.3, "bwd": 1.2}
 V2_MIN_SEGMENT_CHUNKS = 16
 V2_SUMMARY_SUBSEGMENTS = 8
 
@@ -963,7 +977,7 @@ def _v2_launch(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks:
     """(BLOCK_D, num_warps, segments) for a v2 kernel; ``config`` = (BLOCK_D, num_warps[, segments]) overrides.
 
     Forward: one lane per channel at N=16 (16 states in registers), 4 lanes at N=64. Backward keeps the chunk's
-    8 states per lane: 2 lanes per channel at N=16, 8 at N=64 (255 registers, no spills). Too few channels
+    8 states per lane: 4 lanes per channel at N=16 (4 states each), 8 at N=64 (255 registers). Too few channels
     are made up for by segments; when the sequence is too short for that too, the state axis is spread over
     more lanes (more warps, more shuffles).
     """
@@ -983,7 +997,7 @@ def _v2_launch(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks:
     if n_state in table:
         block_d, num_warps = table[n_state]
     else:
-        block_d, num_warps = (16 if n_state <= 16 else 4) if backward else (32 if n_state <= 16 else 8), 1
+        block_d, num_warps = (8 if n_state <= 16 else 4) if backward else (32 if n_state <= 16 else 8), 1
     occ = occupancy(block_d)
     plan = plan_segments(n_chunks, occ)
     while block_d > 4 and 4 * occ.programs * plan.n_seg < occ.slots:
