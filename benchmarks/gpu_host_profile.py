@@ -1,9 +1,12 @@
 """Where the host time of a layer's forward + backward goes (the RoM layer is host-bound at the layer shape).
 
-Runs the dense and the RoM mixer at the layer benchmark's shape (gpu_layers.py) under cProfile with the GPU
-busy, and reports the Python functions with the most own time (tottime) and how many CUDA kernels one
-forward + backward launches (torch.profiler). Host time, not GPU time: a function's figure is what it costs to
-issue the work. Prints a table and writes benchmarks/results/gpu_host_profile.json.
+Runs the dense and the RoM mixer at the layer benchmark's shape (gpu_layers.py) under cProfile, and reports
+the Python functions with the most own time (tottime) and how many CUDA kernels one forward + backward
+launches (torch.profiler). Host time, not GPU time: a function's figure is what it costs to issue the work.
+Each profiled iteration is followed by a synchronisation (excluded from the table), so that no launch waits
+on a full queue inside the profile. Also the host time of one selective scan forward + backward alone at the
+layer's scan shape, for our Triton scan and, when installed, mamba-ssm's. Prints tables and writes
+benchmarks/results/gpu_host_profile.json.
 
     python benchmarks/gpu_host_profile.py [--out-dir DIR]
 """
@@ -68,11 +71,12 @@ def _kernel_launches(layer: torch.nn.Module, x: torch.Tensor) -> int:
 
 def _top_functions(layer: torch.nn.Module, x: torch.Tensor, n: int = 25) -> list[dict[str, Any]]:
     pr = cProfile.Profile()
-    pr.enable()
-    for _ in range(ITERS):
-        _step(layer, x)
-    pr.disable()
     torch.cuda.synchronize()
+    for _ in range(ITERS):
+        pr.enable()
+        _step(layer, x)
+        pr.disable()
+        torch.cuda.synchronize()   # outside the profile: the next iteration starts on an empty queue
     stats = pstats.Stats(pr).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
     rows = []
     for (path, line, name), (_, ncalls, tottime, cumtime, _) in stats.items():
@@ -81,6 +85,37 @@ def _top_functions(layer: torch.nn.Module, x: torch.Tensor, n: int = 25) -> list
                      "own_us_per_step": tottime / ITERS * 1e6, "cum_us_per_step": cumtime / ITERS * 1e6})
     rows.sort(key=lambda r: -r["own_us_per_step"])
     return rows[:n]
+
+
+def _scan_host_ms(backend: str, batch: int, d_inner: int, seq_len: int, d_state: int) -> float:
+    """Host time to issue one selective scan forward + backward (the layer's call: z, D, bias, softplus)."""
+    from rom import kernels
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def rnd(*shape, dtype=torch.bfloat16):
+        return torch.randn(*shape, device="cuda", generator=g).to(dtype).requires_grad_(True)
+
+    u, delta, z = rnd(batch, d_inner, seq_len), rnd(batch, d_inner, seq_len), rnd(batch, d_inner, seq_len)
+    B, C = rnd(batch, d_state, seq_len), rnd(batch, d_state, seq_len)
+    A = (-torch.rand(d_inner, d_state, device="cuda", generator=g) - 0.5).requires_grad_(True)
+    D, bias = rnd(d_inner, dtype=torch.float32), rnd(d_inner, dtype=torch.float32)
+
+    def call() -> None:
+        y = kernels.selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=bias, delta_softplus=True,
+                                   backend=backend)
+        y.backward(torch.ones_like(y))
+
+    for _ in range(3):
+        call()
+    best = float("inf")
+    for _ in range(10):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        call()
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    torch.cuda.synchronize()
+    return best
 
 
 def main() -> None:
@@ -104,13 +139,26 @@ def main() -> None:
                         "kernels_per_fwd_bwd": _kernel_launches(layer, x)})
         tops[name] = _top_functions(layer, x)
         print(summary[-1], flush=True)
+    d_inner = 2 * dm
+    scan_rows = []
+    for backend in ("triton", "mamba_ssm"):
+        try:
+            ms = _scan_host_ms(backend, args.batch, d_inner, args.seq_len, mcfg.d_state)
+        except Exception as err:  # noqa: BLE001 - mamba-ssm is optional
+            print(f"scan backend {backend}: not measured ({err})")
+            continue
+        scan_rows.append({"scan_backend": backend, "host_ms_per_fwd_bwd": ms})
+        print(scan_rows[-1], flush=True)
     for name, rows in tops.items():
         print(f"\n{name}: functions by own host time per forward + backward")
         print_table(rows, ["function", "calls_per_step", "own_us_per_step", "cum_us_per_step"])
     print()
     print_table(summary, ["layer", "host_ms_per_fwd_bwd", "kernels_per_fwd_bwd"])
-    write_result("gpu_host_profile", {"device": device_facts(), "shape": {k: v for k, v in vars(args).items() if k != "out_dir"}, "summary": summary,
-                                      "top_functions": tops}, Path(args.out_dir) if args.out_dir else None)
+    print_table(scan_rows, ["scan_backend", "host_ms_per_fwd_bwd"])
+    shape = {k: v for k, v in vars(args).items() if k != "out_dir"}
+    write_result("gpu_host_profile", {"device": device_facts(), "shape": shape, "summary": summary,
+                                      "scan_host": scan_rows, "top_functions": tops},
+                 Path(args.out_dir) if args.out_dir else None)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,21 @@
 
 A step = forward (bf16 autocast, fp32 parameters) + cross-entropy + aux loss + backward + AdamW update.
 MFU = (training FLOPs per token from rom.accounting) x tokens/s / the measured bf16 matmul rate of this GPU
-(also reported against the 989 TFLOP/s H100 SXM datasheet figure). Backends: auto (our Triton kernels),
-and mamba_ssm (its scan kernel inside our model) when installed. Prints a table, writes
-benchmarks/results/gpu_step.json.
+(also reported against the 989 TFLOP/s H100 SXM datasheet figure).
 
-    python benchmarks/gpu_step.py [--seq-len 2048] [--out-dir DIR]
+Scan kernels compared: ``auto`` (our Triton scan) and, when mamba-ssm is installed, ``mamba_ssm`` (its
+``selective_scan_fn``). Both run in the *same* model instance, with the same optimizer, conv and expert
+kernels: only the SelectiveScan modules' backend is switched, so the ratio is the scan's alone. The two are
+timed in alternating rounds (A B, B A, ...) of a few steps each, so that drift of this shared host (clocks,
+neighbours) falls on both alike; the spread of the per-round ratios is reported with the median.
+
+    python benchmarks/gpu_step.py [--seq-len 2048] [--rounds 4] [--steps 4] [--out-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ from gpu_common import device_facts, measure_matmul_tflops, print_table, write_r
 
 from rom.accounting import count_flops, count_params  # noqa: E402
 from rom.config import MambaConfig, ModelConfig, Pattern, RoMConfig  # noqa: E402
+from rom.layers.mamba import SelectiveScan  # noqa: E402
 from rom.models import build_model  # noqa: E402
 
 # (name, d_model, n_layer, batch): ~15M, ~115M, ~350M dense parameters with vocab 32000
@@ -40,10 +46,18 @@ def _cfg(d_model: int, n_layer: int, rom: bool) -> ModelConfig:
                        rom=RoMConfig(num_experts=8, top_k=1))
 
 
-def _time_steps(cfg: ModelConfig, backend: str, batch: int, seq_len: int, steps: int = 8) -> float:
+def _set_scan_backend(model: torch.nn.Module, backend: str) -> None:
+    for m in model.modules():
+        if isinstance(m, SelectiveScan):
+            m.backend = backend
+
+
+def _time_rounds(cfg: ModelConfig, backends: list[str], batch: int, seq_len: int, rounds: int,
+                 steps: int) -> dict[str, list[list[float]]]:
+    """Step times (ms) per backend and round: one model, the scan backend switched between rounds."""
     torch.manual_seed(0)
     with torch.device("cuda"):  # initialise on the GPU: a 2.5B-parameter model is slow to build on the CPU
-        model = build_model(cfg, backend=backend)
+        model = build_model(cfg, backend="auto")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     ids = [torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda") for _ in range(2)]
 
@@ -56,26 +70,33 @@ def _time_steps(cfg: ModelConfig, backend: str, batch: int, seq_len: int, steps:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for i in range(3):  # warm-up: compilation, allocator, cuBLAS handles
-        step(i)
+    for backend in backends:  # warm-up: compilation, allocator, cuBLAS handles
+        _set_scan_backend(model, backend)
+        for i in range(3):
+            step(i)
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for i in range(steps):
-        start.record()
-        step(i)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    del model, opt
-    torch.cuda.empty_cache()
-    return sorted(times)[len(times) // 2]
+    times: dict[str, list[list[float]]] = {b: [] for b in backends}
+    for r in range(rounds):
+        for backend in (backends if r % 2 == 0 else backends[::-1]):
+            _set_scan_backend(model, backend)
+            round_ms = []
+            for i in range(steps):
+                start.record()
+                step(i)
+                end.record()
+                end.synchronize()
+                round_ms.append(start.elapsed_time(end))
+            times[backend].append(round_ms)
+    return times   # the model and optimizer go with this frame; the caller empties the allocator cache
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--sizes", default="15m,115m,350m")
+    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds per backend")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per round")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args()
     facts = device_facts()
@@ -91,6 +112,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     wanted = set(args.sizes.split(","))
     t_start = time.time()
+    summary: list[dict[str, Any]] = []
     for name, d_model, n_layer, batch in SIZES:
         if name not in wanted:
             continue
@@ -98,34 +120,45 @@ def main() -> None:
             cfg = _cfg(d_model, n_layer, rom)
             params = count_params(cfg)
             flops_tok = count_flops(cfg, args.seq_len).train
+            label = f"{'rom-e8' if rom else 'dense'}-{name}"
+            bsz = batch
+            while True:
+                try:
+                    times = _time_rounds(cfg, backends, bsz, args.seq_len, args.rounds, args.steps)
+                    torch.cuda.empty_cache()
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    if bsz == 1:
+                        raise
+                    bsz //= 2
             for backend in backends:
-                label = f"{'rom-e8' if rom else 'dense'}-{name}"
-                bsz = batch
-                while True:
-                    try:
-                        ms = _time_steps(cfg, backend, bsz, args.seq_len)
-                        break
-                    except torch.cuda.OutOfMemoryError:
-                        torch.cuda.empty_cache()
-                        if bsz == 1:
-                            ms = float("nan")
-                            break
-                        bsz //= 2
+                ms = statistics.median([t for rnd in times[backend] for t in rnd])
                 tok_s = bsz * args.seq_len / (ms / 1e3)
                 rows.append({"model": label, "backend": backend, "params_total_M": params.total / 1e6,
                              "params_active_M": params.active / 1e6, "batch": bsz, "seq_len": args.seq_len,
                              "step_ms": ms, "tokens_per_s": tok_s,
                              "mfu_measured_peak": flops_tok * tok_s / (peak * 1e12),
                              "mfu_datasheet": flops_tok * tok_s / (DATASHEET_TFLOPS * 1e12),
-                             "train_flops_per_token": flops_tok})
+                             "train_flops_per_token": flops_tok,
+                             "step_ms_per_round": [statistics.median(rnd) for rnd in times[backend]]})
                 print(rows[-1], f"[{time.time() - t_start:.0f}s]", flush=True)
+            if len(backends) == 2:
+                ours, theirs = rows[-2], rows[-1]
+                per_round = [b / a for a, b in zip(ours["step_ms_per_round"], theirs["step_ms_per_round"])]
+                summary.append({"model": label, "ours_over_mamba_ssm_tokens_per_s": theirs["step_ms"] / ours["step_ms"],
+                                "per_round_min": min(per_round), "per_round_max": max(per_round)})
     payload = {"benchmark": "train_step", "device": facts, "matmul_peak_tflops_measured": peak,
-               "datasheet_tflops": DATASHEET_TFLOPS, "results": rows,
-               "note": "bf16 autocast, fp32 params, fused AdamW, median of 8 steps after 3 warm-up steps"}
+               "datasheet_tflops": DATASHEET_TFLOPS, "results": rows, "ratios": summary,
+               "note": (f"bf16 autocast, fp32 params, fused AdamW; one model per row pair, scan backend switched "
+                        f"between {args.rounds} alternating rounds of {args.steps} steps after 3 warm-up steps "
+                        f"per backend; median over all timed steps")}
     path = write_result("gpu_step", payload, args.out_dir)
     print(f"\nwrote {path}; measured bf16 matmul peak {peak:.0f} TFLOP/s; {facts['gpu']} torch {facts['torch']}")
     print_table(rows, ["model", "backend", "params_total_M", "params_active_M", "batch", "step_ms", "tokens_per_s",
                        "mfu_measured_peak"])
+    if summary:
+        print_table(summary, ["model", "ours_over_mamba_ssm_tokens_per_s", "per_round_min", "per_round_max"])
 
 
 if __name__ == "__main__":
