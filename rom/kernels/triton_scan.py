@@ -9,7 +9,8 @@ Semantics are those of ``rom.kernels.scan_reference`` (docs/interfaces.md, "Kern
 Two implementations (docs/gpu_kernels.md has the design, the measurements and why):
 
 - ``v2`` (default): one program per (batch, block of channels); channels on the lanes, the N states of a
-  channel in registers; a sequential loop over time in chunks of 8 steps, whose u / delta / z tiles are loaded
+  channel in registers (of one lane forward, of four in the backward at N=16, where the chunk's 8 states must
+  fit too); a sequential loop over time in chunks of 8 steps, whose u / delta / z tiles are loaded
   (one 16-byte vector per lane) while the previous chunk computes. The forward stores the fp32 state at every
   chunk start; the backward walks the chunks in reverse, recomputes the chunk's 8 states from the checkpoint
   into registers and runs the adjoint recurrence backwards (q_t = exp(delta'_t A) g_t, g_t = C_t dy_t + q_{t+1}).
