@@ -97,7 +97,7 @@ def test_segmented_scan_matches_float64(case, dtype, full):
     fwd_cfg = bwd_cfg = None
     if segments is not None:
         fwd_cfg = (32 if d_state <= 16 else 8, 1, segments)
-        bwd_cfg = (16 if d_state <= 16 else 4, 1, segments)
+        bwd_cfg = (8 if d_state <= 16 else 4, 1, segments)   # the default block shapes at full occupancy
     else:  # the automatic plan must split this one, or the case tests nothing new
         _, _, plan = ts._v2_launch(d_state, True, batch, d_inner, n_chunks, torch.device("cuda"), None)
         assert plan.n_seg > 1, plan
@@ -170,3 +170,27 @@ def test_scan_rejects_bad_shapes():
     with pytest.raises(ValueError, match="B must be"):
         selective_scan_triton(u, u, -torch.ones(4, 16, device="cuda"), torch.randn(1, 8, 8, device="cuda"),
                               torch.randn(1, 16, 8, device="cuda"))
+
+
+# backward block shapes (BLOCK_D): the default at full occupancy (8 at d_state 16, 4 at 64), what the launch
+# halves to for small problems, and the earlier default 16; each lays the state axis over a different number of
+# lanes, so each is a different compiled reduction pattern
+BLOCKS = [(2, 96, 37, 16, 4), (2, 96, 37, 16, 8), (2, 96, 37, 16, 16), (8, 48, 517, 16, 8),
+          (3, 130, 200, 64, 2), (3, 130, 200, 64, 4)]
+
+
+@pytest.mark.parametrize("case", BLOCKS, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_backward_block_shapes_match_float64(case, dtype):
+    pytest.importorskip("triton")
+    import rom.kernels.triton_scan as ts
+
+    *shape, block_d = case
+    x = _inputs(*shape, dtype=dtype, full=True, seed=hash((tuple(case), str(dtype))) % 2**31)
+    ours = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+    ref = {k: v.detach().double().requires_grad_(True) for k, v in x.items()}
+    poison_cuda_cache()
+    out = ts.selective_scan_triton(*[ours[k] for k in NAMES], delta_softplus=True, bwd_config=(block_d, 1, 1))
+    out_ref = selective_scan_f64(*[ref[k] for k in NAMES], delta_softplus=True)
+    assert rel_err(out, out_ref) < TOL[dtype][0]
+    _check_gradients(out, out_ref, ours, ref, dtype)
