@@ -1,0 +1,162 @@
+"""The Triton kernels run in Triton's CPU interpreter against float64 references (a worker, not a test module).
+
+``tests/test_triton_interpreter.py`` starts this in a subprocess, because ``TRITON_INTERPRET=1`` must be set
+before the kernels are defined and the rest of the suite imports them compiled. The interpreter executes each
+program instance with numpy, so what it checks is the kernels' algorithm: indexing, masks, the chunked
+recurrence and its adjoint, segment carries, the per-chunk dB / dC tiles, every block shape. It does not check
+what only a GPU can: layouts, shuffles, the inline-PTX fast math (``_fast_math()`` is off here) or speed; the
+GPU suite (``tests/gpu``) does that.
+
+    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout
+
+Prints one JSON line per case and exits 1 if any case is out of tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    sys.exit("tests/triton_interpreter_cases.py: set TRITON_INTERPRET=1 (the kernels must be defined interpreted)")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.runtime.interpreter as interpreter  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rom.kernels import experts, triton_conv, triton_gather, triton_scan  # noqa: E402
+from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
+from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402
+
+TOL_OUT, TOL_GRAD = 1e-5, 1e-4   # fp32 kernels (interpreted in numpy fp32) against float64
+
+
+def _numpy2_index_fix() -> None:
+    """Triton 3.6's interpreter converts scalars with int(array) on 1-element arrays, which NumPy >= 2.4 refuses
+    (a loop bound derived from program_id then fails); convert through .item() instead."""
+    try:
+        int(np.ones(1))
+        return
+    except TypeError:
+        pass
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return (a - b).norm().item() / max(b.norm().item(), 1e-300)
+
+
+def _compare(fn: Callable, ref_fn: Callable, inputs: list[torch.Tensor | None]) -> dict[str, float]:
+    """Output and every input gradient of fn (fp32) against ref_fn on float64 copies, same output gradient."""
+    ours = [t.clone().requires_grad_(True) if t is not None else None for t in inputs]
+    ref = [t.detach().double().requires_grad_(True) if t is not None else None for t in inputs]
+    out = fn(*ours)
+    out_ref = ref_fn(*ref)
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    out_ref.backward(dout.double())
+    errors = {"out": _rel(out, out_ref)}
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        if a is not None and a.grad is not None:
+            errors[f"grad{i}"] = _rel(a.grad, b.grad)
+    return errors
+
+
+def _scan_inputs(batch: int, d: int, L: int, n: int, full: bool) -> list[torch.Tensor | None]:
+    return [torch.randn(batch, d, L), torch.randn(batch, d, L) * 0.5, -torch.exp(torch.randn(d, n) * 0.5),
+            torch.randn(batch, n, L), torch.randn(batch, n, L),
+            torch.randn(d) if full else None, torch.randn(batch, d, L) if full else None,
+            torch.rand(d) * -3.0 - 1.0 if full else None]
+
+
+# (batch, d_inner, L, d_state, fwd_config, bwd_config, z / D / bias / softplus): lengths that are no multiple of the
+# chunk, channels no multiple of the block, the automatic plan, every backward block shape, forced segments
+SCAN_CASES = [
+    (2, 20, 37, 16, None, None, True),
+    (2, 20, 37, 16, None, (8, 1, 1), True),
+    (2, 20, 37, 16, (16, 1, 1), (16, 1, 1), False),
+    (1, 24, 300, 16, (32, 1, 3), (8, 1, 3), True),
+    (1, 10, 130, 64, (8, 1, 2), (4, 1, 2), True),
+    (1, 12, 45, 64, None, (2, 1, 1), False),
+]
+
+
+def run_scan() -> list[dict]:
+    rows = []
+    for batch, d, L, n, fwd_cfg, bwd_cfg, full in SCAN_CASES:
+        def ours(u, delta, A, B, C, D, z, bias):
+            return triton_scan.selective_scan_triton(u, delta, A, B, C, D, z, bias, delta_softplus=full,
+                                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg)
+
+        def ref(u, delta, A, B, C, D, z, bias):
+            return selective_scan_reference(u, delta, A, B, C, D, z, bias, delta_softplus=full)
+
+        rows.append({"case": f"scan {batch}x{d}x{L} N{n} fwd {fwd_cfg} bwd {bwd_cfg} full={full}",
+                     "errors": _compare(ours, ref, _scan_inputs(batch, d, L, n, full))})
+    return rows
+
+
+def run_conv() -> list[dict]:
+    rows = []
+    for batch, d, L, width, bias, silu in [(2, 7, 33, 4, True, True), (1, 5, 17, 3, False, False)]:
+        act = "silu" if silu else None
+        inputs = [torch.randn(batch, d, L), torch.randn(d, width), torch.randn(d) if bias else None]
+        errors = _compare(lambda x, w, b: triton_conv.causal_conv1d_triton(x, w, b, activation=act),
+                          lambda x, w, b: causal_conv1d_reference(x, w, b, activation=act), inputs)
+        rows.append({"case": f"conv {batch}x{d}x{L} width {width} bias={bias} silu={silu}", "errors": errors})
+    return rows
+
+
+def run_layout() -> list[dict]:
+    """The two layout kernels, forward only: each one's backward is the other (tests/test_kernels_layout.py)."""
+    rows = []
+    for batch, L, n_ch, top_k, scale in [(2, 37, 20, 1, 1.0), (1, 19, 9, 2, 0.5)]:
+        slots = batch * L * top_k
+        inverse = torch.randperm(slots)
+        src = torch.randn(slots, n_ch)
+        out = triton_gather.rows_to_channels_triton(src, inverse, top_k, batch, L, scale)
+        ref = experts.rows_to_channels_reference(src.double(), inverse, top_k, batch, L, scale)
+        rows.append({"case": f"rows_to_channels {batch}x{L} C{n_ch} k{top_k}", "errors": {"out": _rel(out, ref)}})
+        chans = torch.randn(batch, L, n_ch).transpose(1, 2)   # the layer's strided channels-first view
+        out = triton_gather.channels_to_rows_triton(chans, inverse, top_k, scale)
+        ref = experts.channels_to_rows_reference(chans.double(), inverse, top_k, scale)
+        rows.append({"case": f"channels_to_rows {batch}x{L} C{n_ch} k{top_k}", "errors": {"out": _rel(out, ref)}})
+    return rows
+
+
+GROUPS = {"scan": run_scan, "conv": run_conv, "layout": run_layout}
+
+
+def main() -> int:
+    group = sys.argv[1] if len(sys.argv) > 1 else ""
+    if group not in GROUPS:
+        print(f"usage: triton_interpreter_cases.py {'|'.join(GROUPS)}", file=sys.stderr)
+        return 2
+    _numpy2_index_fix()
+    torch.manual_seed(0)
+    failed = 0
+    start = time.time()
+    for row in GROUPS[group]():
+        bad = {k: e for k, e in row["errors"].items() if not e < (TOL_OUT if k == "out" else TOL_GRAD)}
+        row.update(ok=not bad, triton=triton.__version__, seconds=round(time.time() - start, 1))
+        failed += bool(bad)
+        print(json.dumps(row), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
