@@ -77,3 +77,20 @@ def test_default_block_shapes(d_state, backward, block_d):
 def test_short_sequences_are_not_split():
     assert plan_segments(31, _occ(4)).n_seg == 1      # segments are at least V2_MIN_SEGMENT_CHUNKS long
     assert plan_segments(32, _occ(4)).n_seg == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_fp32_contiguous_copies_at_most_once(dtype, transposed):
+    from torch.profiler import profile
+
+    from rom.kernels.triton_scan import _fp32_contiguous
+
+    base = torch.randn(2, 16, 37).to(dtype)
+    t = base.transpose(1, 2) if transposed else base
+    with profile() as prof:
+        out = _fp32_contiguous(t)
+    copies = sum(e.count for e in prof.key_averages() if e.key == "aten::copy_")
+    assert out.dtype == torch.float32 and out.is_contiguous() and out.shape == t.shape
+    assert torch.equal(out, t.float())
+    assert copies == (0 if dtype == torch.float32 and not transposed else 1)

@@ -1029,6 +1029,15 @@ def _summary_buffers(batch: int, rows: int, n_state: int, d_inner: int, device: 
             torch.empty((batch, rows, d_inner), device=device, dtype=torch.float32))
 
 
+def _fp32_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """t as contiguous fp32 in at most one copy. ``t.to(float32).contiguous()`` copies twice when t is a
+    non-contiguous view of another dtype (the cast keeps the view's strides, then contiguous() copies again),
+    and ``t.to(float32, memory_format=contiguous_format)`` returns a non-contiguous fp32 t unchanged."""
+    if t.dtype == torch.float32 or t.is_contiguous():
+        return t.to(torch.float32).contiguous()
+    return torch.empty(t.shape, dtype=torch.float32, device=t.device).copy_(t)
+
+
 def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, store_ckpt: bool,
                      config: tuple[int, ...] | None = None):
     batch, d_inner, seq_len = u.shape
@@ -1036,13 +1045,13 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
     n_chunks = triton.cdiv(seq_len, V2_CHUNK)
     block_d, num_warps, plan = _v2_launch(n_state, False, batch, d_inner, n_chunks, u.device, config)
     # B, C as fp32 (batch, L, N): one step's N values are contiguous (vector loads), 1/d_inner of u's size
-    Bt = B.transpose(1, 2).to(torch.float32).contiguous()
-    Ct = C.transpose(1, 2).to(torch.float32).contiguous()
+    Bt = _fp32_contiguous(B.transpose(1, 2))
+    Ct = _fp32_contiguous(C.transpose(1, 2))
     out = torch.empty((batch, d_inner, seq_len), device=u.device, dtype=u.dtype)
     ckpt = (torch.empty((batch, n_chunks, n_state, d_inner), device=u.device, dtype=torch.float32)
             if store_ckpt else out)
     zz = z if z is not None else u
-    At = A.t().to(torch.float32).contiguous()  # (N, d): tiles contiguous along channels, so N stays in-thread
+    At = _fp32_contiguous(A.t())  # (N, d): tiles contiguous along channels, so N stays in-thread
     bias = delta_bias if delta_bias is not None else u
     n_sum = plan.summaries(backward=False)
     sum_h, sum_dt = _summary_buffers(batch, n_sum, n_state, d_inner, u.device)
@@ -1087,7 +1096,7 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
                   if delta_bias is not None else None)
     zz = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
-    At = A.t().to(f32).contiguous()
+    At = _fp32_contiguous(A.t())
     n_sum = plan.summaries(backward=True)
     # rows for every sub-segment (the first segment's are never written), so rows are indexed by sub-segment
     sum_q, sum_dt = _summary_buffers(batch, plan.n_sub if n_sum else 0, n_state, d_inner, dev)
