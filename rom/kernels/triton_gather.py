@@ -35,14 +35,19 @@ _NUM_WARPS = 4
 if HAS_TRITON:
 
     @triton.jit
-    def _rows_to_channels_kernel(src_ptr, inv_ptr, out_ptr, seq_len, n_ch, s_src_r, scale,
-                                 TOP_K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _tile(seq_len, n_ch, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+        # grid (batch, time blocks, channel blocks): this program's offsets, masks and token ids
         pid_b = tl.program_id(0).to(tl.int64)
         offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
         offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         m_l = offs_l < seq_len
         m = m_l[:, None] & (offs_c < n_ch)[None, :]
-        tok = pid_b * seq_len + offs_l
+        return pid_b, offs_l, offs_c, m_l, m, pid_b * seq_len + offs_l
+
+    @triton.jit
+    def _rows_to_channels_kernel(src_ptr, inv_ptr, out_ptr, seq_len, n_ch, s_src_r, scale,
+                                 TOP_K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+        pid_b, offs_l, offs_c, m_l, m, tok = _tile(seq_len, n_ch, BLOCK_L, BLOCK_C)
         acc = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
         for j in tl.static_range(TOP_K):
             row = tl.load(inv_ptr + tok * TOP_K + j, mask=m_l, other=0).to(tl.int64)
@@ -54,12 +59,7 @@ if HAS_TRITON:
     @triton.jit
     def _channels_to_rows_kernel(src_ptr, inv_ptr, out_ptr, seq_len, n_ch, s_b, s_c, s_l, s_out_r, scale,
                                  TOP_K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
-        pid_b = tl.program_id(0).to(tl.int64)
-        offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
-        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        m_l = offs_l < seq_len
-        m = m_l[:, None] & (offs_c < n_ch)[None, :]
-        tok = pid_b * seq_len + offs_l
+        pid_b, offs_l, offs_c, m_l, m, tok = _tile(seq_len, n_ch, BLOCK_L, BLOCK_C)
         v = tl.load(src_ptr + pid_b * s_b + offs_c[None, :] * s_c + offs_l[:, None] * s_l, mask=m, other=0.0)
         v = (v.to(tl.float32) * scale).to(out_ptr.dtype.element_ty)
         for j in tl.static_range(TOP_K):
