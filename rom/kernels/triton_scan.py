@@ -326,6 +326,25 @@ if HAS_TRITON:
         return tl.load(base + t * N + offs_n, mask=(offs_n < N) & (t >= 0) & (t < seq_len), other=0.0)
 
     @triton.jit
+    def _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr):
+        # grid (batch, channel blocks, segments or sub-segments): this program's channels, and A^T's
+        # (N, BLOCK_D) tile in fp32 (the v2 kernels' common start)
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        offs_t = tl.arange(0, T)
+        A = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
+                    mask=mask_d[None, :], other=0.0).to(tl.float32)
+        return pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A
+
+    @triton.jit
+    def _channel_vector(ptr, offs_d, mask_d):
+        # a per-channel fp32 vector (D, delta_bias) for this program's channels
+        return tl.load(ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+    @triton.jit
     def _compose_segments(sum_h_ptr, sum_dt_ptr, pid_b, n_sub, k_first, n_steps, k_step, n_channels,
                           offs_n, offs_d, mask_d, A2, FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr):
         # Carry into a segment from the summaries (x_k, sum_dt_k) of sub-segments k_first, k_first + k_step, ...
@@ -352,17 +371,11 @@ if HAS_TRITON:
     ):
         # Sub-segment k = program_id(2) (chunks [k * span, (k + 1) * span)), scanned from a zero state without
         # outputs: its end state and its sum of delta' (steps past seq_len count as delta' = 0, the identity).
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         k = tl.program_id(2)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < n_channels
-        offs_n = tl.arange(0, N)
-        offs_t = tl.arange(0, T)
-        A2 = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
-                     mask=mask_d[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+        A2 = A * 1.4426950408889634
         if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            bias = _channel_vector(bias_ptr, offs_d, mask_d)
         u_rows = u_ptr + pid_b * s_u_b + offs_d * s_u_d
         dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
         Bt_base = Bt_ptr + pid_b * seq_len * N
@@ -422,19 +435,13 @@ if HAS_TRITON:
         # PREFETCH (1 or 2): how many steps ahead B_t and C_t are loaded. Each SM's first read of a row is an
         # L2 hit (~250 cycles), while one step of the recurrence is ~130 cycles of exponentials for the one
         # warp a scheduler has: loaded when needed, that latency was 56% of the forward's cycles (ncu).
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         pid_s = tl.program_id(2)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < n_channels
-        offs_n = tl.arange(0, N)
-        offs_t = tl.arange(0, T)
-        A2 = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
-                     mask=mask_d[None, :], other=0.0).to(tl.float32) * 1.4426950408889634   # (N, BLOCK_D)
+        A2 = A * 1.4426950408889634   # (N, BLOCK_D)
         if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Dv = _channel_vector(D_ptr, offs_d, mask_d)
         if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            bias = _channel_vector(bias_ptr, offs_d, mask_d)
         u_rows = u_ptr + pid_b * s_u_b + offs_d * s_u_d
         dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
         z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
@@ -566,22 +573,15 @@ if HAS_TRITON:
         # with the adjoint entering from the right composed from the summaries (sum_q, sum_dt) of the
         # sub-segments after it, right to left (see _scan_bwd_summary_kernel_v2).
         tl.static_assert(T == 8)
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         pid_s = tl.program_id(2)
         n_dblk = tl.num_programs(1)
         n_seg = tl.num_programs(2)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < n_channels
-        offs_n = tl.arange(0, N)
-        offs_t = tl.arange(0, T)
-        A = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
-                    mask=mask_d[None, :], other=0.0).to(tl.float32)
         A2 = A * 1.4426950408889634
         if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Dv = _channel_vector(D_ptr, offs_d, mask_d)
         if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            bias = _channel_vector(bias_ptr, offs_d, mask_d)
         u_rows = u_ptr + pid_b * s_u_b + offs_d * s_u_d
         dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
         z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
@@ -722,17 +722,11 @@ if HAS_TRITON:
     ):
         # Sub-segment k = k_first + program_id(2), walked backwards from a zero adjoint: the q = a_t g_t it hands
         # to the step before it (g_t = C_t dy_t + q_{t+1}, which needs no state), and its sum of delta'.
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         k = k_first + tl.program_id(2)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < n_channels
-        offs_n = tl.arange(0, N)
-        offs_t = tl.arange(0, T)
-        A2 = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
-                     mask=mask_d[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+        A2 = A * 1.4426950408889634
         if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            bias = _channel_vector(bias_ptr, offs_d, mask_d)
         dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
         z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
         do_rows = dout_ptr + pid_b * s_do_b + offs_d * s_do_d
