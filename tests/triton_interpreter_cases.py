@@ -98,15 +98,25 @@ SCAN_CASES = [
 def run_scan() -> list[dict]:
     rows = []
     for batch, d, L, n, fwd_cfg, bwd_cfg, full in SCAN_CASES:
-        def ours(u, delta, A, B, C, D, z, bias):
+        def ours(u, delta, A, B, C, D, z, bias, impl="v2"):
             return triton_scan.selective_scan_triton(u, delta, A, B, C, D, z, bias, delta_softplus=full,
-                                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg)
+                                                     fwd_config=fwd_cfg, bwd_config=bwd_cfg, impl=impl)
 
         def ref(u, delta, A, B, C, D, z, bias):
             return selective_scan_reference(u, delta, A, B, C, D, z, bias, delta_softplus=full)
 
-        rows.append({"case": f"scan {batch}x{d}x{L} N{n} fwd {fwd_cfg} bwd {bwd_cfg} full={full}",
-                     "errors": _compare(ours, ref, _scan_inputs(batch, d, L, n, full))})
+        inputs = _scan_inputs(batch, d, L, n, full)
+        name = f"{batch}x{d}x{L} N{n} fwd {fwd_cfg} bwd {bwd_cfg} full={full}"
+        rows.append({"case": f"scan {name}", "errors": _compare(ours, ref, inputs)})
+        with torch.no_grad():   # the forward without checkpoints (its own B / C lookahead)
+            out = ours(*inputs)
+            rows.append({"case": f"scan no-grad forward {name}",
+                         "errors": {"out": _rel(out, ref(*[t.double() if t is not None else None for t in inputs]))}})
+    # v1, the chunked associative scan kept for comparison
+    rows.append({"case": "scan v1 2x20x37 N16 full=True",
+                 "errors": _compare(lambda *x: triton_scan.selective_scan_triton(*x, delta_softplus=True, impl="v1"),
+                                    lambda *x: selective_scan_reference(*x, delta_softplus=True),
+                                    _scan_inputs(2, 20, 37, 16, True))})
     return rows
 
 
