@@ -74,6 +74,21 @@ if HAS_TRITON:
         return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
 
     @triton.jit
+    def _program_channels(n_channels, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr):
+        # grid (batch, channel blocks, ...): this program's batch row, channels and their mask, and the state and
+        # time offsets (T: the chunk length)
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        return pid_b, pid_d, offs_d, mask_d, tl.arange(0, N), tl.arange(0, T)
+
+    @triton.jit
+    def _channel_vector(ptr, offs_d, mask_d):
+        # a per-channel fp32 vector (D, delta_bias) for this program's channels
+        return tl.load(ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+    @triton.jit
     def _scan_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
         n_channels, seq_len, n_chunks,
@@ -88,20 +103,15 @@ if HAS_TRITON:
         STORE_CKPT: tl.constexpr,
         N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
     ):
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < n_channels
-        offs_n = tl.arange(0, N)
-        offs_k = tl.arange(0, CHUNK)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_k = _program_channels(n_channels, N, BLOCK_D, CHUNK)
 
         # exp(dt * A) computed as exp2(dt * A * log2 e)
         A2 = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n,
                      mask=mask_d[:, None], other=0.0).to(tl.float32) * 1.4426950408889634
         if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Dv = _channel_vector(D_ptr, offs_d, mask_d)
         if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            bias = _channel_vector(bias_ptr, offs_d, mask_d)
 
         u_base = u_ptr + pid_b * s_u_b + offs_d[None, :] * s_u_d
         dt_base = dt_ptr + pid_b * s_dt_b + offs_d[None, :] * s_dt_d
@@ -158,20 +168,15 @@ if HAS_TRITON:
     ):
         # Output buffers du, ddt, dz are contiguous (batch, d, L); dA is (batch, d, N) fp32 partials,
         # dD / dbias (batch, d) fp32 partials; dB / dC contiguous fp32 (batch, N, L), accumulated atomically.
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < n_channels
-        offs_n = tl.arange(0, N)
-        offs_k = tl.arange(0, CHUNK)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_k = _program_channels(n_channels, N, BLOCK_D, CHUNK)
 
         A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n,
                     mask=mask_d[:, None], other=0.0).to(tl.float32)
         A2 = A * 1.4426950408889634
         if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Dv = _channel_vector(D_ptr, offs_d, mask_d)
         if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            bias = _channel_vector(bias_ptr, offs_d, mask_d)
 
         u_base = u_ptr + pid_b * s_u_b + offs_d[None, :] * s_u_d
         dt_base = dt_ptr + pid_b * s_dt_b + offs_d[None, :] * s_dt_d
@@ -327,22 +332,18 @@ if HAS_TRITON:
 
     @triton.jit
     def _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr):
-        # grid (batch, channel blocks, segments or sub-segments): this program's channels, and A^T's
-        # (N, BLOCK_D) tile in fp32 (the v2 kernels' common start)
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < n_channels
-        offs_n = tl.arange(0, N)
-        offs_t = tl.arange(0, T)
+        # the v2 kernels' common start: this program's channels, A^T's (N, BLOCK_D) tile in fp32, and A2 = A log2 e
+        # (exp(dt A) is computed as exp2(dt A2))
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t = _program_channels(n_channels, N, BLOCK_D, T)
         A = tl.load(A_ptr + offs_n[:, None] * s_A_n + offs_d[None, :] * s_A_d,
                     mask=mask_d[None, :], other=0.0).to(tl.float32)
-        return pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A
+        return pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A, A * 1.4426950408889634
 
     @triton.jit
-    def _channel_vector(ptr, offs_d, mask_d):
-        # a per-channel fp32 vector (D, delta_bias) for this program's channels
-        return tl.load(ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    def _chunk_range(s, span, n_chunks):
+        # chunks [s * span, min((s + 1) * span, n_chunks)) of segment or sub-segment s
+        c_lo = s * span
+        return c_lo, tl.minimum(c_lo + span, n_chunks)
 
     @triton.jit
     def _compose_segments(sum_h_ptr, sum_dt_ptr, pid_b, n_sub, k_first, n_steps, k_step, n_channels,
@@ -371,16 +372,15 @@ if HAS_TRITON:
     ):
         # Sub-segment k = program_id(2) (chunks [k * span, (k + 1) * span)), scanned from a zero state without
         # outputs: its end state and its sum of delta' (steps past seq_len count as delta' = 0, the identity).
-        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A, A2 = _v2_program(
+            A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         k = tl.program_id(2)
-        A2 = A * 1.4426950408889634
         if HAS_BIAS:
             bias = _channel_vector(bias_ptr, offs_d, mask_d)
         u_rows = u_ptr + pid_b * s_u_b + offs_d * s_u_d
         dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
         Bt_base = Bt_ptr + pid_b * seq_len * N
-        c_lo = k * span
-        c_hi = tl.minimum(c_lo + span, n_chunks)
+        c_lo, c_hi = _chunk_range(k, span, n_chunks)
         h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         sdt = tl.zeros((BLOCK_D,), dtype=tl.float32)
         tt_n = c_lo * T + offs_t
@@ -435,9 +435,9 @@ if HAS_TRITON:
         # PREFETCH (1 or 2): how many steps ahead B_t and C_t are loaded. Each SM's first read of a row is an
         # L2 hit (~250 cycles), while one step of the recurrence is ~130 cycles of exponentials for the one
         # warp a scheduler has: loaded when needed, that latency was 56% of the forward's cycles (ncu).
-        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A, A2 = _v2_program(
+            A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         pid_s = tl.program_id(2)
-        A2 = A * 1.4426950408889634   # (N, BLOCK_D)
         if HAS_D:
             Dv = _channel_vector(D_ptr, offs_d, mask_d)
         if HAS_BIAS:
@@ -452,8 +452,7 @@ if HAS_TRITON:
 
         h = _compose_segments(sum_h_ptr, sum_dt_ptr, pid_b, n_sub, 0, pid_s * sub_per_prog, 1, n_channels,
                               offs_n, offs_d, mask_d, A2, FAST, N, BLOCK_D)
-        c_lo = pid_s * span
-        c_hi = tl.minimum(c_lo + span, n_chunks)
+        c_lo, c_hi = _chunk_range(pid_s, span, n_chunks)
         # software pipelining by hand: the next chunk's tiles are in flight while this chunk computes
         tt_first = c_lo * T + offs_t
         m_next = (tt_first < seq_len)[:, None] & mask_d[None, :]
@@ -573,11 +572,11 @@ if HAS_TRITON:
         # with the adjoint entering from the right composed from the summaries (sum_q, sum_dt) of the
         # sub-segments after it, right to left (see _scan_bwd_summary_kernel_v2).
         tl.static_assert(T == 8)
-        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A, A2 = _v2_program(
+            A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         pid_s = tl.program_id(2)
         n_dblk = tl.num_programs(1)
         n_seg = tl.num_programs(2)
-        A2 = A * 1.4426950408889634
         if HAS_D:
             Dv = _channel_vector(D_ptr, offs_d, mask_d)
         if HAS_BIAS:
@@ -593,8 +592,7 @@ if HAS_TRITON:
         ck_base = ckpt_ptr + pid_b * n_chunks * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :]
         g_rows = (pid_b * n_channels + offs_d) * seq_len                   # contiguous (b, d, L) grads
 
-        c_lo = pid_s * span
-        c_hi = tl.minimum(c_lo + span, n_chunks)
+        c_lo, c_hi = _chunk_range(pid_s, span, n_chunks)
         k_last = n_sub - 1
         q = _compose_segments(sum_q_ptr, sum_dt_ptr, pid_b, n_sub, k_last, n_sub - (pid_s + 1) * sub_per_prog, -1,
                               n_channels, offs_n, offs_d, mask_d, A2, FAST, N, BLOCK_D)
@@ -722,17 +720,16 @@ if HAS_TRITON:
     ):
         # Sub-segment k = k_first + program_id(2), walked backwards from a zero adjoint: the q = a_t g_t it hands
         # to the step before it (g_t = C_t dy_t + q_{t+1}, which needs no state), and its sum of delta'.
-        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A = _v2_program(A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
+        pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A, A2 = _v2_program(
+            A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         k = k_first + tl.program_id(2)
-        A2 = A * 1.4426950408889634
         if HAS_BIAS:
             bias = _channel_vector(bias_ptr, offs_d, mask_d)
         dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
         z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
         do_rows = dout_ptr + pid_b * s_do_b + offs_d * s_do_d
         Ct_base = Ct_ptr + pid_b * seq_len * N
-        c_lo = k * span
-        c_hi = tl.minimum(c_lo + span, n_chunks)
+        c_lo, c_hi = _chunk_range(k, span, n_chunks)
         q = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         sdt = tl.zeros((BLOCK_D,), dtype=tl.float32)
         # the previous chunk's tiles, and C_t two steps ahead (backwards in time), load while this chunk computes
