@@ -20,7 +20,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -44,18 +44,18 @@ def _step(layer: torch.nn.Module, x: torch.Tensor) -> None:
     y.float().sum().backward()
 
 
-def _host_ms(layer: torch.nn.Module, x: torch.Tensor) -> float:
-    """Host time to issue one forward + backward, the GPU kept busy so that launches never wait."""
+def _host_ms(fn: Callable[[], None], calls: int = HOST_ITERS, reps: int = 5) -> float:
+    """Host time (ms) to issue one fn() from an idle GPU: after 3 warm-up calls, the best of ``reps`` runs of
+    ``calls`` back-to-back calls, few enough that launches never wait on a full queue."""
     for _ in range(3):
-        _step(layer, x)
-    torch.cuda.synchronize()
+        fn()
     best = float("inf")
-    for _ in range(5):
+    for _ in range(reps):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        for _ in range(HOST_ITERS):
-            _step(layer, x)
-        best = min(best, (time.perf_counter() - t0) / HOST_ITERS * 1e3)
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e3)
     torch.cuda.synchronize()
     return best
 
@@ -106,16 +106,7 @@ def _scan_host_ms(backend: str, batch: int, d_inner: int, seq_len: int, d_state:
                                    backend=backend)
         y.backward(torch.ones_like(y))
 
-    for _ in range(3):
-        call()
-    best = float("inf")
-    for _ in range(10):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        call()
-        best = min(best, (time.perf_counter() - t0) * 1e3)
-    torch.cuda.synchronize()
-    return best
+    return _host_ms(call, calls=1, reps=10)
 
 
 def main() -> None:
@@ -135,7 +126,7 @@ def main() -> None:
     }
     summary, tops = [], {}
     for name, layer in layers.items():
-        summary.append({"layer": name, "host_ms_per_fwd_bwd": _host_ms(layer, x),
+        summary.append({"layer": name, "host_ms_per_fwd_bwd": _host_ms(lambda: _step(layer, x)),
                         "kernels_per_fwd_bwd": _kernel_launches(layer, x)})
         tops[name] = _top_functions(layer, x)
         print(summary[-1], flush=True)

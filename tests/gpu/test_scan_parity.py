@@ -49,6 +49,20 @@ def _check_gradients(out, out_ref, ours: dict, ref: dict, dtype) -> None:
     assert not bad, f"gradient rel errors over {tol_grad}: {bad} (all: {errors})"
 
 
+def _forward_against_float64(x: dict, dtype, full: bool, **scan_kwargs):
+    """Our scan (outputs poisoned first) and the float64 reference on copies of x; the forward within the
+    dtype's tolerance. Returns (out, out_ref, ours, ref) for the gradient checks."""
+    from rom.kernels.triton_scan import selective_scan_triton
+
+    ours = {k: (v.clone().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    ref = {k: (v.detach().double().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    poison_cuda_cache()
+    out = selective_scan_triton(*[ours[k] for k in NAMES], delta_softplus=full, **scan_kwargs)
+    out_ref = selective_scan_f64(*[ref[k] for k in NAMES], delta_softplus=full)
+    assert rel_err(out, out_ref) < TOL[dtype][0], f"forward rel err {rel_err(out, out_ref):.3e}"
+    return out, out_ref, ours, ref
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("full", [True, False], ids=["z-D-bias-softplus", "plain"])
@@ -57,19 +71,10 @@ def test_scan_forward_backward_matches_float64(shape, dtype, full, impl):
     if impl == "v1" and dtype != torch.float32:
         pytest.skip("v1 (kept for comparison) is checked in fp32 only")
     pytest.importorskip("triton")
-    from rom.kernels.triton_scan import selective_scan_triton
-
     seed = hash((shape, str(dtype), full)) % 2**31
     x = _inputs(*shape, dtype=dtype, full=full, seed=seed)
-    ours = {k: (v.clone().requires_grad_(True) if v is not None else None) for k, v in x.items()}
-    ref = {k: (v.detach().double().requires_grad_(True) if v is not None else None) for k, v in x.items()}
-    poison_cuda_cache()
-    out = selective_scan_triton(*[ours[k] for k in NAMES], delta_softplus=full, impl=impl)
-    out_ref = selective_scan_f64(*[ref[k] for k in NAMES], delta_softplus=full)
+    out, out_ref, ours, ref = _forward_against_float64(x, dtype, full, impl=impl)
     assert out.dtype == dtype and out.shape == out_ref.shape
-    tol_out = TOL[dtype][0]
-    assert rel_err(out, out_ref) < tol_out, f"forward rel err {rel_err(out, out_ref):.3e}"
-
     _check_gradients(out, out_ref, ours, ref, dtype)
     for k in NAMES:
         if ours[k] is not None:
@@ -102,14 +107,8 @@ def test_segmented_scan_matches_float64(case, dtype, full):
         _, _, plan = ts._v2_launch(d_state, True, batch, d_inner, n_chunks, torch.device("cuda"), None)
         assert plan.n_seg > 1, plan
     x = _inputs(*shape, dtype=dtype, full=full, seed=hash((tuple(case), str(dtype), full)) % 2**31)
-    ours = {k: (v.clone().requires_grad_(True) if v is not None else None) for k, v in x.items()}
-    ref = {k: (v.detach().double().requires_grad_(True) if v is not None else None) for k, v in x.items()}
-    poison_cuda_cache()
-    out = ts.selective_scan_triton(*[ours[k] for k in NAMES], delta_softplus=full, fwd_config=fwd_cfg,
-                                   bwd_config=bwd_cfg)
-    out_ref = selective_scan_f64(*[ref[k] for k in NAMES], delta_softplus=full)
+    out, out_ref, ours, ref = _forward_against_float64(x, dtype, full, fwd_config=fwd_cfg, bwd_config=bwd_cfg)
     tol_out = TOL[dtype][0]
-    assert rel_err(out, out_ref) < tol_out, f"forward rel err {rel_err(out, out_ref):.3e}"
     with torch.no_grad():  # the no-checkpoint forward takes the same plan
         assert rel_err(ts.selective_scan_triton(*[x[k] for k in NAMES], delta_softplus=full, fwd_config=fwd_cfg),
                        out_ref) < tol_out
@@ -183,14 +182,7 @@ BLOCKS = [(2, 96, 37, 16, 4), (2, 96, 37, 16, 8), (2, 96, 37, 16, 16), (8, 48, 5
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_backward_block_shapes_match_float64(case, dtype):
     pytest.importorskip("triton")
-    import rom.kernels.triton_scan as ts
-
     *shape, block_d = case
     x = _inputs(*shape, dtype=dtype, full=True, seed=hash((tuple(case), str(dtype))) % 2**31)
-    ours = {k: v.clone().requires_grad_(True) for k, v in x.items()}
-    ref = {k: v.detach().double().requires_grad_(True) for k, v in x.items()}
-    poison_cuda_cache()
-    out = ts.selective_scan_triton(*[ours[k] for k in NAMES], delta_softplus=True, bwd_config=(block_d, 1, 1))
-    out_ref = selective_scan_f64(*[ref[k] for k in NAMES], delta_softplus=True)
-    assert rel_err(out, out_ref) < TOL[dtype][0]
+    out, out_ref, ours, ref = _forward_against_float64(x, dtype, True, bwd_config=(block_d, 1, 1))
     _check_gradients(out, out_ref, ours, ref, dtype)
