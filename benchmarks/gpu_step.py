@@ -5,10 +5,12 @@ MFU = (training FLOPs per token from rom.accounting) x tokens/s / the measured b
 (also reported against the 989 TFLOP/s H100 SXM datasheet figure).
 
 Scan kernels compared: ``auto`` (our Triton scan) and, when mamba-ssm is installed, ``mamba_ssm`` (its
-``selective_scan_fn``). Both run in the *same* model instance, with the same optimizer, conv and expert
-kernels: only the SelectiveScan modules' backend is switched, so the ratio is the scan's alone. The two are
-timed in alternating rounds (A B, B A, ...) of a few steps each, so that drift of this shared host (clocks,
-neighbours) falls on both alike; the spread of the per-round ratios is reported with the median.
+``selective_scan_fn``), each run eagerly and with forward+backward replayed as one CUDA graph (``+graph``, what
+``train.cuda_graphs`` does; ``--no-graphs`` skips those). All variants run in the *same* model instance, with
+the same optimizer, conv and expert kernels: only the SelectiveScan modules' backend is switched, so the
+backend ratio is the scan's alone. Variants are timed in alternating rounds (A B C D, D C B A, ...) of a few
+steps each, so that drift of this shared host (clocks, neighbours) falls on all alike; the spread of the
+per-round ratios is reported with the median.
 
     python benchmarks/gpu_step.py [--seq-len 2048] [--rounds 4] [--steps 4] [--out-dir DIR]
 """
@@ -34,6 +36,7 @@ from rom.accounting import count_flops, count_params  # noqa: E402
 from rom.config import MambaConfig, ModelConfig, Pattern, RoMConfig  # noqa: E402
 from rom.layers.mamba import SelectiveScan  # noqa: E402
 from rom.models import build_model  # noqa: E402
+from rom.train.cuda_graph import CapturedStep  # noqa: E402
 
 # (name, d_model, n_layer, batch): ~15M, ~115M, ~350M dense parameters with vocab 32000
 SIZES = [("15m", 256, 12, 16), ("115m", 768, 24, 8), ("350m", 1024, 48, 4)]
@@ -53,41 +56,76 @@ def _set_scan_backend(model: torch.nn.Module, backend: str) -> None:
 
 
 def _time_rounds(cfg: ModelConfig, backends: list[str], batch: int, seq_len: int, rounds: int,
-                 steps: int) -> dict[str, list[list[float]]]:
-    """Step times (ms) per backend and round: one model, the scan backend switched between rounds."""
+                 steps: int, graphs: bool) -> dict[str, list[list[float]]]:
+    """Step times (ms) per variant and round: one model, the scan backend switched between rounds.
+
+    Variants are the backends run eagerly and, with ``graphs``, each backend's step replayed as a CUDA graph
+    (rom.train.cuda_graph, as ``train.cuda_graphs`` runs it): "<backend>" and "<backend>+graph".
+    """
     torch.manual_seed(0)
     with torch.device("cuda"):  # initialise on the GPU: a 2.5B-parameter model is slow to build on the CPU
         model = build_model(cfg, backend="auto")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     ids = [torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda") for _ in range(2)]
+    static_ids = ids[0].clone()
 
-    def step(i: int) -> None:
-        x = ids[i % 2]
+    def forward_backward(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(x[:, :-1])
             loss = F.cross_entropy(out.logits.flatten(0, 1).float(), x[:, 1:].flatten()) + out.aux_loss
         loss.backward()
+        return loss.detach()
+
+    def eager_step(i: int) -> None:
+        forward_backward(ids[i % 2])
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    captured: dict[str, CapturedStep] = {}
+    grads: dict[torch.nn.Parameter, torch.Tensor] = {}
+
+    def graph_step(backend: str, i: int) -> None:
+        static_ids.copy_(ids[i % 2])
+        captured[backend].replay()
+        opt.step()
+        opt.zero_grad(set_to_none=False)  # in place: the graph adds into these tensors
+
+    variants = backends + ([f"{b}+graph" for b in backends] if graphs else [])
+
+    def run(variant: str, i: int) -> None:
+        backend, _, graph = variant.partition("+")
+        _set_scan_backend(model, backend)
+        if graph:
+            graph_step(backend, i)
+        else:
+            eager_step(i)
 
     for backend in backends:  # warm-up: compilation, allocator, cuBLAS handles
         _set_scan_backend(model, backend)
         for i in range(3):
-            step(i)
+            eager_step(i)
+    if graphs:
+        for backend in backends:  # one graph per backend; all share the same .grad tensors
+            _set_scan_backend(model, backend)
+            captured[backend] = CapturedStep(lambda: forward_backward(static_ids), model.parameters())
+        grads = {p: p.grad for p in model.parameters() if p.grad is not None}
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times: dict[str, list[list[float]]] = {b: [] for b in backends}
+    times: dict[str, list[list[float]]] = {v: [] for v in variants}
     for r in range(rounds):
-        for backend in (backends if r % 2 == 0 else backends[::-1]):
-            _set_scan_backend(model, backend)
+        for variant in (variants if r % 2 == 0 else variants[::-1]):
+            if variant.endswith("+graph"):  # an eager round set the grads to None: hand the graph's back
+                for p, g in grads.items():
+                    p.grad = g.zero_()
+            run(variant, 0)  # untimed: the switch (backend, grads) settles
             round_ms = []
             for i in range(steps):
                 start.record()
-                step(i)
+                run(variant, i)
                 end.record()
                 end.synchronize()
                 round_ms.append(start.elapsed_time(end))
-            times[backend].append(round_ms)
+            times[variant].append(round_ms)
     return times   # the model and optimizer go with this frame; the caller empties the allocator cache
 
 
@@ -97,6 +135,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="15m,115m,350m")
     ap.add_argument("--rounds", type=int, default=4, help="alternating rounds per backend")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round")
+    ap.add_argument("--no-graphs", action="store_true", help="eager steps only (no CUDA-graph variants)")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args()
     facts = device_facts()
@@ -124,7 +163,8 @@ def main() -> None:
             bsz = batch
             while True:
                 try:
-                    times = _time_rounds(cfg, backends, bsz, args.seq_len, args.rounds, args.steps)
+                    times = _time_rounds(cfg, backends, bsz, args.seq_len, args.rounds, args.steps,
+                                         graphs=not args.no_graphs)
                     torch.cuda.empty_cache()
                     break
                 except torch.cuda.OutOfMemoryError:
@@ -132,33 +172,42 @@ def main() -> None:
                     if bsz == 1:
                         raise
                     bsz //= 2
-            for backend in backends:
-                ms = statistics.median([t for rnd in times[backend] for t in rnd])
+            by_variant: dict[str, dict[str, Any]] = {}
+            for variant in times:
+                ms = statistics.median([t for rnd in times[variant] for t in rnd])
                 tok_s = bsz * args.seq_len / (ms / 1e3)
-                rows.append({"model": label, "backend": backend, "params_total_M": params.total / 1e6,
+                rows.append({"model": label, "backend": variant, "params_total_M": params.total / 1e6,
                              "params_active_M": params.active / 1e6, "batch": bsz, "seq_len": args.seq_len,
                              "step_ms": ms, "tokens_per_s": tok_s,
                              "mfu_measured_peak": flops_tok * tok_s / (peak * 1e12),
                              "mfu_datasheet": flops_tok * tok_s / (DATASHEET_TFLOPS * 1e12),
                              "train_flops_per_token": flops_tok,
-                             "step_ms_per_round": [statistics.median(rnd) for rnd in times[backend]]})
+                             "step_ms_per_round": [statistics.median(rnd) for rnd in times[variant]]})
+                by_variant[variant] = rows[-1]
                 print(rows[-1], f"[{time.time() - t_start:.0f}s]", flush=True)
-            if len(backends) == 2:
-                ours, theirs = rows[-2], rows[-1]
-                per_round = [b / a for a, b in zip(ours["step_ms_per_round"], theirs["step_ms_per_round"])]
-                summary.append({"model": label, "ours_over_mamba_ssm_tokens_per_s": theirs["step_ms"] / ours["step_ms"],
-                                "per_round_min": min(per_round), "per_round_max": max(per_round)})
+            # (name, faster candidate, slower baseline): tokens/s ratios, per alternating round too
+            pairs = [("ours/mamba_ssm eager", "auto", "mamba_ssm"),
+                     ("ours/mamba_ssm graphs", "auto+graph", "mamba_ssm+graph"),
+                     ("ours graphs/eager", "auto+graph", "auto")]
+            for what, a, b in pairs:
+                if a in by_variant and b in by_variant:
+                    per_round = [tb / ta for ta, tb in zip(by_variant[a]["step_ms_per_round"],
+                                                           by_variant[b]["step_ms_per_round"])]
+                    summary.append({"model": label, "ratio": what,
+                                    "tokens_per_s_ratio": by_variant[b]["step_ms"] / by_variant[a]["step_ms"],
+                                    "per_round_min": min(per_round), "per_round_max": max(per_round)})
     payload = {"benchmark": "train_step", "device": facts, "matmul_peak_tflops_measured": peak,
                "datasheet_tflops": DATASHEET_TFLOPS, "results": rows, "ratios": summary,
-               "note": (f"bf16 autocast, fp32 params, fused AdamW; one model per row pair, scan backend switched "
-                        f"between {args.rounds} alternating rounds of {args.steps} steps after 3 warm-up steps "
-                        f"per backend; median over all timed steps")}
+               "note": (f"bf16 autocast, fp32 params, fused AdamW; one model per size, its scan backend switched "
+                        f"between {args.rounds} alternating rounds of {args.steps} steps (after one untimed step) "
+                        f"per variant, after 3 warm-up steps per backend; '+graph' = forward+backward replayed as "
+                        f"one CUDA graph (rom.train.cuda_graph), optimizer eager; median over all timed steps")}
     path = write_result("gpu_step", payload, args.out_dir)
     print(f"\nwrote {path}; measured bf16 matmul peak {peak:.0f} TFLOP/s; {facts['gpu']} torch {facts['torch']}")
     print_table(rows, ["model", "backend", "params_total_M", "params_active_M", "batch", "step_ms", "tokens_per_s",
                        "mfu_measured_peak"])
     if summary:
-        print_table(summary, ["model", "ours_over_mamba_ssm_tokens_per_s", "per_round_min", "per_round_max"])
+        print_table(summary, ["model", "ratio", "tokens_per_s_ratio", "per_round_min", "per_round_max"])
 
 
 if __name__ == "__main__":

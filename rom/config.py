@@ -349,6 +349,9 @@ class TrainConfig:
     backend: Backend = Backend.AUTO
     parallelism: Parallelism = Parallelism.DDP  # under torchrun
     compile: bool = False
+    # replay forward + backward of each micro-batch as one captured CUDA graph (rom.train.cuda_graph): removes
+    # the host's per-kernel launch cost; one CUDA process only, not with compile; ignored on CPU
+    cuda_graphs: bool = False
     eval_every: int = 0  # steps between validation passes; 0 = only at the end
     eval_batches: int = 8
     checkpoint_every: int = 100  # steps
@@ -365,6 +368,9 @@ class TrainConfig:
                 f"{prefix}.batch_size={self.batch_size} must be a multiple of "
                 f"{prefix}.micro_batch_size={self.micro_batch_size}"
             )
+        if self.cuda_graphs and self.compile:
+            raise ConfigError(f"{prefix}.cuda_graphs and {prefix}.compile are exclusive: pick one (torch.compile "
+                              f"has its own CUDA graphs, mode='reduce-overhead')")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"{prefix}.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -435,7 +441,7 @@ class RunConfig:
         payload = to_dict(self)
         for key in ("name", "study", "role"):
             payload.pop(key)
-        for runtime_only in ("backend", "compile", "threads", "log_every", "checkpoint_every", "parallelism"):
+        for runtime_only in ("backend", "compile", "cuda_graphs", "threads", "log_every", "checkpoint_every", "parallelism"):
             payload["train"].pop(runtime_only)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]

@@ -24,6 +24,17 @@ class RouterStats:
     logits: torch.Tensor | None = None  # (T, E) fp32, detached: source of the lazy diagnostics
     z_loss_value: torch.Tensor | None = None  # scalar with grad when the z-loss is part of the objective
 
+    def snapshot(self) -> "RouterStats":
+        """A detached copy whose tensors are its own: for statistics that live in a CUDA graph's memory, which
+        the graph's next replay overwrites (rom.train.cuda_graph)."""
+
+        def own(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.detach().clone()
+
+        return RouterStats(name=self.name, layer=self.layer, tokens_per_expert=own(self.tokens_per_expert),
+                           load_balance_loss=own(self.load_balance_loss), weighted_loss=own(self.weighted_loss),
+                           logits=own(self.logits), z_loss_value=own(self.z_loss_value))
+
     @property
     def entropy(self) -> torch.Tensor:
         """Mean router entropy (nats), detached."""

@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rom.config import ConfigError, Parallelism, RunConfig, to_dict
-from rom.eval.perplexity import autocast_context, precision_name, score_windows
+from rom.eval.perplexity import precision_name, score_windows
 from rom.io import atomic_write_json
 from rom.records import load_json, make_part, now_iso
 from rom.train import distributed as D
 from rom.train import factory
 from rom.train.checkpoint import (CheckpointError, check_same_run, checkpoint_dir, load_checkpoint, rng_state,
                                   save_checkpoint, save_model, set_rng_state)
+from rom.train.cuda_graph import GraphedMicroStep, micro_batch_loss
 from rom.train.metrics import MetricsWriter, router_metrics
 from rom.train.optim import build_optimizer
 from rom.train.peaks import mfu, peak_flops
@@ -223,6 +223,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     main = info.is_main
     run_id, config_hash = cfg.run_id, cfg.config_hash()
     micro, accum = _batch_layout(cfg, info.world_size)
+    use_graphs = t.cuda_graphs and info.device.type == "cuda"
+    if use_graphs and info.distributed:
+        raise ConfigError(f"train.cuda_graphs=true runs one CUDA process; this run has {info.world_size} "
+                          f"(torchrun): set train.cuda_graphs=false")
     total_steps = t.steps
     tokens_per_step = t.tokens_per_step
     if t.threads:
@@ -307,6 +311,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         s, c = D.all_reduce_sum(info, [s, float(c)])
         return s / c
 
+    if t.cuda_graphs and not use_graphs:
+        log.warning("train.cuda_graphs=true ignored: device %s is not CUDA", info.device)
+    graphed: GraphedMicroStep | None = None  # captured at the first micro-batch when use_graphs
+
     hook = _test_hook()
     stop = _StopFlag()
     stop.install()
@@ -369,7 +377,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             if D.any_rank(info, stop.signum is not None):
                 break
             log_step = (step + 1) % t.log_every == 0 or step + 1 == total_steps
-            optimizer.zero_grad(set_to_none=True)
+            # a captured step adds into the .grad tensors it was captured with: zero those in place
+            optimizer.zero_grad(set_to_none=graphed is None)
+            if graphed is not None:
+                graphed.captured.check_gradients_in_place()
             ce_sum = torch.zeros((), device=info.device)
             aux_sum = torch.zeros((), device=info.device)
             for i in range(accum):
@@ -382,16 +393,24 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                 x = x.to(info.device, non_blocking=True)
                 y = y.to(info.device, non_blocking=True)
                 win["data"] += time.perf_counter() - t0
-                with D.set_grad_sync(model, i == accum - 1), autocast_context(info.device, t.precision):
-                    out = forward(x)
-                    logits = out.logits
-                    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-                    aux = out.aux_loss if torch.is_tensor(out.aux_loss) else torch.tensor(float(out.aux_loss))
-                    ((ce + aux) / accum).backward()
-                ce_sum += ce.detach()
-                aux_sum += aux.detach().to(ce_sum.device)
-                if log_step and getattr(out, "router_stats", None):
-                    router_buffer.extend(out.router_stats)
+                if use_graphs and graphed is None:
+                    t_capture = time.perf_counter()
+                    graphed = GraphedMicroStep(model, tuple(x.shape), cfg.model.vocab_size, accum, info.device,
+                                               t.precision)
+                    log.info("captured the micro-batch step as a CUDA graph in %.1f s",
+                             time.perf_counter() - t_capture)
+                if graphed is not None:
+                    ce, aux, stats = graphed(x, y)
+                    if log_step:  # the next replay overwrites them
+                        stats = [s.snapshot() for s in stats]
+                else:
+                    with D.set_grad_sync(model, i == accum - 1):
+                        ce, aux, out = micro_batch_loss(forward, x, y, accum, info.device, t.precision)
+                    stats = getattr(out, "router_stats", None)
+                ce_sum += ce
+                aux_sum += aux.to(ce_sum.device)
+                if log_step and stats:
+                    router_buffer.extend(stats)
             last_lr = optimizer.param_groups[0]["lr"]
             grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2 DTensor
