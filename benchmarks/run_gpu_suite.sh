@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-call GPU suite for the lent H100 (or any CUDA host): parity tests, then benchmarks; short table last.
-#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv layers step host mamba_ssm
+#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv cast layers step host mamba_ssm
 #   (default: tests scan conv)
 # Writes logs and JSON under $OUT (default benchmarks/results/run) and benchmarks/results/*.json.
 set -u
@@ -62,7 +62,8 @@ PATCH
     fi
   fi
   if has tests; then
-    python3 -m pytest -q -m gpu tests/gpu -n 4 -p no:cacheprovider -rf --tb=short > "$OUT/pytest.log" 2>&1
+    # GPU_TESTS: test paths to run instead of all of tests/gpu (e.g. the files a change touched)
+    python3 -m pytest -q -m gpu ${GPU_TESTS:-tests/gpu} -n 4 -p no:cacheprovider -rf --tb=short > "$OUT/pytest.log" 2>&1
     grep -E "Error|error:|^E " "$OUT/pytest.log" | sort | uniq -c | sort -rn | head -15
     tail -25 "$OUT/pytest.log"
   fi
@@ -72,6 +73,7 @@ PATCH
   fi
   if has occupancy; then python3 benchmarks/gpu_scan_occupancy.py --out-dir "$OUT"; fi
   if has conv; then python3 benchmarks/gpu_conv.py --out-dir "$OUT"; fi
+  if has cast; then python3 benchmarks/gpu_cast.py --out-dir "$OUT"; fi
   if has layers; then python3 benchmarks/gpu_layers.py --out-dir "$OUT"; fi
   if has step; then python3 benchmarks/gpu_step.py --out-dir "$OUT"; fi
   if has host; then python3 benchmarks/gpu_host_profile.py --out-dir "$OUT" | tail -40; fi

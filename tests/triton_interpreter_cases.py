@@ -7,7 +7,7 @@ recurrence and its adjoint, segment carries, the per-chunk dB / dC tiles, every 
 what only a GPU can: layouts, shuffles, the inline-PTX fast math (``_fast_math()`` is off here) or speed; the
 GPU suite (``tests/gpu``) does that.
 
-    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout
+    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout|cast
 
 Prints one JSON line per case and exits 1 if any case is out of tolerance.
 """
@@ -31,7 +31,7 @@ import triton.runtime.interpreter as interpreter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rom.kernels import experts, triton_conv, triton_gather, triton_scan  # noqa: E402
+from rom.kernels import experts, triton_cast, triton_conv, triton_gather, triton_scan  # noqa: E402
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
 from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402
 
@@ -148,7 +148,19 @@ def run_layout() -> list[dict]:
     return rows
 
 
-GROUPS = {"scan": run_scan, "conv": run_conv, "layout": run_layout}
+def run_cast() -> list[dict]:
+    """The widening cast over sizes that end inside a block (exact: the error must be 0)."""
+    rows = []
+    for dtype in (torch.float16, torch.bfloat16):
+        for n in (1, 4095, 4097, 3 * 4096 + 5):
+            src = torch.randn(n).to(dtype)
+            out = triton_cast.upcast_triton(src, torch.float32)
+            rows.append({"case": f"upcast {str(dtype)[6:]} n={n}",
+                         "errors": {"out": 0.0 if torch.equal(out, src.float()) else _rel(out, src.float()) + 1.0}})
+    return rows
+
+
+GROUPS = {"scan": run_scan, "conv": run_conv, "layout": run_layout, "cast": run_cast}
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ from rom.kernels.experts import (
     unpermute_to_channels,
 )
 from rom.kernels.layout import autocast_dtype, linear_channels
+from rom.kernels.weight_cast import cast_weight
 from rom.kernels.registry import (
     BACKENDS,
     OPS,
@@ -43,6 +44,7 @@ __all__ = [
     "BackendUnavailableError",
     "Dispatch",
     "autocast_dtype",
+    "cast_weight",
     "causal_conv1d",
     "causal_conv1d_reference",
     "describe",

@@ -1,12 +1,14 @@
 """Backend registry: which implementation each kernel op uses on a device.
 
 Ops: "selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows" (the RoM
-layer's expert rows <-> channels-first un/permutation). Backends:
+layer's expert rows <-> channels-first un/permutation), "upcast" (a weight gradient cast back to fp32, see
+rom.kernels.weight_cast). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
 * "triton": our Triton kernels, ``rom.kernels.triton_scan.selective_scan_triton``,
-  ``rom.kernels.triton_conv.causal_conv1d_triton`` and ``rom.kernels.triton_gather``'s two layout kernels.
+  ``rom.kernels.triton_conv.causal_conv1d_triton``, ``rom.kernels.triton_gather``'s two layout kernels and
+  ``rom.kernels.triton_cast.upcast_triton``.
   CUDA only; needs ``triton`` and the module importable.
 * "mamba_ssm": the state-spaces CUDA kernels (``mamba_ssm``'s ``selective_scan_fn``, plus ``causal_conv1d_fn``
   from the ``causal_conv1d`` package when that is installed). CUDA only; optional.
@@ -37,7 +39,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows")
+OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows", "upcast")
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 
 # op -> (module, attribute) of the Triton implementation
@@ -46,6 +48,7 @@ TRITON_MODULES = {
     "causal_conv1d": ("rom.kernels.triton_conv", "causal_conv1d_triton"),
     "rows_to_channels": ("rom.kernels.triton_gather", "rows_to_channels_triton"),
     "channels_to_rows": ("rom.kernels.triton_gather", "channels_to_rows_triton"),
+    "upcast": ("rom.kernels.triton_cast", "upcast_triton"),
 }
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
@@ -197,6 +200,7 @@ REFERENCE_MODULES = {
     "expert_matmul": ("rom.kernels.experts", "expert_matmul_grouped"),
     "rows_to_channels": ("rom.kernels.experts", "rows_to_channels_reference"),
     "channels_to_rows": ("rom.kernels.experts", "channels_to_rows_reference"),
+    "upcast": ("rom.kernels.weight_cast", "upcast_reference"),
 }
 
 

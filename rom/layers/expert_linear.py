@@ -23,7 +23,9 @@ class ExpertLinear(nn.Module):
 
     def forward(self, x_perm: torch.Tensor, dispatch: "kernels.Dispatch") -> torch.Tensor:
         """x_perm: (T*k, d_in) token-slots sorted by expert -> (T*k, d_out)."""
-        return kernels.expert_matmul(x_perm, self.weight.to(x_perm.dtype), dispatch, backend=self.backend)
+        # cast_weight: the backward casts the (8x dense-sized) bf16 weight gradient back with a fast kernel
+        weight = kernels.cast_weight(self.weight, x_perm.dtype, self.backend)
+        return kernels.expert_matmul(x_perm, weight, dispatch, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, d_in={self.d_in}, d_out={self.d_out}"
