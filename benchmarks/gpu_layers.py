@@ -228,23 +228,20 @@ def main() -> None:
     by = {r["layer"]: r for r in rows if "fwd_bwd_ms" in r}
     ours_dense = by.get("dense mamba, ours (auto)")
     ours_rom = by.get(f"RoM e{args.experts} top-1, ours (auto)")
-    summary = {}
-    if ours_dense and ours_rom:
-        summary["rom_over_dense_fwd_bwd"] = ours_rom["fwd_bwd_ms"] / ours_dense["fwd_bwd_ms"]
-        summary["rom_over_dense_fwd"] = ours_rom["fwd_ms"] / ours_dense["fwd_ms"]
-        if ours_rom.get("fwd_bwd_graph_ms") and ours_dense.get("fwd_bwd_graph_ms"):
-            summary["rom_over_dense_fwd_bwd_graphs"] = ours_rom["fwd_bwd_graph_ms"] / ours_dense["fwd_bwd_graph_ms"]
-    ms = by.get("dense mamba, mamba-ssm Mamba")
-    if ours_dense and ms:
-        summary["ours_speedup_vs_mamba_ssm_fwd_bwd"] = ms["fwd_bwd_ms"] / ours_dense["fwd_bwd_ms"]
-        if ms.get("fwd_bwd_graph_ms") and ours_dense.get("fwd_bwd_graph_ms"):
-            summary["ours_speedup_vs_mamba_ssm_fwd_bwd_graphs"] = ms["fwd_bwd_graph_ms"] / ours_dense["fwd_bwd_graph_ms"]
-    ms_fused = by.get("dense mamba, mamba-ssm fused + our conv")
-    if ours_dense and ms_fused:
-        summary["ours_speedup_vs_mamba_ssm_fused_fwd_bwd"] = ms_fused["fwd_bwd_ms"] / ours_dense["fwd_bwd_ms"]
-        if ms_fused.get("fwd_bwd_graph_ms") and ours_dense.get("fwd_bwd_graph_ms"):
-            summary["ours_speedup_vs_mamba_ssm_fused_fwd_bwd_graphs"] = (ms_fused["fwd_bwd_graph_ms"]
-                                                                         / ours_dense["fwd_bwd_graph_ms"])
+    summary: dict[str, float] = {}
+
+    def ratio(key: str, num: dict[str, Any] | None, den: dict[str, Any] | None, field: str) -> None:
+        """summary[key] = num[field] / den[field] where both rows have the field (a capture can fail)."""
+        if num and den and num.get(field) and den.get(field):
+            summary[key] = num[field] / den[field]
+
+    ratio("rom_over_dense_fwd_bwd", ours_rom, ours_dense, "fwd_bwd_ms")
+    ratio("rom_over_dense_fwd", ours_rom, ours_dense, "fwd_ms")
+    ratio("rom_over_dense_fwd_bwd_graphs", ours_rom, ours_dense, "fwd_bwd_graph_ms")
+    for name, row in (("mamba_ssm", by.get("dense mamba, mamba-ssm Mamba")),
+                      ("mamba_ssm_fused", by.get("dense mamba, mamba-ssm fused + our conv"))):
+        ratio(f"ours_speedup_vs_{name}_fwd_bwd", row, ours_dense, "fwd_bwd_ms")
+        ratio(f"ours_speedup_vs_{name}_fwd_bwd_graphs", row, ours_dense, "fwd_bwd_graph_ms")
     if ours_dense:
         summary["ours_speedup_vs_quoted_mamba_ssm_6.62ms"] = 6.62 / ours_dense["fwd_bwd_ms"]
     payload = {"benchmark": "layers", "shape": {"batch": b, "seq_len": L, "d_model": dm, "expand": 2, "d_state": 16,

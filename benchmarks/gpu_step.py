@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_common import device_facts, measure_matmul_tflops, print_table, write_result  # noqa: E402
 
 from rom.accounting import count_flops, count_params  # noqa: E402
-from rom.config import MambaConfig, ModelConfig, Pattern, RoMConfig  # noqa: E402
+from rom.config import MambaConfig, ModelConfig, Pattern, Precision, RoMConfig  # noqa: E402
 from rom.layers.mamba import SelectiveScan  # noqa: E402
 from rom.models import build_model  # noqa: E402
-from rom.train.cuda_graph import CapturedStep  # noqa: E402
+from rom.train.cuda_graph import CapturedStep, micro_batch_loss  # noqa: E402
 
 # (name, d_model, n_layer, batch): ~15M, ~115M, ~350M dense parameters with vocab 32000
 SIZES = [("15m", 256, 12, 16), ("115m", 768, 24, 8), ("350m", 1024, 48, 4)]
@@ -69,12 +68,8 @@ def _time_rounds(cfg: ModelConfig, backends: list[str], batch: int, seq_len: int
     ids = [torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda") for _ in range(2)]
     static_ids = ids[0].clone()
 
-    def forward_backward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(x[:, :-1])
-            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), x[:, 1:].flatten()) + out.aux_loss
-        loss.backward()
-        return loss.detach()
+    def forward_backward(x: torch.Tensor) -> None:  # the trainer's micro-batch (bf16 autocast on CUDA)
+        micro_batch_loss(model, x[:, :-1], x[:, 1:], 1, x.device, Precision.AUTO)
 
     def eager_step(i: int) -> None:
         forward_backward(ids[i % 2])

@@ -11,15 +11,7 @@ import os
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - CPU-only installs
-    triton = None  # type: ignore[assignment]
-    tl = None  # type: ignore[assignment]
-    HAS_TRITON = False
+from rom.kernels.triton_support import HAS_TRITON, tl, triton
 
 _BLOCK = 4096
 _NUM_WARPS = 8  # 16 elements per thread: two 16-byte bf16 loads, four 16-byte fp32 stores

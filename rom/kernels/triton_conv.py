@@ -22,15 +22,7 @@ from typing import Any
 
 import torch
 
-try:  # triton is optional: CPU-only installs must still import rom.kernels
-    import triton
-    import triton.language as tl
-
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - exercised on CPU-only machines
-    triton = None  # type: ignore[assignment]
-    tl = None  # type: ignore[assignment]
-    HAS_TRITON = False
+from rom.kernels.triton_support import HAS_TRITON, tl, triton
 
 _ACTIVATIONS = (None, "silu", "swish")
 

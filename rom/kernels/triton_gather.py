@@ -18,15 +18,7 @@ import os
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - CPU-only installs
-    triton = None  # type: ignore[assignment]
-    tl = None  # type: ignore[assignment]
-    HAS_TRITON = False
+from rom.kernels.triton_support import HAS_TRITON, tl, triton
 
 _BLOCK_L = 64
 _BLOCK_C = 64

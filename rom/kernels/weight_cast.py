@@ -33,7 +33,8 @@ class _CastWeight(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        return get_impl("upcast", ctx.backend, grad.device)(grad.contiguous(), ctx.weight_dtype), None, None
+        # upcast takes any strides (a strided gradient goes to Tensor.to, which keeps them)
+        return get_impl("upcast", ctx.backend, grad.device)(grad, ctx.weight_dtype), None, None
 
 
 def cast_weight(weight: Tensor, dtype: torch.dtype, backend: str = "auto") -> Tensor:
