@@ -48,3 +48,28 @@ def test_expert_linear_gradient_unchanged_by_the_cast() -> None:
                                       backend="reference")
     plain.float().sum().backward()
     assert got.dtype == torch.float32 and torch.equal(got, layer.weight.grad)
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_in_place_accumulation_adds_into_the_existing_grad_and_gives_autograd_none(backend: str) -> None:
+    """Inside weight_grads_accumulate_in_place the cast gradient lands in the existing .grad exactly once."""
+    w = torch.randn(2, 5, 3, requires_grad=True)
+    w.grad = torch.randn(2, 5, 3)
+    grad_tensor, before = w.grad, w.grad.clone()
+    g = torch.randn(2, 5, 3).to(torch.bfloat16)
+    with kernels.weight_grads_accumulate_in_place():
+        out = kernels.cast_weight(w, torch.bfloat16, backend)
+    out.backward(g)
+    assert w.grad is grad_tensor  # the same tensor, added into (what a CUDA graph needs)
+    assert torch.equal(w.grad, before + g.float())
+
+
+def test_in_place_accumulation_needs_an_existing_grad_and_the_context() -> None:
+    w = torch.randn(4, 3, requires_grad=True)
+    g = torch.randn(4, 3).to(torch.bfloat16)
+    with kernels.weight_grads_accumulate_in_place():  # no .grad yet: autograd's usual path
+        kernels.cast_weight(w, torch.bfloat16).backward(g)
+    assert torch.equal(w.grad, g.float())
+    first = w.grad
+    kernels.cast_weight(w, torch.bfloat16).backward(g)  # outside the context: AccumulateGrad adds
+    assert torch.equal(w.grad, 2 * g.float()) and w.grad is first

@@ -7,7 +7,7 @@ recurrence and its adjoint, segment carries, the per-chunk dB / dC tiles, every 
 what only a GPU can: layouts, shuffles, the inline-PTX fast math (``_fast_math()`` is off here) or speed; the
 GPU suite (``tests/gpu``) does that.
 
-    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout|cast
+    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout|cast|routing
 
 Prints one JSON line per case and exits 1 if any case is out of tolerance.
 """
@@ -31,7 +31,8 @@ import triton.runtime.interpreter as interpreter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rom.kernels import experts, triton_cast, triton_conv, triton_gather, triton_scan  # noqa: E402
+from rom.kernels import (  # noqa: E402
+    experts, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_scan)
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
 from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402
 
@@ -157,10 +158,46 @@ def run_cast() -> list[dict]:
             out = triton_cast.upcast_triton(src, torch.float32)
             rows.append({"case": f"upcast {str(dtype)[6:]} n={n}",
                          "errors": {"out": 0.0 if torch.equal(out, src.float()) else _rel(out, src.float()) + 1.0}})
+            acc = torch.randn(n)
+            want = acc + src.float()
+            triton_cast.upcast_add_triton(acc, src)
+            rows.append({"case": f"upcast_add {str(dtype)[6:]} n={n}",
+                         "errors": {"out": 0.0 if torch.equal(acc, want) else _rel(acc, want) + 1.0}})
+    src = torch.randn(3, 37, 20).to(torch.bfloat16).transpose(1, 2)  # dense but not contiguous
+    out = triton_cast.upcast_triton(src, torch.float32)
+    ok = torch.equal(out, src.float()) and out.stride() == src.stride()
+    rows.append({"case": "upcast transposed", "errors": {"out": 0.0 if ok else 1.0}})
     return rows
 
 
-GROUPS = {"scan": run_scan, "conv": run_conv, "layout": run_layout, "cast": run_cast}
+def run_routing() -> list[dict]:
+    """The weighted un-permutation (forward and both gradients) against float64, and the counting-sort
+    dispatch against torch's stable sort (exact: positions must be equal)."""
+    rows = []
+    for n_tok, d, top_k, weighted in [(37, 20, 1, True), (70, 131, 2, True), (33, 129, 2, False), (1, 3, 1, True)]:
+        inverse = torch.randperm(n_tok * top_k)
+        src, grad = torch.randn(n_tok * top_k, d), torch.randn(n_tok, d)
+        w = torch.rand(n_tok, top_k) if weighted else None
+        out = triton_combine.combine_rows_triton(src, inverse, w, top_k)
+        ref = experts.combine_rows_reference(src.double(), inverse, w.double() if weighted else None, top_k)
+        g_rows, g_w = triton_combine.combine_rows_backward_triton(grad, src, inverse, w, top_k, True, True)
+        r_rows, r_w = experts.combine_rows_backward_reference(grad.double(), src.double(), inverse,
+                                                             w.double() if weighted else None, top_k, True, True)
+        errors = {"out": _rel(out, ref), "grad_rows": _rel(g_rows, r_rows)}
+        if weighted:
+            errors["grad_weights"] = _rel(g_w, r_w)
+        rows.append({"case": f"combine_rows T{n_tok} d{d} k{top_k} weighted={weighted}", "errors": errors})
+    for n, n_experts in [(1, 1), (37, 3), (3000, 8), (700, 64), (5000, 5)]:
+        ids = torch.randint(0, n_experts, (n,))
+        ids[: n // 3] = 0  # skewed, and some experts empty
+        ours = triton_dispatch.expert_positions_triton(ids, n_experts)
+        ref = experts.expert_positions_reference(ids, n_experts)
+        same = all(torch.equal(a.long(), b.long()) for a, b in zip(ours, ref))
+        rows.append({"case": f"dispatch n{n} E{n_experts}", "errors": {"out": 0.0 if same else 1.0}})
+    return rows
+
+
+GROUPS = {"scan": run_scan, "conv": run_conv, "layout": run_layout, "cast": run_cast, "routing": run_routing}
 
 
 def main() -> int:

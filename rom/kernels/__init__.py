@@ -26,7 +26,7 @@ from rom.kernels.experts import (
     unpermute_to_channels,
 )
 from rom.kernels.layout import autocast_dtype, linear_channels
-from rom.kernels.weight_cast import cast_weight
+from rom.kernels.weight_cast import cast_weight, weight_grads_accumulate_in_place
 from rom.kernels.registry import (
     BACKENDS,
     OPS,
@@ -60,6 +60,7 @@ __all__ = [
     "selective_scan_sequential",
     "unpermute",
     "unpermute_to_channels",
+    "weight_grads_accumulate_in_place",
 ]
 
 

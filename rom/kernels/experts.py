@@ -56,8 +56,26 @@ class Dispatch:
     num_experts: int
 
 
-def make_dispatch(expert_indices: Tensor, num_experts: int) -> Dispatch:
-    """Build the Dispatch for expert ids of shape (T, k) (int64) without any host synchronisation."""
+def expert_positions_reference(flat_ids: Tensor,
+                               num_experts: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The "dispatch" op: (n,) expert ids -> slot_index (the stable sort's permutation), inverse_index,
+    tokens_per_expert (E,) int64 and the cumulative end offsets (E,) int32. Torch ops, no host synchronisation."""
+    # int32 keys: half the radix-sort passes of int64 (expert ids are small)
+    _, slot_index = torch.sort(flat_ids.to(torch.int32), stable=True)
+    rows = torch.arange(flat_ids.numel(), device=flat_ids.device)
+    inverse_index = torch.empty_like(slot_index).scatter_(0, slot_index, rows)
+    # histogram by scatter-add: unlike bincount it needs no max() on the host to size its output
+    tokens_per_expert = torch.zeros(num_experts, dtype=torch.int64, device=flat_ids.device)
+    tokens_per_expert.scatter_add_(0, flat_ids.long(), torch.ones_like(flat_ids, dtype=torch.int64))
+    return slot_index, inverse_index, tokens_per_expert, tokens_per_expert.cumsum(0).to(torch.int32)
+
+
+def make_dispatch(expert_indices: Tensor, num_experts: int, backend: str = "auto") -> Dispatch:
+    """Build the Dispatch for expert ids of shape (T, k) (int64) without any host synchronisation.
+
+    The sort is the "dispatch" op of ``backend``: torch's radix sort (reference) or a two-kernel counting sort
+    (Triton, rom.kernels.triton_dispatch); both are stable, so they give the same Dispatch.
+    """
     if expert_indices.dim() != 2:
         raise ValueError(f"make_dispatch: expert_indices must be (tokens, top_k), got {tuple(expert_indices.shape)}")
     if expert_indices.dtype not in (torch.int64, torch.int32):
@@ -65,22 +83,16 @@ def make_dispatch(expert_indices: Tensor, num_experts: int) -> Dispatch:
     if num_experts < 1:
         raise ValueError(f"make_dispatch: num_experts must be >= 1, got {num_experts}")
     num_tokens, top_k = expert_indices.shape
-    flat = expert_indices.reshape(-1).long()
+    flat = expert_indices.reshape(-1)
     if flat.device.type == "cpu" and flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_experts):
         # value check only on CPU, where it costs no device synchronisation
         raise ValueError(
             f"make_dispatch: expert ids must lie in [0, {num_experts}), got range "
             f"[{int(flat.min())}, {int(flat.max())}]"
         )
-    # int32 keys: half the radix-sort passes of int64 (expert ids are small)
-    _, slot_index = torch.sort(flat.to(torch.int32), stable=True)
+    slot_index, inverse_index, tokens_per_expert, offsets = get_impl("dispatch", backend, flat.device)(
+        flat, num_experts)
     token_index = slot_index if top_k == 1 else torch.div(slot_index, top_k, rounding_mode="floor")
-    rows = torch.arange(flat.numel(), device=flat.device)
-    inverse_index = torch.empty_like(slot_index).scatter_(0, slot_index, rows)
-    # histogram by scatter-add: unlike bincount it needs no max() on the host to size its output
-    tokens_per_expert = torch.zeros(num_experts, dtype=torch.int64, device=flat.device)
-    tokens_per_expert.scatter_add_(0, flat, torch.ones_like(flat))
-    offsets = tokens_per_expert.cumsum(0).to(torch.int32)
     return Dispatch(
         token_index=token_index,
         slot_index=slot_index,
@@ -132,28 +144,45 @@ class _PermuteTokens(torch.autograd.Function):
         return _combine_slots(_slots(grad, inverse_index, ctx.top_k), None), None, None, None
 
 
+def combine_rows_reference(rows: Tensor, inverse_index: Tensor, weights: Tensor | None, top_k: int) -> Tensor:
+    """(T*k, d) expert rows -> (T, d): out[t] = sum_j w[t, j] * rows[inverse_index[t*k + j]] (w = 1 if None)."""
+    return _combine_slots(_slots(rows, inverse_index, top_k), weights)
+
+
+def combine_rows_backward_reference(grad: Tensor, rows: Tensor, inverse_index: Tensor, weights: Tensor | None,
+                                    top_k: int, need_rows: bool,
+                                    need_weights: bool) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of ``combine_rows_reference`` for its rows (rows' dtype) and weights (weights' dtype, fp32 sums)."""
+    grad_rows = grad_w = None
+    if need_rows:
+        g = grad.unsqueeze(1).expand(-1, top_k, -1)
+        if weights is not None:
+            g = g * weights.to(grad.dtype).unsqueeze(-1)
+        g = g.reshape(-1, grad.shape[-1]).to(rows.dtype)
+        grad_rows = torch.empty_like(g).index_copy_(0, inverse_index, g)  # row inverse_index[t*k+j] <- slot (t, j)
+    if weights is not None and need_weights:
+        slots = _slots(rows, inverse_index, top_k)  # recomputed: a gather is cheaper than keeping it
+        grad_w = (slots.float() * grad.float().unsqueeze(1)).sum(-1).to(weights.dtype)
+    return grad_rows, grad_w
+
+
 class _UnpermuteTokens(torch.autograd.Function):
-    """Sum each token's k expert rows, optionally weighted; gather-based forward and backward."""
+    """Sum each token's k expert rows, optionally weighted (ops combine_rows / combine_rows_backward)."""
 
     @staticmethod
-    def forward(ctx: Any, y_perm: Tensor, weights: Tensor | None, token_index: Tensor, inverse_index: Tensor,
-                slot_index: Tensor, top_k: int) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(y_perm, weights, token_index, inverse_index, slot_index)
-        ctx.top_k = top_k
-        return _combine_slots(_slots(y_perm, inverse_index, top_k), weights)
+    def forward(ctx: Any, y_perm: Tensor, weights: Tensor | None, inverse_index: Tensor, top_k: int,
+                backend: str) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(y_perm, weights, inverse_index)
+        ctx.top_k, ctx.backend = top_k, backend
+        return get_impl("combine_rows", backend, y_perm.device)(y_perm, inverse_index, weights, top_k)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        y_perm, weights, token_index, inverse_index, slot_index = ctx.saved_tensors
-        grad_y = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_y = grad.index_select(0, token_index)  # permuted row r belongs to token token_index[r]
-            if weights is not None:
-                grad_y = grad_y * weights.reshape(-1).index_select(0, slot_index).to(grad_y.dtype).unsqueeze(-1)
-        if weights is not None and ctx.needs_input_grad[1]:
-            g = _slots(y_perm, inverse_index, ctx.top_k)  # recomputed: a gather is cheaper than keeping it
-            grad_w = (g.float() * grad.float().unsqueeze(1)).sum(-1).to(weights.dtype)
-        return grad_y, grad_w, None, None, None, None
+        y_perm, weights, inverse_index = ctx.saved_tensors
+        impl = get_impl("combine_rows_backward", ctx.backend, grad.device)
+        grad_y, grad_w = impl(grad, y_perm, inverse_index, weights, ctx.top_k, ctx.needs_input_grad[0],
+                              ctx.needs_input_grad[1])
+        return grad_y, grad_w, None, None, None
 
 
 def permute(x: Tensor, dispatch: Dispatch) -> Tensor:
@@ -165,10 +194,11 @@ def permute(x: Tensor, dispatch: Dispatch) -> Tensor:
     return _PermuteTokens.apply(x, dispatch.token_index, dispatch.inverse_index, dispatch.top_k)
 
 
-def unpermute(y_perm: Tensor, dispatch: Dispatch, weights: Tensor | None = None) -> Tensor:
+def unpermute(y_perm: Tensor, dispatch: Dispatch, weights: Tensor | None = None, backend: str = "auto") -> Tensor:
     """(T*k, d) expert rows -> (T, d): each token's k rows summed, weighted by ``weights`` (T, k) if given.
 
-    Gather-based (no atomics) in both directions: deterministic on every device.
+    Gather-based (no atomics) in both directions: deterministic on every device. The Triton backend does
+    each direction in one pass (rom.kernels.triton_combine).
     """
     _check_rows(y_perm, dispatch, "unpermute: y_perm")
     if weights is not None and tuple(weights.shape) != (dispatch.num_tokens, dispatch.top_k):
@@ -178,8 +208,7 @@ def unpermute(y_perm: Tensor, dispatch: Dispatch, weights: Tensor | None = None)
         )
     if torch.jit.is_tracing():
         return _combine_slots(_slots(y_perm, dispatch.inverse_index, dispatch.top_k), weights)
-    return _UnpermuteTokens.apply(y_perm, weights, dispatch.token_index, dispatch.inverse_index, dispatch.slot_index,
-                                  dispatch.top_k)
+    return _UnpermuteTokens.apply(y_perm, weights, dispatch.inverse_index, dispatch.top_k, backend)
 
 
 # ------------------------------------------------------------------- expert rows <-> channels-first

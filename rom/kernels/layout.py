@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rom.kernels.registry import get_impl
+
 
 def autocast_dtype(t: Tensor) -> torch.dtype:
     """The dtype a matmul on ``t`` computes in: the autocast dtype where autocast is on, else t's dtype."""
@@ -48,7 +50,8 @@ def _bmm_ready(t: Tensor) -> Tensor:
 
 class _LinearChannels(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, out_tokens: bool) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, out_tokens: bool,
+                backend: str) -> Tensor:
         dtype = autocast_dtype(x)
         xc, wc = _bmm_ready(x.to(dtype)), weight.to(dtype)
         batch = x.shape[0]
@@ -60,13 +63,13 @@ class _LinearChannels(torch.autograd.Function):
             if bias is not None:
                 out = out + (bias.to(dtype) if out_tokens else bias.to(dtype)[:, None])
         ctx.save_for_backward(xc, wc)
-        ctx.out_tokens = out_tokens
+        ctx.out_tokens, ctx.backend = out_tokens, backend
         ctx.has_bias = bias is not None
         ctx.dtypes = (x.dtype, weight.dtype, bias.dtype if bias is not None else None)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         xc, wc = ctx.saved_tensors
         x_dtype, w_dtype, b_dtype = ctx.dtypes
         grad = _bmm_ready(grad.to(wc.dtype))
@@ -78,7 +81,8 @@ class _LinearChannels(torch.autograd.Function):
                 grad_x = torch.bmm(wc.t().expand(batch, -1, -1), g_cf)
             else:  # token-major input (a transposed view): dx^T = g^T @ W, (b, L, d_in) contiguous
                 grad_x = torch.bmm(g_cf.transpose(1, 2), wc.expand(batch, -1, -1)).transpose(1, 2)
-            grad_x = grad_x.to(x_dtype)
+            # the "upcast" op: torch's own bf16 -> fp32 copy is its slow generic converting kernel
+            grad_x = get_impl("upcast", ctx.backend, grad_x.device)(grad_x, x_dtype)
         if ctx.needs_input_grad[1]:
             # per-batch partial products, summed in fp32 (one (d_out, d_in) GEMM over all tokens would need
             # the channels-first gradient regrouped by channel first: a copy of the activation)
@@ -86,17 +90,18 @@ class _LinearChannels(torch.autograd.Function):
             grad_w = torch.bmm(g_cf, xc.transpose(1, 2)).sum(0, dtype=acc).to(w_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g_cf.sum((0, 2), dtype=torch.promote_types(wc.dtype, torch.float32)).to(b_dtype)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
-def linear_channels(x: Tensor, weight: Tensor, bias: Tensor | None = None, out_tokens: bool = False) -> Tensor:
+def linear_channels(x: Tensor, weight: Tensor, bias: Tensor | None = None, out_tokens: bool = False,
+                    backend: str = "auto") -> Tensor:
     """W @ x per batch for channels-first x (batch, d_in, L); see the module docstring for the layouts."""
     if x.dim() != 3 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"linear_channels: expected x (batch, d_in, L) and weight (d_out, d_in={x.shape[1]}), "
                          f"got {tuple(x.shape)} and {tuple(weight.shape)}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear_channels: bias must be (d_out={weight.shape[0]},), got {tuple(bias.shape)}")
-    return _LinearChannels.apply(x, weight, bias, bool(out_tokens))
+    return _LinearChannels.apply(x, weight, bias, bool(out_tokens), backend)
 
 
 __all__ = ["autocast_dtype", "linear_channels"]

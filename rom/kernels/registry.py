@@ -2,13 +2,15 @@
 
 Ops: "selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows" (the RoM
 layer's expert rows <-> channels-first un/permutation), "upcast" (a weight gradient cast back to fp32, see
-rom.kernels.weight_cast). Backends:
+rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing fp32 gradient), "combine_rows" / "combine_rows_backward" (the weighted un-permutation of expert rows
+to tokens), "dispatch" (the stable sort of token-slots by expert). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
 * "triton": our Triton kernels, ``rom.kernels.triton_scan.selective_scan_triton``,
-  ``rom.kernels.triton_conv.causal_conv1d_triton``, ``rom.kernels.triton_gather``'s two layout kernels and
-  ``rom.kernels.triton_cast.upcast_triton``.
+  ``rom.kernels.triton_conv.causal_conv1d_triton``, ``rom.kernels.triton_gather``'s two layout kernels,
+  ``rom.kernels.triton_cast.upcast_triton``, ``rom.kernels.triton_combine``'s un-permutation and
+  ``rom.kernels.triton_dispatch``'s counting sort.
   CUDA only; needs ``triton`` and the module importable.
 * "mamba_ssm": the state-spaces CUDA kernels (``mamba_ssm``'s ``selective_scan_fn``, plus ``causal_conv1d_fn``
   from the ``causal_conv1d`` package when that is installed). CUDA only; optional.
@@ -39,7 +41,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows", "upcast")
+OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows", "upcast",
+       "upcast_add", "combine_rows", "combine_rows_backward", "dispatch")
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 
 # op -> (module, attribute) of the Triton implementation
@@ -49,6 +52,10 @@ TRITON_MODULES = {
     "rows_to_channels": ("rom.kernels.triton_gather", "rows_to_channels_triton"),
     "channels_to_rows": ("rom.kernels.triton_gather", "channels_to_rows_triton"),
     "upcast": ("rom.kernels.triton_cast", "upcast_triton"),
+    "upcast_add": ("rom.kernels.triton_cast", "upcast_add_triton"),
+    "combine_rows": ("rom.kernels.triton_combine", "combine_rows_triton"),
+    "combine_rows_backward": ("rom.kernels.triton_combine", "combine_rows_backward_triton"),
+    "dispatch": ("rom.kernels.triton_dispatch", "expert_positions_triton"),
 }
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
@@ -201,6 +208,10 @@ REFERENCE_MODULES = {
     "rows_to_channels": ("rom.kernels.experts", "rows_to_channels_reference"),
     "channels_to_rows": ("rom.kernels.experts", "channels_to_rows_reference"),
     "upcast": ("rom.kernels.weight_cast", "upcast_reference"),
+    "upcast_add": ("rom.kernels.weight_cast", "upcast_add_reference"),
+    "combine_rows": ("rom.kernels.experts", "combine_rows_reference"),
+    "combine_rows_backward": ("rom.kernels.experts", "combine_rows_backward_reference"),
+    "dispatch": ("rom.kernels.experts", "expert_positions_reference"),
 }
 
 

@@ -33,8 +33,10 @@ class MoEFFN(nn.Module):
     def __init__(self, d_model: int, d_ff: int, cfg: MoEConfig, backend: str = "auto") -> None:
         super().__init__()
         self.d_ff = d_ff
+        self.backend = backend
         self.router = Router(
-            d_model, cfg.num_experts, cfg.top_k, cfg.renormalize, cfg.load_balance_coef, cfg.z_loss_coef, "router"
+            d_model, cfg.num_experts, cfg.top_k, cfg.renormalize, cfg.load_balance_coef, cfg.z_loss_coef, "router",
+            backend,
         )
         self.gate_up = ExpertLinear(cfg.num_experts, d_model, 2 * d_ff, backend)
         self.down = ExpertLinear(cfg.num_experts, d_ff, d_model, backend)
@@ -46,5 +48,5 @@ class MoEFFN(nn.Module):
         dec = self.router(h)
         d = dec.dispatch
         gate, up = self.gate_up(kernels.permute(h, d), d).split(self.d_ff, dim=-1)
-        out = kernels.unpermute(self.down(F.silu(gate) * up, d), d, dec.weights.to(h.dtype))
+        out = kernels.unpermute(self.down(F.silu(gate) * up, d), d, dec.weights.to(h.dtype), self.backend)
         return out.reshape(shape), [dec.stats]

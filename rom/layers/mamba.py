@@ -81,6 +81,7 @@ class MambaMixer(nn.Module):
     def __init__(self, d_model: int, cfg: MambaConfig, dt_rank: int, backend: str = "auto") -> None:
         super().__init__()
         self.d_model = d_model
+        self.backend = backend
         self.d_inner = cfg.expand * d_model
         self.d_state = cfg.d_state
         self.dt_rank = dt_rank
@@ -103,11 +104,14 @@ class MambaMixer(nn.Module):
         get channels-first tensors with a contiguous time axis, the out projection returns token-major rows,
         and no activation is transposed by a copy in either direction.
         """
-        xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, self.in_proj.bias)  # (b, 2De, L)
+        xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, self.in_proj.bias,
+                                     backend=self.backend)  # (b, 2De, L)
         x, z = xz.split(self.d_inner, dim=1)
         x = self.conv1d(x)  # (b, De, L)
-        x_dbl = kernels.linear_channels(x, self.x_proj.weight)  # (b, R + 2N, L)
+        x_dbl = kernels.linear_channels(x, self.x_proj.weight, backend=self.backend)  # (b, R + 2N, L)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
-        delta = kernels.linear_channels(dt, self.dt_proj.weight)  # (b, De, L); the bias goes to the scan
+        # (b, De, L); the bias goes to the scan
+        delta = kernels.linear_channels(dt, self.dt_proj.weight, backend=self.backend)
         y = self.ssm(x, delta, B, C, z, self.dt_proj.bias.float())
-        return kernels.linear_channels(y, self.out_proj.weight, self.out_proj.bias, out_tokens=True), []
+        return kernels.linear_channels(y, self.out_proj.weight, self.out_proj.bias, out_tokens=True,
+                                       backend=self.backend), []

@@ -42,7 +42,8 @@ class RoMMixer(nn.Module):
         De, N, R = self.d_inner, self.d_state, dt_rank
 
         def router(name: str) -> Router:
-            return Router(d_model, E, rcfg.top_k, rcfg.renormalize, rcfg.load_balance_coef, rcfg.z_loss_coef, name)
+            return Router(d_model, E, rcfg.top_k, rcfg.renormalize, rcfg.load_balance_coef, rcfg.z_loss_coef, name,
+                          backend)
 
         if self.shared:
             self.router = router("router")
@@ -116,7 +117,7 @@ class RoMMixer(nn.Module):
         """
         if self.shared:
             return kernels.unpermute_to_channels(rows, dec.dispatch, b, L, self._indicator_scale(), self.backend)
-        out = kernels.unpermute(rows, dec.dispatch, dec.weights)
+        out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend)
         return out.view(b, L, -1).transpose(1, 2)
 
     # ------------------------------------------------------------------------------------------ forward
@@ -130,8 +131,9 @@ class RoMMixer(nn.Module):
         b, L, Dm = hidden.shape
         T, De, N, R = b * L, self.d_inner, self.d_state, self.dt_rank
         # tokens in the matmul dtype (bf16 under autocast), cast once for the router and the expert rows:
-        # the rows then move through the gather at half the bytes
-        h = hidden.reshape(T, Dm).to(kernels.autocast_dtype(hidden))
+        # the rows then move through the gather at half the bytes; cast_weight's backward widens the
+        # tokens' gradient with the fast "upcast" op (it serves activations as well as weights)
+        h = kernels.cast_weight(hidden.reshape(T, Dm), kernels.autocast_dtype(hidden), self.backend)
         decisions: dict[str, RouterDecision] = {}
 
         def decide(p: Projection) -> RouterDecision:
@@ -143,7 +145,7 @@ class RoMMixer(nn.Module):
         # in projection: x (conv branch) and z (gate branch), channels-first (b, De, L)
         parts: dict[Projection, torch.Tensor] = {}
         if self.in_proj is not None:
-            xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight)
+            xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, backend=self.backend)
             for p, t in zip(self.in_dense_parts, xz.split(De, dim=1)):
                 parts[p] = t
         if self.in_expert_parts:
@@ -165,7 +167,7 @@ class RoMMixer(nn.Module):
             dec = decide(Projection.X)
             x_dbl = self._combine_indicator(self.x_experts(self._rows(x, dec), dec.dispatch), dec, b, L)
         else:
-            x_dbl = kernels.linear_channels(x, self.x_proj.weight)
+            x_dbl = kernels.linear_channels(x, self.x_proj.weight, backend=self.backend)
         dt, B, C = x_dbl.split([R, N, N], dim=1)
 
         # dt_proj -> delta (softplus inside the scan)
@@ -178,7 +180,7 @@ class RoMMixer(nn.Module):
             delta = self._combine_indicator(delta_rows, dec, b, L)
             delta_bias = None
         else:
-            delta = kernels.linear_channels(dt, self.dt_proj.weight)
+            delta = kernels.linear_channels(dt, self.dt_proj.weight, backend=self.backend)
             delta_bias = self.dt_proj.bias.float()
 
         y = self.ssm(x, delta, B, C, z, delta_bias)  # (b, De, L)
@@ -186,9 +188,9 @@ class RoMMixer(nn.Module):
         if hasattr(self, "out_experts"):
             dec = decide(Projection.OUT)
             rows = self.out_experts(self._rows(y, dec), dec.dispatch)
-            out = kernels.unpermute(rows, dec.dispatch, dec.weights).view(b, L, Dm)
+            out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
         else:
-            out = kernels.linear_channels(y, self.out_proj.weight, out_tokens=True)
+            out = kernels.linear_channels(y, self.out_proj.weight, out_tokens=True, backend=self.backend)
         return out, [dec.stats for dec in decisions.values()]
 
     def _expert_conv(self, x: torch.Tensor, dec: RouterDecision) -> torch.Tensor:

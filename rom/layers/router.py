@@ -36,6 +36,7 @@ class Router(nn.Module):
         load_balance_coef: float = 0.0,
         z_loss_coef: float = 0.0,
         name: str = "router",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.num_experts = num_experts
@@ -44,6 +45,7 @@ class Router(nn.Module):
         self.load_balance_coef = load_balance_coef
         self.z_loss_coef = z_loss_coef
         self.name = name
+        self.backend = backend  # kernel backend of the dispatch (sort by expert)
         self.weight = nn.Parameter(torch.empty(num_experts, d_model))
         nn.init.normal_(self.weight, std=d_model**-0.5)
 
@@ -51,9 +53,12 @@ class Router(nn.Module):
         """x: (T, d_model) -> RouterDecision for T tokens."""
         logits = (x @ self.weight.t().to(x.dtype)).float()
         probs = torch.softmax(logits, dim=-1)
-        top_probs, indices = torch.topk(probs, self.top_k, dim=-1)
+        if self.top_k == 1:  # a max reduction: one small kernel, where topk launches a sort-based selection
+            top_probs, indices = probs.max(dim=-1, keepdim=True)
+        else:
+            top_probs, indices = torch.topk(probs, self.top_k, dim=-1)
         weights = top_probs / top_probs.sum(-1, keepdim=True) if self.renormalize else top_probs
-        dispatch = kernels.make_dispatch(indices, self.num_experts)
+        dispatch = kernels.make_dispatch(indices, self.num_experts, self.backend)
 
         tokens_per_expert = dispatch.tokens_per_expert.to(probs.dtype)
         slot_share = tokens_per_expert / max(1, indices.numel())

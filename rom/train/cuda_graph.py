@@ -16,6 +16,10 @@ What a captured step needs, and how this module provides it:
 - outputs (loss terms, router statistics) live in the graph's memory and the next replay overwrites them:
   read or copy them before that (``RouterStats.snapshot``).
 
+The capture runs inside ``rom.kernels.weight_cast.weight_grads_accumulate_in_place``: the expert weights'
+bf16 gradients are added into their fixed fp32 ``.grad`` in one pass instead of a cast and then autograd's
+add (which would reread and rewrite every fp32 gradient, 8x the dense layer's for a RoM bank).
+
 Warm-up runs (on a side stream, as torch requires before a capture) compute gradients that are discarded:
 no parameter changes and no optimizer step, so a graphed run trains as the eager one does.
 """
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rom import kernels
 from rom.config import Precision
 from rom.eval.perplexity import autocast_context
 from rom.layers.aux import RouterStats
@@ -62,7 +67,8 @@ class CapturedStep:
             for g in self.grads:
                 g.zero_()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # every .grad is fixed from here on: the expert banks' casts add into them in one pass
+        with torch.cuda.graph(self.graph), kernels.weight_grads_accumulate_in_place():
             self.outputs = step()
         torch.cuda.synchronize()
         self._params = params

@@ -27,8 +27,15 @@ def test_upcast_strided_and_other_dtypes_fall_back_to_to() -> None:
     pytest.importorskip("triton")
     from rom.kernels.triton_cast import upcast_triton
 
-    src = torch.randn(64, 48, device="cuda").to(torch.bfloat16).t()  # not contiguous
-    assert torch.equal(upcast_triton(src, torch.float32), src.float())
+    src = torch.randn(64, 48, device="cuda").to(torch.bfloat16).t()  # transposed: dense, strides kept
+    out = upcast_triton(src, torch.float32)
+    assert torch.equal(out, src.float()) and out.stride() == src.stride()
+    gapped = torch.randn(64, 48, device="cuda").to(torch.bfloat16)[:, ::2]  # gaps: Tensor.to
+    assert torch.equal(upcast_triton(gapped, torch.float32), gapped.float())
+    tokens = torch.randn(2, 300, 70, device="cuda").to(torch.bfloat16).transpose(1, 2)  # the layer's grad_x
+    poison_cuda_cache()
+    out = upcast_triton(tokens, torch.float32)
+    assert torch.equal(out, tokens.float()) and out.stride() == tokens.stride()
     x = torch.randn(100, device="cuda")
     assert torch.equal(upcast_triton(x, torch.bfloat16), x.to(torch.bfloat16))
 
@@ -53,3 +60,22 @@ def test_expert_linear_weight_grad_triton_equals_reference() -> None:
         out.float().square().sum().backward()
         grads.append(layer.weight.grad)
     assert grads[0].dtype == torch.float32 and torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(1,), (4097,), (8, 1024, 4096)])
+def test_upcast_add_is_exact_and_in_place(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    pytest.importorskip("triton")
+    from rom.kernels.triton_cast import upcast_add_triton
+
+    src = torch.randn(shape, device="cuda").to(dtype)
+    out = torch.randn(shape, device="cuda")
+    want = out + src.float()
+    ptr = out.data_ptr()
+    upcast_add_triton(out, src)
+    assert out.data_ptr() == ptr and torch.equal(out, want)
+    strided = torch.randn(48, 64, device="cuda").t()  # not contiguous: Tensor.add_
+    s_src = torch.randn(64, 48, device="cuda").to(dtype)
+    s_want = strided + s_src.float()
+    upcast_add_triton(strided, s_src)
+    assert torch.equal(strided, s_want)

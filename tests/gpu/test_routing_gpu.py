@@ -1,0 +1,97 @@
+"""The Triton routing kernels on CUDA: the counting-sort dispatch (exactly torch's stable sort) and the weighted
+un-permutation of expert rows (forward and both gradients against float64), outputs poisoned before each call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpu_helpers import poison_cuda_cache, rel_err
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+@pytest.mark.parametrize("n,n_experts", [(1, 1), (5, 3), (1023, 8), (16384, 8), (65536 * 2 + 7, 8), (777, 64),
+                                         (4096, 256)])
+@pytest.mark.parametrize("skewed", [False, True], ids=["uniform", "skewed"])
+def test_counting_sort_dispatch_equals_torch_stable_sort(n, n_experts, skewed):
+    pytest.importorskip("triton")
+    from rom.kernels.experts import expert_positions_reference
+    from rom.kernels.triton_dispatch import expert_positions_triton
+
+    g = torch.Generator(device="cuda").manual_seed(n + n_experts)
+    ids = torch.randint(0, n_experts, (n,), device="cuda", generator=g)
+    if skewed:  # most slots on one expert, the last expert empty
+        ids[: (2 * n) // 3] = 0
+        if n_experts > 2:
+            ids[ids == n_experts - 1] = 1
+    poison_cuda_cache()
+    ours = expert_positions_triton(ids, n_experts)
+    ref = expert_positions_reference(ids, n_experts)
+    for name, a, b in zip(("slot_index", "inverse_index", "tokens_per_expert", "offsets"), ours, ref):
+        assert a.dtype == b.dtype, name
+        assert torch.equal(a, b), name
+
+
+def test_make_dispatch_auto_uses_the_counting_sort_and_matches_reference():
+    pytest.importorskip("triton")
+    from rom import kernels
+
+    assert kernels.resolve("dispatch", "auto", "cuda") == "triton"
+    idx = torch.randint(0, 8, (3000, 2), device="cuda")
+    a, b = kernels.make_dispatch(idx, 8, "auto"), kernels.make_dispatch(idx, 8, "reference")
+    for field in ("token_index", "slot_index", "inverse_index", "tokens_per_expert", "offsets"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+
+
+@pytest.mark.parametrize("n_tok,d", [(1, 3), (333, 70), (16384, 1024)], ids=["tiny", "odd", "layer"])
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_combine_rows_forward_and_gradients_match_float64(n_tok, d, top_k, weighted, dtype):
+    pytest.importorskip("triton")
+    from rom.kernels.experts import combine_rows_backward_reference, combine_rows_reference
+    from rom.kernels.triton_combine import combine_rows_backward_triton, combine_rows_triton
+
+    g = torch.Generator(device="cuda").manual_seed(n_tok + d + top_k)
+    inverse = torch.randperm(n_tok * top_k, device="cuda", generator=g)
+    rows = torch.randn(n_tok * top_k, d, device="cuda", generator=g).to(dtype)
+    grad = torch.randn(n_tok, d, device="cuda", generator=g).to(dtype)
+    w = torch.rand(n_tok, top_k, device="cuda", generator=g) if weighted else None
+    w64 = w.double() if weighted else None
+    tol = 1e-6 if dtype == torch.float32 else 8e-3
+    poison_cuda_cache()
+    out = combine_rows_triton(rows, inverse, w, top_k)
+    assert out.dtype == dtype and out.shape == (n_tok, d)
+    assert rel_err(out, combine_rows_reference(rows.double(), inverse, w64, top_k)) < tol
+    poison_cuda_cache()
+    g_rows, g_w = combine_rows_backward_triton(grad, rows, inverse, w, top_k, True, True)
+    r_rows, r_w = combine_rows_backward_reference(grad.double(), rows.double(), inverse, w64, top_k, True, True)
+    assert g_rows.dtype == dtype and rel_err(g_rows, r_rows) < tol
+    if weighted:
+        assert g_w.dtype == torch.float32 and rel_err(g_w, r_w) < 1e-5
+    else:
+        assert g_w is None
+
+
+def test_unpermute_auto_equals_reference_through_autograd_with_strided_gradient():
+    """The layer's call (kernels.unpermute) on both backends: same output and gradients, bf16 rows."""
+    pytest.importorskip("triton")
+    from rom import kernels
+
+    T, d, k, E = 4099, 256, 2, 8
+    dispatch = kernels.make_dispatch(torch.randint(0, E, (T, k), device="cuda"), E)
+    rows = torch.randn(T * k, d, device="cuda").to(torch.bfloat16)
+    w = torch.rand(T, k, device="cuda")
+    outs, grads = [], []
+    g = torch.randn(d, T, device="cuda").to(torch.bfloat16).t()  # a transposed (strided) incoming gradient
+    for backend in ("auto", "reference"):
+        r, ww = rows.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        poison_cuda_cache()
+        out = kernels.unpermute(r, dispatch, ww, backend)
+        out.backward(g)
+        outs.append(out)
+        grads.append((r.grad, ww.grad))
+    assert rel_err(outs[0], outs[1].float()) < 8e-3
+    assert rel_err(grads[0][0], grads[1][0]) < 8e-3
+    assert rel_err(grads[0][1], grads[1][1]) < 1e-4
