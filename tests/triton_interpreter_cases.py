@@ -32,7 +32,8 @@ import triton.runtime.interpreter as interpreter  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rom.kernels import (  # noqa: E402
-    experts, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_scan)
+    experts, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_router, triton_scan)
+from rom.kernels.router_inputs import router_inputs_backward_reference, router_inputs_reference  # noqa: E402
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
 from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402
 
@@ -194,6 +195,16 @@ def run_routing() -> list[dict]:
         ref = experts.expert_positions_reference(ids, n_experts)
         same = all(torch.equal(a.long(), b.long()) for a, b in zip(ours, ref))
         rows.append({"case": f"dispatch n{n} E{n_experts}", "errors": {"out": 0.0 if same else 1.0}})
+    for n_tok, d, n_experts, with_gh in [(70, 131, 8, True), (5, 20, 3, False), (129, 256, 20, True)]:
+        x, w = torch.randn(n_tok, d), torch.randn(n_experts, d)
+        gh, gl = torch.randn(n_tok, d) if with_gh else None, torch.randn(n_tok, n_experts)
+        h, logits = triton_router.router_inputs_triton(x, w)
+        h_ref, logits_ref = router_inputs_reference(x.double(), w.double())
+        dx = triton_router.router_inputs_backward_triton(gh, gl, w, torch.float32, x)
+        dx_ref = router_inputs_backward_reference(gh.double() if with_gh else None, gl.double(),
+                                                                w.double(), torch.float64, x)
+        rows.append({"case": f"router_inputs T{n_tok} d{d} E{n_experts} dh={with_gh}",
+                     "errors": {"out": max(_rel(h, h_ref), _rel(logits, logits_ref)), "grad_x": _rel(dx, dx_ref)}})
     return rows
 
 

@@ -2,15 +2,17 @@
 
 Ops: "selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows" (the RoM
 layer's expert rows <-> channels-first un/permutation), "upcast" (a weight gradient cast back to fp32, see
-rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing fp32 gradient), "combine_rows" / "combine_rows_backward" (the weighted un-permutation of expert rows
-to tokens), "dispatch" (the stable sort of token-slots by expert). Backends:
+rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing fp32 gradient),
+"combine_rows" / "combine_rows_backward" (the weighted un-permutation of expert rows to tokens), "dispatch"
+(the stable sort of token-slots by expert), "router_inputs" / "router_inputs_backward" (the tokens cast for
+the experts and the router logits from one read, rom.kernels.router_inputs). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
 * "triton": our Triton kernels, ``rom.kernels.triton_scan.selective_scan_triton``,
   ``rom.kernels.triton_conv.causal_conv1d_triton``, ``rom.kernels.triton_gather``'s two layout kernels,
-  ``rom.kernels.triton_cast.upcast_triton``, ``rom.kernels.triton_combine``'s un-permutation and
-  ``rom.kernels.triton_dispatch``'s counting sort.
+  ``rom.kernels.triton_cast.upcast_triton``, ``rom.kernels.triton_combine``'s un-permutation,
+  ``rom.kernels.triton_dispatch``'s counting sort and ``rom.kernels.triton_router``'s router inputs.
   CUDA only; needs ``triton`` and the module importable.
 * "mamba_ssm": the state-spaces CUDA kernels (``mamba_ssm``'s ``selective_scan_fn``, plus ``causal_conv1d_fn``
   from the ``causal_conv1d`` package when that is installed). CUDA only; optional.
@@ -42,7 +44,8 @@ import torch
 log = logging.getLogger(__name__)
 
 OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows", "upcast",
-       "upcast_add", "combine_rows", "combine_rows_backward", "dispatch")
+       "upcast_add", "combine_rows", "combine_rows_backward", "dispatch", "router_inputs",
+       "router_inputs_backward")
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 
 # op -> (module, attribute) of the Triton implementation
@@ -56,6 +59,8 @@ TRITON_MODULES = {
     "combine_rows": ("rom.kernels.triton_combine", "combine_rows_triton"),
     "combine_rows_backward": ("rom.kernels.triton_combine", "combine_rows_backward_triton"),
     "dispatch": ("rom.kernels.triton_dispatch", "expert_positions_triton"),
+    "router_inputs": ("rom.kernels.triton_router", "router_inputs_triton"),
+    "router_inputs_backward": ("rom.kernels.triton_router", "router_inputs_backward_triton"),
 }
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
@@ -212,6 +217,8 @@ REFERENCE_MODULES = {
     "combine_rows": ("rom.kernels.experts", "combine_rows_reference"),
     "combine_rows_backward": ("rom.kernels.experts", "combine_rows_backward_reference"),
     "dispatch": ("rom.kernels.experts", "expert_positions_reference"),
+    "router_inputs": ("rom.kernels.router_inputs", "router_inputs_reference"),
+    "router_inputs_backward": ("rom.kernels.router_inputs", "router_inputs_backward_reference"),
 }
 
 

@@ -57,9 +57,8 @@ class _CastWeight(torch.autograd.Function):
     def forward(ctx: Any, weight: Tensor, dtype: torch.dtype, backend: str) -> Tensor:  # type: ignore[override]
         ctx.weight_dtype, ctx.backend = weight.dtype, backend
         # decided here: the backward may run on autograd's device thread, which does not see the context var
-        grad = weight.grad
-        in_place = (_ACCUMULATE_IN_PLACE.get() and weight.is_leaf and grad is not None and grad.dtype == weight.dtype
-                    and grad.shape == weight.shape)
+        grad = weight.grad if weight.is_leaf and _ACCUMULATE_IN_PLACE.get() else None
+        in_place = grad is not None and grad.dtype == weight.dtype and grad.shape == weight.shape
         ctx.accumulate_into = weight if in_place else None
         return weight.to(dtype)
 

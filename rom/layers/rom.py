@@ -130,16 +130,22 @@ class RoMMixer(nn.Module):
         """
         b, L, Dm = hidden.shape
         T, De, N, R = b * L, self.d_inner, self.d_state, self.dt_rank
-        # tokens in the matmul dtype (bf16 under autocast), cast once for the router and the expert rows:
-        # the rows then move through the gather at half the bytes; cast_weight's backward widens the
-        # tokens' gradient with the fast "upcast" op (it serves activations as well as weights)
-        h = kernels.cast_weight(hidden.reshape(T, Dm), kernels.autocast_dtype(hidden), self.backend)
+        # tokens in the matmul dtype (bf16 under autocast), cast once for the router(s) and the expert rows:
+        # the rows then move through the gather at half the bytes. Shared routing: the cast and the router
+        # logits come from one read of the tokens (kernels.router_inputs), and its backward sums both
+        # gradients in one pass; independent routers each multiply the cast tokens.
+        dtype = kernels.autocast_dtype(hidden)
         decisions: dict[str, RouterDecision] = {}
+        if self.shared:
+            h, logits = kernels.router_inputs(hidden.reshape(T, Dm), self.router.weight, dtype, self.backend)
+            decisions["shared"] = self.router.decide(logits)
+        else:
+            h = kernels.cast_weight(hidden.reshape(T, Dm), dtype, self.backend)  # the fast widening backward
 
         def decide(p: Projection) -> RouterDecision:
             key = "shared" if self.shared else p.value
             if key not in decisions:
-                decisions[key] = self.router(h) if self.shared else self.routers[p.value](h)
+                decisions[key] = self.routers[p.value](h)
             return decisions[key]
 
         # in projection: x (conv branch) and z (gate branch), channels-first (b, De, L)

@@ -51,7 +51,10 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> RouterDecision:
         """x: (T, d_model) -> RouterDecision for T tokens."""
-        logits = (x @ self.weight.t().to(x.dtype)).float()
+        return self.decide((x @ self.weight.t().to(x.dtype)).float())
+
+    def decide(self, logits: torch.Tensor) -> RouterDecision:
+        """Logits (T, E) fp32, computed by the caller (e.g. kernels.router_inputs) -> RouterDecision."""
         probs = torch.softmax(logits, dim=-1)
         if self.top_k == 1:  # a max reduction: one small kernel, where topk launches a sort-based selection
             top_probs, indices = probs.max(dim=-1, keepdim=True)

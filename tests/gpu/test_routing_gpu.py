@@ -95,3 +95,32 @@ def test_unpermute_auto_equals_reference_through_autograd_with_strided_gradient(
     assert rel_err(outs[0], outs[1].float()) < 8e-3
     assert rel_err(grads[0][0], grads[1][0]) < 8e-3
     assert rel_err(grads[0][1], grads[1][1]) < 1e-4
+
+
+@pytest.mark.parametrize("n_tok,d,n_experts", [(1, 8, 2), (333, 70, 8), (16384, 1024, 8), (1000, 256, 64)],
+                         ids=["tiny", "odd", "layer", "e64"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("with_grad_h", [True, False], ids=["dh", "no-dh"])
+def test_router_inputs_forward_and_backward_match_float64(n_tok, d, n_experts, dtype, with_grad_h):
+    """Cast tokens and logits from one read; the input gradient dh + dlogits @ W in one pass (fp32 x)."""
+    pytest.importorskip("triton")
+    from rom.kernels.router_inputs import router_inputs_backward_reference, router_inputs_reference
+    from rom.kernels.triton_router import router_inputs_backward_triton, router_inputs_triton
+
+    g = torch.Generator(device="cuda").manual_seed(n_tok + d)
+    x = torch.randn(n_tok, d, device="cuda", generator=g)
+    w = (torch.randn(n_experts, d, device="cuda", generator=g) * d**-0.5).to(dtype)
+    gh = torch.randn(n_tok, d, device="cuda", generator=g).to(dtype) if with_grad_h else None
+    gl = torch.randn(n_tok, n_experts, device="cuda", generator=g)
+    poison_cuda_cache()
+    h, logits = router_inputs_triton(x, w)
+    assert h.dtype == dtype and logits.dtype == torch.float32
+    assert torch.equal(h, x.to(dtype))  # the cast is exact round-to-nearest, as Tensor.to
+    _, logits_ref = router_inputs_reference(x.to(dtype).double(), w.double())
+    assert rel_err(logits, logits_ref) < (1e-5 if dtype == torch.float32 else 1e-3)
+    poison_cuda_cache()
+    dx = router_inputs_backward_triton(gh, gl, w, torch.float32, x)
+    # the reference rounds dlogits to the matmul dtype before its GEMM, as the kernel does
+    dx_ref = router_inputs_backward_reference(gh.double() if with_grad_h else None, gl.to(dtype).double(),
+                                              w.double(), torch.float64, x)
+    assert dx.dtype == torch.float32 and rel_err(dx, dx_ref) < (1e-5 if dtype == torch.float32 else 1e-3)

@@ -1,0 +1,120 @@
+"""The router inputs in one pass each way (Triton): semantics rom.kernels.router_inputs' references.
+
+    forward:   h = x.to(dtype) and logits = h @ W^T (fp32 accumulation) from one read of x
+    backward:  dx = dh + dlogits @ W in fp32, one read of dh, one write of dx
+
+W (E, d) is already in the matmul dtype; E is padded to a power of two >= 16 for tl.dot (masked, exact).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from rom.kernels.triton_support import HAS_TRITON, tl, triton
+
+_BLOCK_T = 64
+_BLOCK_D = 128
+_NUM_WARPS = 4
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _router_inputs_fwd_kernel(x_ptr, w_ptr, h_ptr, logits_ptr, n_tok, d, n_exp, s_x, s_h,
+                                  IEEE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                                  BLOCK_E: tl.constexpr):
+        offs_t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
+        offs_e = tl.arange(0, BLOCK_E)
+        m_t, m_e = offs_t < n_tok, offs_e < n_exp
+        acc = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
+        for d0 in range(0, d, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            m_d = offs_d < d
+            x = tl.load(x_ptr + offs_t[:, None] * s_x + offs_d[None, :], mask=m_t[:, None] & m_d[None, :], other=0.0)
+            h = x.to(h_ptr.dtype.element_ty)
+            tl.store(h_ptr + offs_t[:, None] * s_h + offs_d[None, :], h, mask=m_t[:, None] & m_d[None, :])
+            w_t = tl.load(w_ptr + offs_e[None, :] * d + offs_d[:, None], mask=m_d[:, None] & m_e[None, :], other=0.0)
+            if IEEE:  # fp32 operands: full precision, as torch's fp32 matmul (no TF32 by default)
+                acc = tl.dot(h, w_t, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(h, w_t, acc)
+        tl.store(logits_ptr + offs_t[:, None] * n_exp + offs_e[None, :], acc, mask=m_t[:, None] & m_e[None, :])
+
+    @triton.jit
+    def _router_inputs_bwd_kernel(gh_ptr, gl_ptr, w_ptr, dx_ptr, n_tok, d, n_exp, s_gh, s_dx, HAS_GH: tl.constexpr,
+                                  IEEE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                                  BLOCK_E: tl.constexpr):
+        offs_t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
+        offs_e = tl.arange(0, BLOCK_E)
+        m_t, m_e = offs_t < n_tok, offs_e < n_exp
+        # the logits' gradient in the matmul dtype, as the reference's GEMM reads it
+        gl = tl.load(gl_ptr + offs_t[:, None] * n_exp + offs_e[None, :], mask=m_t[:, None] & m_e[None, :], other=0.0)
+        gl = gl.to(w_ptr.dtype.element_ty)
+        for d0 in range(0, d, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            m_d = offs_d < d
+            m = m_t[:, None] & m_d[None, :]
+            w = tl.load(w_ptr + offs_e[:, None] * d + offs_d[None, :], mask=m_e[:, None] & m_d[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(gl, w, input_precision="ieee")
+            else:
+                acc = tl.dot(gl, w)
+            if HAS_GH:
+                acc += tl.load(gh_ptr + offs_t[:, None] * s_gh + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
+            tl.store(dx_ptr + offs_t[:, None] * s_dx + offs_d[None, :], acc.to(dx_ptr.dtype.element_ty), mask=m)
+
+
+def _check(t: torch.Tensor, name: str) -> None:
+    if not HAS_TRITON:
+        raise ImportError("rom.kernels.triton_router: triton is not installed; use backend='reference'")
+    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"{name}: expected CUDA tensors, got {t.device}")
+
+
+def _block_e(n_exp: int) -> int:
+    return max(16, triton.next_power_of_2(n_exp))
+
+
+def router_inputs_triton(x: torch.Tensor, weight_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (T, d), weight_c (E, d) in the matmul dtype -> (h = x in that dtype, fp32 logits (T, E))."""
+    _check(x, "router_inputs_triton")
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    weight_c = weight_c.contiguous()
+    n_tok, d = x.shape
+    n_exp = weight_c.shape[0]
+    h = torch.empty((n_tok, d), device=x.device, dtype=weight_c.dtype)
+    logits = torch.empty((n_tok, n_exp), device=x.device, dtype=torch.float32)
+    if n_tok == 0:
+        return h, logits
+    _router_inputs_fwd_kernel[(triton.cdiv(n_tok, _BLOCK_T),)](
+        x, weight_c, h, logits, n_tok, d, n_exp, x.stride(0), h.stride(0), IEEE=weight_c.dtype == torch.float32,
+        BLOCK_T=_BLOCK_T, BLOCK_D=_BLOCK_D,
+        BLOCK_E=_block_e(n_exp), num_warps=_NUM_WARPS)
+    return h, logits
+
+
+def router_inputs_backward_triton(grad_h: torch.Tensor | None, grad_logits: torch.Tensor | None,
+                                  weight_c: torch.Tensor, x_dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    """dx = dh + dlogits @ weight_c (fp32 sums) in ``x_dtype``, shape of ``like``."""
+    _check(like, "router_inputs_backward_triton")
+    n_tok, d = like.shape
+    n_exp = weight_c.shape[0]
+    dx = torch.empty((n_tok, d), device=like.device, dtype=x_dtype)
+    if n_tok == 0:
+        return dx
+    if grad_logits is None:
+        grad_logits = torch.zeros((n_tok, n_exp), device=like.device, dtype=torch.float32)
+    grad_logits = grad_logits.contiguous()
+    if grad_h is not None and grad_h.stride(1) != 1:
+        grad_h = grad_h.contiguous()
+    _router_inputs_bwd_kernel[(triton.cdiv(n_tok, _BLOCK_T),)](
+        grad_h if grad_h is not None else dx, grad_logits, weight_c.contiguous(), dx, n_tok, d, n_exp,
+        grad_h.stride(0) if grad_h is not None else 0, dx.stride(0), HAS_GH=grad_h is not None,
+        IEEE=weight_c.dtype == torch.float32, BLOCK_T=_BLOCK_T,
+        BLOCK_D=_BLOCK_D, BLOCK_E=_block_e(n_exp), num_warps=_NUM_WARPS)
+    return dx
+
+
+__all__ = ["router_inputs_triton", "router_inputs_backward_triton", "HAS_TRITON"]
