@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-call GPU suite for the lent H100 (or any CUDA host): parity tests, then benchmarks; short table last.
-#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv cast layers step host mamba_ssm
+#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv cast layers kernels step host mamba_ssm
 #   (default: tests scan conv)
 # Writes logs and JSON under $OUT (default benchmarks/results/run) and benchmarks/results/*.json.
 set -u
@@ -75,6 +75,7 @@ PATCH
   if has conv; then python3 benchmarks/gpu_conv.py --out-dir "$OUT"; fi
   if has cast; then python3 benchmarks/gpu_cast.py --out-dir "$OUT"; fi
   if has layers; then python3 benchmarks/gpu_layers.py --out-dir "$OUT"; fi
+  if has kernels; then python3 benchmarks/gpu_layer_kernels.py --out-dir "$OUT" | grep -v "^  "; fi
   if has step; then python3 benchmarks/gpu_step.py --out-dir "$OUT"; fi
   if has host; then python3 benchmarks/gpu_host_profile.py --out-dir "$OUT" | tail -40; fi
   echo "== done $(date -u)"
