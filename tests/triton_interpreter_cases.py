@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rom.kernels import (  # noqa: E402
     experts, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_router, triton_scan)
-from rom.kernels.router_inputs import router_inputs_backward_reference, router_inputs_reference  # noqa: E402
+from rom.kernels.router_inputs import (  # noqa: E402
+    route_top1_reference, router_inputs_backward_reference, router_inputs_reference)
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
 from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402
 
@@ -205,6 +206,17 @@ def run_routing() -> list[dict]:
                                                                 w.double(), torch.float64, x)
         rows.append({"case": f"router_inputs T{n_tok} d{d} E{n_experts} dh={with_gh}",
                      "errors": {"out": max(_rel(h, h_ref), _rel(logits, logits_ref)), "grad_x": _rel(dx, dx_ref)}})
+    for n_tok, n_experts in [(1, 2), (300, 8), (77, 5), (130, 64)]:
+        logits = torch.randn(n_tok, n_experts) * 2
+        ours_in, ref_in = logits.clone().requires_grad_(True), logits.double().requires_grad_(True)
+        w, idx, mean = triton_router.route_top1_triton(ours_in)
+        w_ref, idx_ref, mean_ref = route_top1_reference(ref_in)
+        dw, dmean = torch.randn(n_tok, 1), torch.randn(n_experts)
+        torch.autograd.backward((w, mean), (dw, dmean))
+        torch.autograd.backward((w_ref, mean_ref), (dw.double(), dmean.double()))
+        errors = {"out": max(_rel(w, w_ref), _rel(mean, mean_ref), 0.0 if torch.equal(idx, idx_ref) else 1.0),
+                  "grad_logits": _rel(ours_in.grad, ref_in.grad)}
+        rows.append({"case": f"route_top1 T{n_tok} E{n_experts}", "errors": errors})
     return rows
 
 

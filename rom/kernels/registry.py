@@ -5,7 +5,8 @@ layer's expert rows <-> channels-first un/permutation), "upcast" (a weight gradi
 rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing fp32 gradient),
 "combine_rows" / "combine_rows_backward" (the weighted un-permutation of expert rows to tokens), "dispatch"
 (the stable sort of token-slots by expert), "router_inputs" / "router_inputs_backward" (the tokens cast for
-the experts and the router logits from one read, rom.kernels.router_inputs). Backends:
+the experts and the router logits from one read, rom.kernels.router_inputs), "route_top1" (softmax, top-1
+choice and mean probabilities of the router). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows", "upcast",
        "upcast_add", "combine_rows", "combine_rows_backward", "dispatch", "router_inputs",
-       "router_inputs_backward")
+       "router_inputs_backward", "route_top1")
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 
 # op -> (module, attribute) of the Triton implementation
@@ -61,6 +62,7 @@ TRITON_MODULES = {
     "dispatch": ("rom.kernels.triton_dispatch", "expert_positions_triton"),
     "router_inputs": ("rom.kernels.triton_router", "router_inputs_triton"),
     "router_inputs_backward": ("rom.kernels.triton_router", "router_inputs_backward_triton"),
+    "route_top1": ("rom.kernels.triton_router", "route_top1_triton"),
 }
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
@@ -219,6 +221,7 @@ REFERENCE_MODULES = {
     "dispatch": ("rom.kernels.experts", "expert_positions_reference"),
     "router_inputs": ("rom.kernels.router_inputs", "router_inputs_reference"),
     "router_inputs_backward": ("rom.kernels.router_inputs", "router_inputs_backward_reference"),
+    "route_top1": ("rom.kernels.router_inputs", "route_top1_reference"),
 }
 
 

@@ -11,6 +11,10 @@ output columns and a copy forward, and a GEMM, an add and a widening copy backwa
     dW = dlogits^T @ h (a torch GEMM on both backends)
 
     router_inputs(x, weight, dtype, backend) -> (h, logits)
+
+The module also holds the top-1 routing step that follows (op "route_top1"): softmax, selection of the top
+expert and its probability, and the mean probability per expert for the load-balancing loss, one Triton
+pass forward and one backward instead of about ten small torch kernels.
 """
 
 from __future__ import annotations
@@ -73,4 +77,22 @@ def router_inputs(x: Tensor, weight: Tensor, dtype: torch.dtype, backend: str = 
     return _RouterInputs.apply(x, weight, dtype, backend)
 
 
-__all__ = ["router_inputs", "router_inputs_backward_reference", "router_inputs_reference"]
+def route_top1_reference(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The "route_top1" op: softmax of fp32 logits (T, E) -> (top-1 probability (T, 1), its expert (T, 1)
+    int64, mean probability per expert (E,), for the load-balancing loss); differentiable through torch."""
+    probs = torch.softmax(logits, dim=-1)
+    weights, indices = probs.max(dim=-1, keepdim=True)
+    return weights, indices, probs.mean(0)
+
+
+def route_top1(logits: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+    """Top-1 routing from fp32 logits; see ``route_top1_reference`` (Triton: rom.kernels.triton_router)."""
+    if logits.dim() != 2:
+        raise ValueError(f"route_top1: logits must be (tokens, experts), got {tuple(logits.shape)}")
+    if torch.jit.is_tracing():
+        return route_top1_reference(logits)
+    return get_impl("route_top1", backend, logits.device)(logits)
+
+
+__all__ = ["route_top1", "route_top1_reference", "router_inputs", "router_inputs_backward_reference",
+           "router_inputs_reference"]

@@ -19,7 +19,6 @@ from rom.layers.aux import RouterStats, z_loss_of
 @dataclass
 class RouterDecision:
     logits: torch.Tensor  # (T, E) fp32
-    probs: torch.Tensor  # (T, E) fp32
     indices: torch.Tensor  # (T, k) int64: chosen experts per token
     weights: torch.Tensor  # (T, k) fp32: router probability of each chosen expert (renormalised if asked)
     dispatch: "kernels.Dispatch"  # sort-based permutation of the token-slots by expert
@@ -55,17 +54,19 @@ class Router(nn.Module):
 
     def decide(self, logits: torch.Tensor) -> RouterDecision:
         """Logits (T, E) fp32, computed by the caller (e.g. kernels.router_inputs) -> RouterDecision."""
-        probs = torch.softmax(logits, dim=-1)
-        if self.top_k == 1:  # a max reduction: one small kernel, where topk launches a sort-based selection
-            top_probs, indices = probs.max(dim=-1, keepdim=True)
+        if self.top_k == 1 and not self.renormalize:
+            # softmax, max and the mean probabilities in one op (one Triton pass each way on CUDA)
+            weights, indices, prob_mean = kernels.route_top1(logits, self.backend)
         else:
+            probs = torch.softmax(logits, dim=-1)
             top_probs, indices = torch.topk(probs, self.top_k, dim=-1)
-        weights = top_probs / top_probs.sum(-1, keepdim=True) if self.renormalize else top_probs
+            weights = top_probs / top_probs.sum(-1, keepdim=True) if self.renormalize else top_probs
+            prob_mean = probs.mean(0)
         dispatch = kernels.make_dispatch(indices, self.num_experts, self.backend)
 
-        tokens_per_expert = dispatch.tokens_per_expert.to(probs.dtype)
+        tokens_per_expert = dispatch.tokens_per_expert.to(logits.dtype)
         slot_share = tokens_per_expert / max(1, indices.numel())
-        load_balance = self.num_experts * (slot_share.detach() * probs.mean(0)).sum()
+        load_balance = self.num_experts * (slot_share.detach() * prob_mean).sum()
         weighted = self.load_balance_coef * load_balance
         z_loss = None
         if self.z_loss_coef > 0:  # otherwise a logging-only diagnostic, computed lazily by RouterStats
@@ -80,4 +81,4 @@ class Router(nn.Module):
             logits=logits.detach(),
             z_loss_value=z_loss,
         )
-        return RouterDecision(logits, probs, indices, weights, dispatch, stats)
+        return RouterDecision(logits, indices, weights, dispatch, stats)

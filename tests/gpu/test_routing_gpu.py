@@ -124,3 +124,27 @@ def test_router_inputs_forward_and_backward_match_float64(n_tok, d, n_experts, d
     dx_ref = router_inputs_backward_reference(gh.double() if with_grad_h else None, gl.to(dtype).double(),
                                               w.double(), torch.float64, x)
     assert dx.dtype == torch.float32 and rel_err(dx, dx_ref) < (1e-5 if dtype == torch.float32 else 1e-3)
+
+
+@pytest.mark.parametrize("n_tok,n_experts", [(1, 2), (333, 5), (16384, 8), (1000, 64)])
+def test_route_top1_forward_and_gradient_match_float64(n_tok, n_experts):
+    """Softmax, top-1 choice, mean probabilities and their joint backward in one pass each."""
+    pytest.importorskip("triton")
+    from rom.kernels.router_inputs import route_top1_reference
+    from rom.kernels.triton_router import route_top1_triton
+
+    g = torch.Generator(device="cuda").manual_seed(n_tok + n_experts)
+    logits = torch.randn(n_tok, n_experts, device="cuda", generator=g) * 3
+    ours_in, ref_in = logits.clone().requires_grad_(True), logits.double().requires_grad_(True)
+    poison_cuda_cache()
+    w, idx, mean = route_top1_triton(ours_in)
+    w_ref, idx_ref, mean_ref = route_top1_reference(ref_in)
+    assert w.shape == (n_tok, 1) and idx.dtype == torch.int64 and mean.shape == (n_experts,)
+    assert torch.equal(idx, idx_ref)
+    assert rel_err(w, w_ref) < 1e-6 and rel_err(mean, mean_ref) < 1e-6
+    dw = torch.randn(n_tok, 1, device="cuda", generator=g)
+    dmean = torch.randn(n_experts, device="cuda", generator=g)
+    poison_cuda_cache()
+    torch.autograd.backward((w, mean), (dw, dmean))
+    torch.autograd.backward((w_ref, mean_ref), (dw.double(), dmean.double()))
+    assert rel_err(ours_in.grad, ref_in.grad) < 1e-5
