@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rom.accounting import count_flops, count_params, mean_attended_keys, summary
-from rom.config import Mlp, ModelConfig, Pattern, Projection, Routing, load_model_config, model_preset
+from rom.config import ModelConfig, Pattern, Projection, load_model_config, model_preset
 from rom.models import build_model
 
 
