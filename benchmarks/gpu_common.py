@@ -6,6 +6,7 @@ random inputs (never zeros), every variant measured in the same process on the s
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import platform
@@ -45,6 +46,18 @@ def device_facts() -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - informative only
         facts["max_sm_clock_mhz"] = None
     return facts
+
+
+def layer_shape_parser(doc: str | None) -> argparse.ArgumentParser:
+    """Arguments of the layer benchmarks (gpu_layers.py, gpu_layer_kernels.py): the issue's layer shape by default
+    (8 x 2048 tokens, d_model 1024, 8 experts) and where to write the JSON."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--d-model", type=int, default=1024)
+    ap.add_argument("--experts", type=int, default=8)
+    ap.add_argument("--out-dir", default=None)
+    return ap
 
 
 def bench_ms(fn: Callable[[], Any], warmup_ms: float = 25, rep_ms: float = 200) -> float:

@@ -11,7 +11,6 @@ time: under a CUDA graph each small kernel still costs its own few microseconds.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections import defaultdict
@@ -23,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_common import device_facts, write_result  # noqa: E402
+from gpu_common import device_facts, layer_shape_parser, write_result  # noqa: E402
 
 from rom.config import MambaConfig, RoMConfig  # noqa: E402
 from rom.layers.mamba import MambaMixer  # noqa: E402
@@ -65,12 +64,7 @@ def kernel_trace(layer: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--d-model", type=int, default=1024)
-    ap.add_argument("--experts", type=int, default=8)
-    ap.add_argument("--out-dir", default=None)
+    ap = layer_shape_parser(__doc__)
     args = ap.parse_args()
     b, L, dm = args.batch, args.seq_len, args.d_model
     dt_rank = math.ceil(dm / 16)

@@ -13,7 +13,6 @@ Prints a table and writes benchmarks/results/gpu_layers.json.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_common import bench_ms, device_facts, print_table, write_result  # noqa: E402
+from gpu_common import bench_ms, device_facts, layer_shape_parser, print_table, write_result  # noqa: E402
 
 from rom.config import MambaConfig, RoMConfig  # noqa: E402
 from rom.layers.mamba import MambaMixer  # noqa: E402
@@ -167,13 +166,8 @@ def _mamba_ssm_fused_with_our_conv(d_model: int) -> tuple[torch.nn.Module | None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--d-model", type=int, default=1024)
-    ap.add_argument("--experts", type=int, default=8)
+    ap = layer_shape_parser(__doc__)
     ap.add_argument("--no-reference", action="store_true")
-    ap.add_argument("--out-dir", default=None)
     args = ap.parse_args()
     b, L, dm = args.batch, args.seq_len, args.d_model
     tokens = b * L

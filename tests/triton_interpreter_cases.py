@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rom.kernels import (  # noqa: E402
     experts, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_router, triton_scan)
-from rom.kernels.router_inputs import (  # noqa: E402
+from rom.kernels.routing import (  # noqa: E402
     route_top1_reference, router_inputs_backward_reference, router_inputs_reference)
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
 from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402

@@ -26,7 +26,7 @@ from rom.kernels.experts import (
     unpermute_to_channels,
 )
 from rom.kernels.layout import autocast_dtype, linear_channels
-from rom.kernels.router_inputs import route_top1, router_inputs
+from rom.kernels.routing import route_top1, router_inputs
 from rom.kernels.weight_cast import cast_weight, weight_grads_accumulate_in_place
 from rom.kernels.registry import (
     BACKENDS,

@@ -5,8 +5,8 @@ layer's expert rows <-> channels-first un/permutation), "upcast" (a weight gradi
 rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing fp32 gradient),
 "combine_rows" / "combine_rows_backward" (the weighted un-permutation of expert rows to tokens), "dispatch"
 (the stable sort of token-slots by expert), "router_inputs" / "router_inputs_backward" (the tokens cast for
-the experts and the router logits from one read, rom.kernels.router_inputs), "route_top1" (softmax, top-1
-choice and mean probabilities of the router). Backends:
+the experts and the router logits from one read), "route_top1" (softmax, top-1 choice and mean probabilities;
+these three in rom.kernels.routing). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
@@ -219,9 +219,9 @@ REFERENCE_MODULES = {
     "combine_rows": ("rom.kernels.experts", "combine_rows_reference"),
     "combine_rows_backward": ("rom.kernels.experts", "combine_rows_backward_reference"),
     "dispatch": ("rom.kernels.experts", "expert_positions_reference"),
-    "router_inputs": ("rom.kernels.router_inputs", "router_inputs_reference"),
-    "router_inputs_backward": ("rom.kernels.router_inputs", "router_inputs_backward_reference"),
-    "route_top1": ("rom.kernels.router_inputs", "route_top1_reference"),
+    "router_inputs": ("rom.kernels.routing", "router_inputs_reference"),
+    "router_inputs_backward": ("rom.kernels.routing", "router_inputs_backward_reference"),
+    "route_top1": ("rom.kernels.routing", "route_top1_reference"),
 }
 
 

@@ -8,11 +8,9 @@ bandwidth. Other dtype pairs and tensors with gaps go to ``Tensor.to``.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, interpreting, tl, triton
 
 _BLOCK = 4096
 _NUM_WARPS = 8  # 16 elements per thread: two 16-byte bf16 loads, four 16-byte fp32 stores
@@ -47,7 +45,7 @@ def upcast_triton(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t.to(dtype)``; bf16 / fp16 -> fp32 of a dense CUDA tensor in one Triton pass, strides kept (as ``to``)."""
     if not HAS_TRITON:
         raise ImportError("rom.kernels.triton_cast: triton is not installed; use backend='reference'")
-    on_device = t.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    on_device = t.device.type == "cuda" or interpreting()
     if (t.dtype, dtype) not in _WIDENING or not _dense(t) or t.numel() == 0 or not on_device:
         return t.to(dtype)
     out = torch.empty_like(t, dtype=dtype)  # same strides as t (t is dense)
@@ -60,7 +58,7 @@ def upcast_add_triton(out: torch.Tensor, t: torch.Tensor) -> None:
     """``out += t`` (t bf16 / fp16 widened to out's fp32) in one pass; other cases go to ``Tensor.add_``."""
     if not HAS_TRITON:
         raise ImportError("rom.kernels.triton_cast: triton is not installed; use backend='reference'")
-    on_device = t.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    on_device = t.device.type == "cuda" or interpreting()
     if ((t.dtype, out.dtype) not in _WIDENING or not (t.is_contiguous() and out.is_contiguous())
             or t.shape != out.shape or t.numel() == 0 or not on_device):
         out.add_(t.to(out.dtype))

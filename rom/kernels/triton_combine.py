@@ -16,11 +16,9 @@ Products and sums in fp32, rounded once to the rows' dtype. Semantics: rom.kerne
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
 
 _BLOCK_T = 32
 _BLOCK_D = 128
@@ -71,13 +69,6 @@ if HAS_TRITON:
                 tl.store(grad_w_ptr + offs_t * TOP_K + j, dot, mask=m_t)
 
 
-def _check(t: torch.Tensor, name: str) -> None:
-    if not HAS_TRITON:
-        raise ImportError("rom.kernels.triton_combine: triton is not installed; use backend='reference'")
-    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"{name}: expected CUDA tensors, got {t.device}")
-
-
 def _row_major(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -85,7 +76,7 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
 def combine_rows_triton(rows: torch.Tensor, inverse_index: torch.Tensor, weights: torch.Tensor | None,
                         top_k: int) -> torch.Tensor:
     """(T*k, d) expert rows -> (T, d) in rows' dtype: each token's k rows summed, weighted by ``weights`` (T, k)."""
-    _check(rows, "combine_rows_triton")
+    check_launchable(rows, "combine_rows_triton")
     rows = _row_major(rows)
     n_tok, d = rows.shape[0] // top_k, rows.shape[1]
     out = torch.empty((n_tok, d), device=rows.device, dtype=rows.dtype)
@@ -102,7 +93,7 @@ def combine_rows_backward_triton(grad: torch.Tensor, rows: torch.Tensor, inverse
                                  weights: torch.Tensor | None, top_k: int, need_rows: bool,
                                  need_weights: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of combine_rows: (grad_rows (T*k, d) in rows' dtype or None, grad_weights (T, k) or None)."""
-    _check(grad, "combine_rows_backward_triton")
+    check_launchable(grad, "combine_rows_backward_triton")
     need_weights = need_weights and weights is not None
     grad, rows = _row_major(grad), _row_major(rows)
     n_tok, d = grad.shape

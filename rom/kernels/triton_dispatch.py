@@ -18,11 +18,9 @@ not checked (make_dispatch checks them on CPU, where the check costs no synchron
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
 
 _ONE_HOT_ELEMENTS = 8192  # BLOCK_N * BLOCK_E: the (slots x experts) one-hot tile of one program
 _BLOCK_B = 64  # blocks' counts summed per step
@@ -72,10 +70,7 @@ if HAS_TRITON:
 def expert_positions_triton(flat_ids: torch.Tensor,
                             num_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(n,) expert ids -> slot_index, inverse_index (n,) int64, tokens_per_expert (E,) int64, offsets (E,) int32."""
-    if not HAS_TRITON:
-        raise ImportError("rom.kernels.triton_dispatch: triton is not installed; use backend='reference'")
-    if flat_ids.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"expert_positions_triton: expected a CUDA tensor, got {flat_ids.device}")
+    check_launchable(flat_ids, "expert_positions_triton")
     flat_ids = flat_ids.contiguous()
     n, device = flat_ids.numel(), flat_ids.device
     block_e = max(2, triton.next_power_of_2(num_experts))

@@ -14,11 +14,9 @@ They are each other's adjoint (the backward of one is the other); semantics: rom
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
 
 _BLOCK_L = 64
 _BLOCK_C = 64
@@ -59,17 +57,10 @@ if HAS_TRITON:
             tl.store(out_ptr + row[:, None] * s_out_r + offs_c[None, :], v, mask=m)
 
 
-def _check(t: torch.Tensor, name: str) -> None:
-    if not HAS_TRITON:
-        raise ImportError("rom.kernels.triton_gather: triton is not installed; use backend='reference'")
-    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"{name}: expected CUDA tensors, got {t.device}")
-
-
 def rows_to_channels_triton(src: torch.Tensor, inverse_index: torch.Tensor, top_k: int, batch: int,
                             seq_len: int, scale: float = 1.0) -> torch.Tensor:
     """(batch * seq_len * top_k, C) expert rows -> (batch, C, seq_len): sum over each token's slots, scaled."""
-    _check(src, "rows_to_channels_triton")
+    check_launchable(src, "rows_to_channels_triton")
     if src.stride(1) != 1:
         src = src.contiguous()
     n_ch = src.shape[1]
@@ -85,7 +76,7 @@ def rows_to_channels_triton(src: torch.Tensor, inverse_index: torch.Tensor, top_
 def channels_to_rows_triton(src: torch.Tensor, inverse_index: torch.Tensor, top_k: int,
                             scale: float = 1.0) -> torch.Tensor:
     """(batch, C, seq_len) any strides -> (batch * seq_len * top_k, C) rows, each token's values in its slots' rows."""
-    _check(src, "channels_to_rows_triton")
+    check_launchable(src, "channels_to_rows_triton")
     batch, n_ch, seq_len = src.shape
     out = torch.empty((batch * seq_len * top_k, n_ch), device=src.device, dtype=src.dtype)
     if out.numel() == 0:

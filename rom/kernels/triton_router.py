@@ -1,4 +1,4 @@
-"""The router's kernels (Triton): semantics rom.kernels.router_inputs' references.
+"""The router's kernels (Triton): semantics rom.kernels.routing' references.
 
 Router inputs, one pass each way:
     forward:   h = x.to(dtype) and logits = h @ W^T (fp32 accumulation) from one read of x
@@ -12,11 +12,9 @@ W (E, d) is already in the matmul dtype; E is padded to a power of two >= 16 for
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
 
 _BLOCK_T = 64
 _BLOCK_D = 128
@@ -69,20 +67,14 @@ if HAS_TRITON:
             tl.store(dx_ptr + offs_t[:, None] * s_dx + offs_d[None, :], acc.to(dx_ptr.dtype.element_ty), mask=m)
 
 
-def _check(t: torch.Tensor, name: str) -> None:
-    if not HAS_TRITON:
-        raise ImportError("rom.kernels.triton_router: triton is not installed; use backend='reference'")
-    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"{name}: expected CUDA tensors, got {t.device}")
-
-
-def _block_e(n_exp: int) -> int:
-    return max(16, triton.next_power_of_2(n_exp))
+def _block_e(n_exp: int, minimum: int = 16) -> int:
+    """The experts' tile width: a power of two, at least 16 where tl.dot reads it."""
+    return max(minimum, triton.next_power_of_2(n_exp))
 
 
 def router_inputs_triton(x: torch.Tensor, weight_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x (T, d), weight_c (E, d) in the matmul dtype -> (h = x in that dtype, fp32 logits (T, E))."""
-    _check(x, "router_inputs_triton")
+    check_launchable(x, "router_inputs_triton")
     if x.stride(1) != 1:
         x = x.contiguous()
     weight_c = weight_c.contiguous()
@@ -102,7 +94,7 @@ def router_inputs_triton(x: torch.Tensor, weight_c: torch.Tensor) -> tuple[torch
 def router_inputs_backward_triton(grad_h: torch.Tensor | None, grad_logits: torch.Tensor | None,
                                   weight_c: torch.Tensor, x_dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
     """dx = dh + dlogits @ weight_c (fp32 sums) in ``x_dtype``, shape of ``like``."""
-    _check(like, "router_inputs_backward_triton")
+    check_launchable(like, "router_inputs_backward_triton")
     n_tok, d = like.shape
     n_exp = weight_c.shape[0]
     dx = torch.empty((n_tok, d), device=like.device, dtype=x_dtype)
@@ -168,7 +160,7 @@ class _RouteTop1(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor):  # type: ignore[override]
         logits = logits.contiguous()
         n_tok, n_exp = logits.shape
-        block_e = max(2, triton.next_power_of_2(n_exp))
+        block_e = _block_e(n_exp, 2)
         n_blocks = max(1, triton.cdiv(n_tok, _ROUTE_BLOCK_T))
         weights = torch.empty((n_tok, 1), device=logits.device, dtype=torch.float32)
         indices = torch.empty((n_tok, 1), device=logits.device, dtype=torch.int64)
@@ -192,7 +184,7 @@ class _RouteTop1(torch.autograd.Function):
         dm = d_mean.contiguous() if d_mean is not None else logits
         _route_top1_bwd_kernel[(triton.cdiv(n_tok, _ROUTE_BLOCK_T),)](
             logits, indices, dw, dm, d_logits, n_tok, n_exp, 1.0 / n_tok, HAS_DW=d_weights is not None,
-            HAS_DMEAN=d_mean is not None, BLOCK_T=_ROUTE_BLOCK_T, BLOCK_E=max(2, triton.next_power_of_2(n_exp)),
+            HAS_DMEAN=d_mean is not None, BLOCK_T=_ROUTE_BLOCK_T, BLOCK_E=_block_e(n_exp, 2),
             num_warps=4)
         return d_logits
 
@@ -201,7 +193,7 @@ def route_top1_triton(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     """fp32 logits (T, E) -> (top-1 probability (T, 1), expert (T, 1) int64, mean probability per expert (E,)),
     softmax, selection and the column sums in one pass; the backward (through the probability and the mean)
     in one more."""
-    _check(logits, "route_top1_triton")
+    check_launchable(logits, "route_top1_triton")
     if logits.dtype != torch.float32:
         raise ValueError(f"route_top1_triton: logits must be float32, got {logits.dtype}")
     return _RouteTop1.apply(logits)

@@ -1,10 +1,15 @@
 """The optional ``triton`` import shared by the Triton kernel modules.
 
 triton is optional: CPU-only installs must still import rom.kernels, so the kernel modules take ``triton``,
-``tl`` and ``HAS_TRITON`` from here and define their kernels only ``if HAS_TRITON``.
+``tl`` and ``HAS_TRITON`` from here and define their kernels only ``if HAS_TRITON``; ``check_launchable``
+is their common entry check.
 """
 
 from __future__ import annotations
+
+import os
+
+import torch
 
 try:
     import triton
@@ -16,4 +21,20 @@ except ImportError:  # pragma: no cover - exercised on CPU-only machines
     tl = None  # type: ignore[assignment]
     HAS_TRITON = False
 
-__all__ = ["HAS_TRITON", "tl", "triton"]
+
+
+def interpreting() -> bool:
+    """Triton's CPU interpreter is on: the kernels then run on CPU tensors (the interpreter tests)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def check_launchable(t: torch.Tensor, caller: str) -> None:
+    """Raise ImportError without triton, ValueError for a tensor the kernels cannot run on (not on CUDA, unless
+    interpreting)."""
+    if not HAS_TRITON:
+        raise ImportError(f"{caller}: triton is not installed; use backend='reference'")
+    if t.device.type != "cuda" and not interpreting():
+        raise ValueError(f"{caller}: expected CUDA tensors, got {t.device}")
+
+
+__all__ = ["HAS_TRITON", "check_launchable", "interpreting", "tl", "triton"]

@@ -104,7 +104,7 @@ def test_unpermute_auto_equals_reference_through_autograd_with_strided_gradient(
 def test_router_inputs_forward_and_backward_match_float64(n_tok, d, n_experts, dtype, with_grad_h):
     """Cast tokens and logits from one read; the input gradient dh + dlogits @ W in one pass (fp32 x)."""
     pytest.importorskip("triton")
-    from rom.kernels.router_inputs import router_inputs_backward_reference, router_inputs_reference
+    from rom.kernels.routing import router_inputs_backward_reference, router_inputs_reference
     from rom.kernels.triton_router import router_inputs_backward_triton, router_inputs_triton
 
     g = torch.Generator(device="cuda").manual_seed(n_tok + d)
@@ -130,7 +130,7 @@ def test_router_inputs_forward_and_backward_match_float64(n_tok, d, n_experts, d
 def test_route_top1_forward_and_gradient_match_float64(n_tok, n_experts):
     """Softmax, top-1 choice, mean probabilities and their joint backward in one pass each."""
     pytest.importorskip("triton")
-    from rom.kernels.router_inputs import route_top1_reference
+    from rom.kernels.routing import route_top1_reference
     from rom.kernels.triton_router import route_top1_triton
 
     g = torch.Generator(device="cuda").manual_seed(n_tok + n_experts)

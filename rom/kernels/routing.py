@@ -1,5 +1,6 @@
-"""The tokens in the matmul dtype and the router's logits from one read of the residual stream.
+"""The router's two steps as kernel ops: its inputs, then its top-1 choice.
 
+Router inputs: the tokens in the matmul dtype and the router's logits from one read of the residual stream.
 A RoM layer (shared routing) needs its fp32 input twice: cast to bf16 for the expert rows, and multiplied by
 the router weight for the logits. Backward, the input's gradient is the sum of the rows' gradient (bf16) and
 the logits' gradient through the router weight, widened to fp32. In torch those are a cast, a GEMM with 8
@@ -12,9 +13,9 @@ output columns and a copy forward, and a GEMM, an add and a widening copy backwa
 
     router_inputs(x, weight, dtype, backend) -> (h, logits)
 
-The module also holds the top-1 routing step that follows (op "route_top1"): softmax, selection of the top
-expert and its probability, and the mean probability per expert for the load-balancing loss, one Triton
-pass forward and one backward instead of about ten small torch kernels.
+Top-1 routing (op "route_top1"): softmax, selection of the top expert and its probability, and the mean
+probability per expert for the load-balancing loss, one Triton pass forward and one backward instead of
+about ten small torch kernels.
 """
 
 from __future__ import annotations
