@@ -69,12 +69,12 @@ def _kernel_launches(layer: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(e.count for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
-def _top_functions(layer: torch.nn.Module, x: torch.Tensor, n: int = 25) -> list[dict[str, Any]]:
+def _top_functions(fn: Callable[[], None], n: int = 25) -> list[dict[str, Any]]:
     pr = cProfile.Profile()
     torch.cuda.synchronize()
     for _ in range(ITERS):
         pr.enable()
-        _step(layer, x)
+        fn()
         pr.disable()
         torch.cuda.synchronize()   # outside the profile: the next iteration starts on an empty queue
     stats = pstats.Stats(pr).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
@@ -87,8 +87,8 @@ def _top_functions(layer: torch.nn.Module, x: torch.Tensor, n: int = 25) -> list
     return rows[:n]
 
 
-def _scan_host_ms(backend: str, batch: int, d_inner: int, seq_len: int, d_state: int) -> float:
-    """Host time to issue one selective scan forward + backward (the layer's call: z, D, bias, softplus)."""
+def _scan_call(backend: str, batch: int, d_inner: int, seq_len: int, d_state: int) -> Callable[[], None]:
+    """One selective scan forward + backward as the layer calls it (z, D, bias, softplus)."""
     from rom import kernels
 
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -106,7 +106,7 @@ def _scan_host_ms(backend: str, batch: int, d_inner: int, seq_len: int, d_state:
                                    backend=backend)
         y.backward(torch.ones_like(y))
 
-    return _host_ms(call, calls=1, reps=10)
+    return call
 
 
 def main() -> None:
@@ -128,17 +128,19 @@ def main() -> None:
     for name, layer in layers.items():
         summary.append({"layer": name, "host_ms_per_fwd_bwd": _host_ms(lambda: _step(layer, x)),
                         "kernels_per_fwd_bwd": _kernel_launches(layer, x)})
-        tops[name] = _top_functions(layer, x)
+        tops[name] = _top_functions(lambda: _step(layer, x))
         print(summary[-1], flush=True)
     d_inner = 2 * dm
     scan_rows = []
     for backend in ("triton", "mamba_ssm"):
         try:
-            ms = _scan_host_ms(backend, args.batch, d_inner, args.seq_len, mcfg.d_state)
+            call = _scan_call(backend, args.batch, d_inner, args.seq_len, mcfg.d_state)
+            ms = _host_ms(call, calls=1, reps=10)
         except Exception as err:  # noqa: BLE001 - mamba-ssm is optional
             print(f"scan backend {backend}: not measured ({err})")
             continue
         scan_rows.append({"scan_backend": backend, "host_ms_per_fwd_bwd": ms})
+        tops[f"scan alone ({backend})"] = _top_functions(call, n=40)
         print(scan_rows[-1], flush=True)
     for name, rows in tops.items():
         print(f"\n{name}: functions by own host time per forward + backward")

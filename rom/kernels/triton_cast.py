@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, interpreting, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, interpreting, tl, triton
 
 _BLOCK = 4096
 _NUM_WARPS = 8  # 16 elements per thread: two 16-byte bf16 loads, four 16-byte fp32 stores
@@ -50,7 +50,7 @@ def upcast_triton(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return t.to(dtype)
     out = torch.empty_like(t, dtype=dtype)  # same strides as t (t is dense)
     n = t.numel()
-    _upcast_kernel[(triton.cdiv(n, _BLOCK),)](t, out, n, BLOCK=_BLOCK, num_warps=_NUM_WARPS)
+    _upcast_kernel[(cdiv(n, _BLOCK),)](t, out, n, BLOCK=_BLOCK, num_warps=_NUM_WARPS)
     return out
 
 
@@ -64,7 +64,7 @@ def upcast_add_triton(out: torch.Tensor, t: torch.Tensor) -> None:
         out.add_(t.to(out.dtype))
         return
     n = t.numel()
-    _upcast_add_kernel[(triton.cdiv(n, _BLOCK),)](t, out, n, BLOCK=_BLOCK, num_warps=_NUM_WARPS)
+    _upcast_add_kernel[(cdiv(n, _BLOCK),)](t, out, n, BLOCK=_BLOCK, num_warps=_NUM_WARPS)
 
 
 __all__ = ["upcast_add_triton", "upcast_triton", "HAS_TRITON"]

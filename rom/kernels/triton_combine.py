@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, tl, triton
 
 _BLOCK_T = 32
 _BLOCK_D = 128
@@ -83,7 +83,7 @@ def combine_rows_triton(rows: torch.Tensor, inverse_index: torch.Tensor, weights
     if out.numel() == 0:
         return out
     w = weights.contiguous() if weights is not None else rows  # a dummy pointer when HAS_W is off
-    grid = (triton.cdiv(n_tok, _BLOCK_T), triton.cdiv(d, _BLOCK_D))
+    grid = (cdiv(n_tok, _BLOCK_T), cdiv(d, _BLOCK_D))
     _combine_fwd_kernel[grid](rows, inverse_index, w, out, n_tok, d, rows.stride(0), out.stride(0), TOP_K=top_k,
                               HAS_W=weights is not None, BLOCK_T=_BLOCK_T, BLOCK_D=_BLOCK_D, num_warps=_NUM_WARPS)
     return out
@@ -102,7 +102,7 @@ def combine_rows_backward_triton(grad: torch.Tensor, rows: torch.Tensor, inverse
     if n_tok == 0 or not (need_rows or need_weights):
         return grad_rows, (grad_w.to(weights.dtype) if grad_w is not None else None)
     w = weights.contiguous() if weights is not None else grad
-    _combine_bwd_kernel[(triton.cdiv(n_tok, _BLOCK_T),)](
+    _combine_bwd_kernel[(cdiv(n_tok, _BLOCK_T),)](
         grad, rows, inverse_index, w, grad_rows if need_rows else grad, grad_w if need_weights else grad, n_tok, d,
         grad.stride(0), rows.stride(0), grad_rows.stride(0) if need_rows else 0, TOP_K=top_k,
         HAS_W=weights is not None, NEED_ROWS=need_rows, NEED_W=need_weights, BLOCK_T=_BLOCK_T, BLOCK_D=_BLOCK_D,

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, tl, triton
 
 _ACTIVATIONS = (None, "silu", "swish")
 
@@ -110,7 +110,7 @@ _NUM_WARPS = 4
 
 
 def _launch_grid(batch: int, d: int, seq_len: int) -> tuple[int, int, int]:
-    return (batch, triton.cdiv(d, _BLOCK_D), triton.cdiv(seq_len, _BLOCK_L))
+    return (batch, cdiv(d, _BLOCK_D), cdiv(seq_len, _BLOCK_L))
 
 
 def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool) -> torch.Tensor:

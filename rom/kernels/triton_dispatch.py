@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, tl, triton
 
 _ONE_HOT_ELEMENTS = 8192  # BLOCK_N * BLOCK_E: the (slots x experts) one-hot tile of one program
 _BLOCK_B = 64  # blocks' counts summed per step
@@ -75,7 +75,7 @@ def expert_positions_triton(flat_ids: torch.Tensor,
     n, device = flat_ids.numel(), flat_ids.device
     block_e = max(2, triton.next_power_of_2(num_experts))
     block_n = max(16, _ONE_HOT_ELEMENTS // block_e)
-    n_blocks = max(1, triton.cdiv(n, block_n))
+    n_blocks = max(1, cdiv(n, block_n))
     slot_index = torch.empty(n, dtype=torch.int64, device=device)
     inverse_index = torch.empty(n, dtype=torch.int64, device=device)
     tokens_per_expert = torch.empty(num_experts, dtype=torch.int64, device=device)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, tl, triton
 
 _BLOCK_L = 64
 _BLOCK_C = 64
@@ -67,7 +67,7 @@ def rows_to_channels_triton(src: torch.Tensor, inverse_index: torch.Tensor, top_
     out = torch.empty((batch, n_ch, seq_len), device=src.device, dtype=src.dtype)
     if out.numel() == 0:
         return out
-    grid = (batch, triton.cdiv(seq_len, _BLOCK_L), triton.cdiv(n_ch, _BLOCK_C))
+    grid = (batch, cdiv(seq_len, _BLOCK_L), cdiv(n_ch, _BLOCK_C))
     _rows_to_channels_kernel[grid](src, inverse_index, out, seq_len, n_ch, src.stride(0), float(scale),
                                    TOP_K=top_k, BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C, num_warps=_NUM_WARPS)
     return out
@@ -81,7 +81,7 @@ def channels_to_rows_triton(src: torch.Tensor, inverse_index: torch.Tensor, top_
     out = torch.empty((batch * seq_len * top_k, n_ch), device=src.device, dtype=src.dtype)
     if out.numel() == 0:
         return out
-    grid = (batch, triton.cdiv(seq_len, _BLOCK_L), triton.cdiv(n_ch, _BLOCK_C))
+    grid = (batch, cdiv(seq_len, _BLOCK_L), cdiv(n_ch, _BLOCK_C))
     _channels_to_rows_kernel[grid](src, inverse_index, out, seq_len, n_ch, *src.stride(), out.stride(0),
                                    float(scale), TOP_K=top_k, BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
                                    num_warps=_NUM_WARPS)

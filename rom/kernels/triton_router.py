@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, check_launchable, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, tl, triton
 
 _BLOCK_T = 64
 _BLOCK_D = 128
@@ -84,7 +84,7 @@ def router_inputs_triton(x: torch.Tensor, weight_c: torch.Tensor) -> tuple[torch
     logits = torch.empty((n_tok, n_exp), device=x.device, dtype=torch.float32)
     if n_tok == 0:
         return h, logits
-    _router_inputs_fwd_kernel[(triton.cdiv(n_tok, _BLOCK_T),)](
+    _router_inputs_fwd_kernel[(cdiv(n_tok, _BLOCK_T),)](
         x, weight_c, h, logits, n_tok, d, n_exp, x.stride(0), h.stride(0), IEEE=weight_c.dtype == torch.float32,
         BLOCK_T=_BLOCK_T, BLOCK_D=_BLOCK_D,
         BLOCK_E=_block_e(n_exp), num_warps=_NUM_WARPS)
@@ -105,7 +105,7 @@ def router_inputs_backward_triton(grad_h: torch.Tensor | None, grad_logits: torc
     grad_logits = grad_logits.contiguous()
     if grad_h is not None and grad_h.stride(1) != 1:
         grad_h = grad_h.contiguous()
-    _router_inputs_bwd_kernel[(triton.cdiv(n_tok, _BLOCK_T),)](
+    _router_inputs_bwd_kernel[(cdiv(n_tok, _BLOCK_T),)](
         grad_h if grad_h is not None else dx, grad_logits, weight_c.contiguous(), dx, n_tok, d, n_exp,
         grad_h.stride(0) if grad_h is not None else 0, dx.stride(0), HAS_GH=grad_h is not None,
         IEEE=weight_c.dtype == torch.float32, BLOCK_T=_BLOCK_T,
@@ -161,7 +161,7 @@ class _RouteTop1(torch.autograd.Function):
         logits = logits.contiguous()
         n_tok, n_exp = logits.shape
         block_e = _block_e(n_exp, 2)
-        n_blocks = max(1, triton.cdiv(n_tok, _ROUTE_BLOCK_T))
+        n_blocks = max(1, cdiv(n_tok, _ROUTE_BLOCK_T))
         weights = torch.empty((n_tok, 1), device=logits.device, dtype=torch.float32)
         indices = torch.empty((n_tok, 1), device=logits.device, dtype=torch.int64)
         partial = torch.zeros((n_blocks, block_e), device=logits.device, dtype=torch.float32)
@@ -182,7 +182,7 @@ class _RouteTop1(torch.autograd.Function):
             return d_logits
         dw = d_weights.contiguous() if d_weights is not None else logits
         dm = d_mean.contiguous() if d_mean is not None else logits
-        _route_top1_bwd_kernel[(triton.cdiv(n_tok, _ROUTE_BLOCK_T),)](
+        _route_top1_bwd_kernel[(cdiv(n_tok, _ROUTE_BLOCK_T),)](
             logits, indices, dw, dm, d_logits, n_tok, n_exp, 1.0 / n_tok, HAS_DW=d_weights is not None,
             HAS_DMEAN=d_mean is not None, BLOCK_T=_ROUTE_BLOCK_T, BLOCK_E=_block_e(n_exp, 2),
             num_warps=4)

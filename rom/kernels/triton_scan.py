@@ -14,8 +14,9 @@ Two implementations (docs/gpu_kernels.md has the design, the measurements and wh
   (one 16-byte vector per lane) while the previous chunk computes. The forward stores the fp32 state at every
   chunk start; the backward walks the chunks in reverse, recomputes the chunk's 8 states from the checkpoint
   into registers and runs the adjoint recurrence backwards (q_t = exp(delta'_t A) g_t, g_t = C_t dy_t + q_{t+1}).
-  dA / dD / d delta_bias are reduced over time in registers and over batch by torch; dB / dC over the program's
-  channels in registers and over channel blocks by torch (deterministic, no atomics). When a layer has too few
+  dA / dD / d delta_bias are reduced over time in registers, dB / dC over the program's channels in registers;
+  two small kernels then sum the partials over batch and segments, or over channel blocks, and cast them to the
+  inputs' dtypes (deterministic, no atomics). When a layer has too few
   channels to fill the GPU, the sequence is split into segments scanned in parallel (``plan_segments``): each
   segment starts from a carry composed of per-sub-segment summaries (the end state and sum of delta' forward,
   the adjoint handed left backward) that two small kernels compute first.
@@ -34,7 +35,7 @@ from typing import Any
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, tl, triton
 
 
 # v1 block shapes per state size: (CHUNK, BLOCK_D, num_warps) for the forward and backward kernels;
@@ -765,6 +766,57 @@ if HAS_TRITON:
         tl.store(sum_dt_ptr + row * n_channels + offs_d, sdt, mask=mask_d)
 
 
+    @triton.jit
+    def _scan_bwd_reduce_channels_kernel(
+        dA_part_ptr, dD_part_ptr, dbias_part_ptr, dA_ptr, dD_ptr, dbias_ptr,
+        n_rows, n_channels, s_dA_d, s_dA_n,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):
+        # dA (d, N), dD, d delta_bias (d,) in their parameters' dtypes: sums of the backward kernel's fp32
+        # per-(batch, segment) partials, rows (n_rows, N, d) and (n_rows, d). Grid: channel blocks.
+        offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < n_channels
+        offs_n = tl.arange(0, N)
+        tile = offs_n[:, None] * n_channels + offs_d[None, :]
+        dA = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        dD = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        dbias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for r in range(0, n_rows):
+            dA += tl.load(dA_part_ptr + r * N * n_channels + tile, mask=mask_d[None, :], other=0.0)
+            if HAS_D:
+                dD += tl.load(dD_part_ptr + r * n_channels + offs_d, mask=mask_d, other=0.0)
+            if HAS_BIAS:
+                dbias += tl.load(dbias_part_ptr + r * n_channels + offs_d, mask=mask_d, other=0.0)
+        tl.store(dA_ptr + offs_d[None, :] * s_dA_d + offs_n[:, None] * s_dA_n, dA.to(dA_ptr.dtype.element_ty),
+                 mask=mask_d[None, :])
+        if HAS_D:
+            tl.store(dD_ptr + offs_d, dD.to(dD_ptr.dtype.element_ty), mask=mask_d)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + offs_d, dbias.to(dbias_ptr.dtype.element_ty), mask=mask_d)
+
+    @triton.jit
+    def _scan_bwd_reduce_time_kernel(
+        dB_part_ptr, dC_part_ptr, dB_ptr, dC_ptr, n_dblk, seq_len,
+        N: tl.constexpr, BLOCK_L: tl.constexpr,
+    ):
+        # dB, dC (batch, N, L) contiguous, in B's / C's dtype: sums over channel blocks of the backward kernel's
+        # fp32 partials (batch, n_dblk, L, N). Grid (batch, time blocks, 2): axis 2 picks dB or dC.
+        pid_b = tl.program_id(0)
+        offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+        offs_n = tl.arange(0, N)
+        if tl.program_id(2) == 0:
+            part_ptr, out_ptr = dB_part_ptr, dB_ptr
+        else:
+            part_ptr, out_ptr = dC_part_ptr, dC_ptr
+        mask = (offs_l < seq_len)[:, None]
+        tile = offs_l[:, None] * N + offs_n[None, :]
+        acc = tl.zeros((BLOCK_L, N), dtype=tl.float32)
+        for j in range(0, n_dblk):
+            acc += tl.load(part_ptr + (pid_b * n_dblk + j) * seq_len * N + tile, mask=mask, other=0.0)
+        tl.store(out_ptr + pid_b * N * seq_len + offs_n[None, :] * seq_len + offs_l[:, None],
+                 acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
 def _check_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                   D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None) -> None:
     if not HAS_TRITON:
@@ -797,14 +849,14 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, sto
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
     chunk, block_d, num_warps = config or _default_config(n_state, backward=False)
-    n_chunks = triton.cdiv(seq_len, chunk)
+    n_chunks = cdiv(seq_len, chunk)
     out = torch.empty((batch, d_inner, seq_len), device=u.device, dtype=u.dtype)
     if store_ckpt:
         ckpt = torch.empty((batch, d_inner, n_chunks, n_state), device=u.device, dtype=torch.float32)
     else:
         ckpt = out  # never written (STORE_CKPT=False)
     zz = z if z is not None else u
-    grid = (batch, triton.cdiv(d_inner, block_d))
+    grid = (batch, cdiv(d_inner, block_d))
     _scan_fwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, out, ckpt,
         d_inner, seq_len, n_chunks,
@@ -820,7 +872,7 @@ def _scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bo
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
     _, block_d, num_warps = config or _default_config(n_state, backward=True)
-    n_chunks = triton.cdiv(seq_len, chunk)
+    n_chunks = cdiv(seq_len, chunk)
     dev = u.device
     du = torch.empty((batch, d_inner, seq_len), device=dev, dtype=u.dtype)
     ddelta = torch.empty((batch, d_inner, seq_len), device=dev, dtype=delta.dtype)
@@ -831,7 +883,7 @@ def _scan_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bo
     dD_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if D is not None else None
     dbias_part = torch.empty((batch, d_inner), device=dev, dtype=torch.float32) if delta_bias is not None else None
     zz = z if z is not None else u
-    grid = (batch, triton.cdiv(d_inner, block_d))
+    grid = (batch, cdiv(d_inner, block_d))
     _scan_bwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else u, zz, delta_bias if delta_bias is not None else u, dout, ckpt,
         du, ddelta, dz if dz is not None else du, dA_part, dB32, dC32,
@@ -868,10 +920,6 @@ V2_RESIDENT_PER_SM = {"fwd": 12, "bwd": 8, "fwd_summary": 21, "bwd_summary": 16}
 V2_SUMMARY_COST = {"fwd": 1.3, "bwd": 1.2}
 V2_MIN_SEGMENT_CHUNKS = 16
 V2_SUMMARY_SUBSEGMENTS = 8
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -911,18 +959,18 @@ def _split(n_seg: int, n_chunks: int) -> SegmentPlan:
     n_sub = n_seg   # finer summaries give the summary pass more parallel work (sub-segments of >= 4 chunks)
     while n_sub < V2_SUMMARY_SUBSEGMENTS and n_chunks >= 8 * n_sub:
         n_sub *= 2
-    sub_span = _cdiv(n_chunks, n_sub)
+    sub_span = cdiv(n_chunks, n_sub)
     sub_per_seg = n_sub // n_seg
     span = sub_span * sub_per_seg
-    return SegmentPlan(_cdiv(n_chunks, span), span, _cdiv(n_chunks, sub_span), sub_span, sub_per_seg)
+    return SegmentPlan(cdiv(n_chunks, span), span, cdiv(n_chunks, sub_span), sub_span, sub_per_seg)
 
 
 def plan_cost(plan: SegmentPlan, occ: ScanOccupancy) -> float:
     """Modelled time in main-kernel chunk-steps: waves x span, plus the summary pass's waves x sub_span."""
-    cost = _cdiv(occ.programs * plan.n_seg, occ.slots) * plan.span
+    cost = cdiv(occ.programs * plan.n_seg, occ.slots) * plan.span
     n_sum = plan.summaries(occ.backward)
     if n_sum:
-        cost += _cdiv(occ.summary_programs * n_sum, occ.summary_slots) * plan.sub_span * occ.summary_cost
+        cost += cdiv(occ.summary_programs * n_sum, occ.summary_slots) * plan.sub_span * occ.summary_cost
     return cost
 
 
@@ -960,17 +1008,27 @@ def _v2_launch(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks:
                config: tuple[int, ...] | None) -> tuple[int, int, SegmentPlan]:
     """(BLOCK_D, num_warps, segments) for a v2 kernel; ``config`` = (BLOCK_D, num_warps[, segments]) overrides.
 
+    Memoised per shape and SM count: planning is pure Python on the host's critical path of every call.
+    """
+    return _v2_plan(n_state, backward, batch, d_inner, n_chunks, _device_sms(device),
+                    tuple(config) if config is not None else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _v2_plan(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks: int, sms: int,
+             config: tuple[int, ...] | None) -> tuple[int, int, SegmentPlan]:
+    """_v2_launch for a device of ``sms`` SMs.
+
     Forward: one lane per channel at N=16 (16 states in registers), 4 lanes at N=64. Backward keeps the chunk's
     8 states per lane: 4 lanes per channel at N=16 (4 states each), 8 at N=64 (255 registers). Too few channels
     are made up for by segments; when the sequence is too short for that too, the state axis is spread over
     more lanes (more warps, more shuffles).
     """
-    sms = _device_sms(device)
     kind = "bwd" if backward else "fwd"
 
     def occupancy(block: int) -> ScanOccupancy:
-        return ScanOccupancy(batch * _cdiv(d_inner, block), sms * V2_RESIDENT_PER_SM[kind],
-                             batch * _cdiv(d_inner, _summary_block(n_state)), sms * V2_RESIDENT_PER_SM[kind + "_summary"],
+        return ScanOccupancy(batch * cdiv(d_inner, block), sms * V2_RESIDENT_PER_SM[kind],
+                             batch * cdiv(d_inner, _summary_block(n_state)), sms * V2_RESIDENT_PER_SM[kind + "_summary"],
                              V2_SUMMARY_COST[kind], backward)
 
     if config is not None:
@@ -1021,11 +1079,20 @@ def _fp32_contiguous(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=torch.float32, device=t.device).copy_(t)
 
 
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float32 else t.float()
+
+
+# the backward's partial-sum passes: channels per program (dA, dD, d delta_bias) and steps per program (dB, dC)
+_REDUCE_BLOCK_D = 64
+_REDUCE_BLOCK_L = 64
+
+
 def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, store_ckpt: bool,
                      config: tuple[int, ...] | None = None):
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
-    n_chunks = triton.cdiv(seq_len, V2_CHUNK)
+    n_chunks = cdiv(seq_len, V2_CHUNK)
     block_d, num_warps, plan = _v2_launch(n_state, False, batch, d_inner, n_chunks, u.device, config)
     # B, C as fp32 (batch, L, N): one step's N values are contiguous (vector loads), 1/d_inner of u's size
     Bt = _fp32_contiguous(B.transpose(1, 2))
@@ -1034,24 +1101,24 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
     ckpt = (torch.empty((batch, n_chunks, n_state, d_inner), device=u.device, dtype=torch.float32)
             if store_ckpt else out)
     zz = z if z is not None else u
-    At = _fp32_contiguous(A.t())  # (N, d): tiles contiguous along channels, so N stays in-thread
+    A32 = _fp32(A)  # read through its strides: each program loads its (N, BLOCK_D) tile once
     bias = delta_bias if delta_bias is not None else u
     n_sum = plan.summaries(backward=False)
     sum_h, sum_dt = _summary_buffers(batch, n_sum, n_state, d_inner, u.device)
     if n_sum:
         sblk = _summary_block(n_state)
-        _scan_fwd_summary_kernel_v2[(batch, triton.cdiv(d_inner, sblk), n_sum)](
-            u, delta, At, Bt, bias, sum_h, sum_dt,
+        _scan_fwd_summary_kernel_v2[(batch, cdiv(d_inner, sblk), n_sum)](
+            u, delta, A32, Bt, bias, sum_h, sum_dt,
             d_inner, seq_len, n_chunks, plan.sub_span, n_sum,
-            *u.stride(), *delta.stride(), At.stride(1), At.stride(0),
+            *u.stride(), *delta.stride(), *A32.stride(),
             HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, FAST=_fast_math(), N=n_state,
             BLOCK_D=sblk, T=V2_CHUNK, num_warps=1,
         )
     prefetch = V2_FWD_PREFETCH or (1 if store_ckpt else 2)
-    _scan_fwd_kernel_v2[(batch, triton.cdiv(d_inner, block_d), plan.n_seg)](
-        u, delta, At, Bt, Ct, D if D is not None else u, zz, bias, out, ckpt, sum_h, sum_dt,
+    _scan_fwd_kernel_v2[(batch, cdiv(d_inner, block_d), plan.n_seg)](
+        u, delta, A32, Bt, Ct, D if D is not None else u, zz, bias, out, ckpt, sum_h, sum_dt,
         d_inner, seq_len, n_chunks, plan.span, max(n_sum, 1), plan.sub_per_seg,
-        *u.stride(), *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *out.stride(),
+        *u.stride(), *delta.stride(), *A32.stride(), *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         STORE_CKPT=store_ckpt, FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK,
         PREFETCH=prefetch, num_warps=num_warps,
@@ -1063,9 +1130,9 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
                       config: tuple[int, ...] | None = None):
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
-    n_chunks = triton.cdiv(seq_len, V2_CHUNK)
+    n_chunks = cdiv(seq_len, V2_CHUNK)
     block_d, num_warps, plan = _v2_launch(n_state, True, batch, d_inner, n_chunks, u.device, config)
-    n_dblk = triton.cdiv(d_inner, block_d)
+    n_dblk = cdiv(d_inner, block_d)
     dev = u.device
     f32 = torch.float32
     du = torch.empty((batch, d_inner, seq_len), device=dev, dtype=u.dtype)
@@ -1079,34 +1146,44 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
                   if delta_bias is not None else None)
     zz = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
-    At = _fp32_contiguous(A.t())
+    A32 = _fp32(A)
     n_sum = plan.summaries(backward=True)
     # rows for every sub-segment (the first segment's are never written), so rows are indexed by sub-segment
     sum_q, sum_dt = _summary_buffers(batch, plan.n_sub if n_sum else 0, n_state, d_inner, dev)
     if n_sum:
         sblk = _summary_block(n_state)
-        _scan_bwd_summary_kernel_v2[(batch, triton.cdiv(d_inner, sblk), n_sum)](
-            delta, At, Ct, zz, bias, dout, sum_q, sum_dt,
+        _scan_bwd_summary_kernel_v2[(batch, cdiv(d_inner, sblk), n_sum)](
+            delta, A32, Ct, zz, bias, dout, sum_q, sum_dt,
             d_inner, seq_len, n_chunks, plan.sub_span, plan.n_sub, plan.sub_per_seg,
-            *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *dout.stride(),
+            *delta.stride(), *A32.stride(), *zz.stride(), *dout.stride(),
             HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, FAST=_fast_math(),
             N=n_state, BLOCK_D=sblk, T=V2_CHUNK, num_warps=1,
         )
     _scan_bwd_kernel_v2[(batch, n_dblk, plan.n_seg)](
-        u, delta, At, Bt, Ct, D if D is not None else u, zz, bias, dout, ckpt,
+        u, delta, A32, Bt, Ct, D if D is not None else u, zz, bias, dout, ckpt,
         du, ddelta, dz if dz is not None else du, dA_part, dB_part, dC_part,
         dD_part if dD_part is not None else dA_part, dbias_part if dbias_part is not None else dA_part,
         sum_q, sum_dt,
         d_inner, seq_len, n_chunks, plan.span, plan.n_sub, plan.sub_per_seg,
-        *u.stride(), *delta.stride(), At.stride(1), At.stride(0), *zz.stride(), *dout.stride(),
+        *u.stride(), *delta.stride(), *A32.stride(), *zz.stride(), *dout.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
     )
-    dA = dA_part.sum((0, 1)).t().to(A.dtype)
-    dB = dB_part.sum(1).transpose(1, 2).to(B.dtype)
-    dC = dC_part.sum(1).transpose(1, 2).to(C.dtype)
-    dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
-    dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
+    # the partials' sums, cast to the inputs' dtypes, in two passes (torch took seven kernels and ten ops)
+    dA = torch.empty((d_inner, n_state), device=dev, dtype=A.dtype)
+    dD = torch.empty((d_inner,), device=dev, dtype=D.dtype) if D is not None else None
+    dbias = torch.empty((d_inner,), device=dev, dtype=delta_bias.dtype) if delta_bias is not None else None
+    _scan_bwd_reduce_channels_kernel[(cdiv(d_inner, _REDUCE_BLOCK_D),)](
+        dA_part, dD_part if dD_part is not None else dA_part, dbias_part if dbias_part is not None else dA_part,
+        dA, dD if dD is not None else dA, dbias if dbias is not None else dA,
+        batch * plan.n_seg, d_inner, *dA.stride(),
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, N=n_state, BLOCK_D=_REDUCE_BLOCK_D, num_warps=4,
+    )
+    dB = torch.empty((batch, n_state, seq_len), device=dev, dtype=B.dtype)
+    dC = torch.empty((batch, n_state, seq_len), device=dev, dtype=C.dtype)
+    _scan_bwd_reduce_time_kernel[(batch, cdiv(seq_len, _REDUCE_BLOCK_L), 2)](
+        dB_part, dC_part, dB, dC, n_dblk, seq_len, N=n_state, BLOCK_L=_REDUCE_BLOCK_L, num_warps=4,
+    )
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 

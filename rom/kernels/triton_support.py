@@ -22,6 +22,11 @@ except ImportError:  # pragma: no cover - exercised on CPU-only machines
     HAS_TRITON = False
 
 
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division for host-side grid sizes. (``triton.cdiv`` is a constexpr function: calling it from
+    Python goes through Triton's wrapper, several microseconds per call on a launch-bound host.)"""
+    return -(-a // b)
+
 
 def interpreting() -> bool:
     """Triton's CPU interpreter is on: the kernels then run on CPU tensors (the interpreter tests)."""
@@ -37,4 +42,4 @@ def check_launchable(t: torch.Tensor, caller: str) -> None:
         raise ValueError(f"{caller}: expected CUDA tensors, got {t.device}")
 
 
-__all__ = ["HAS_TRITON", "check_launchable", "interpreting", "tl", "triton"]
+__all__ = ["HAS_TRITON", "cdiv", "check_launchable", "interpreting", "tl", "triton"]
