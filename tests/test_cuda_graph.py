@@ -10,7 +10,8 @@ import torch
 
 from rom.config import ConfigError, run_config_from_dict
 from rom.layers.aux import RouterStats
-from rom.train.loop import train
+from rom.train.distributed import DistInfo
+from rom.train.loop import cuda_graphs_decision, train
 from test_train_support import make_data, step_losses, tiny_config
 
 
@@ -26,6 +27,38 @@ def test_cuda_graphs_is_runtime_only_for_the_run_id() -> None:
     assert graphed.run_id == eager.run_id  # the same run, only executed differently
 
 
+def test_cuda_graphs_unset_with_compile_is_allowed() -> None:
+    cfg = run_config_from_dict(tiny_config(compile=True))  # unset means "where it can run": compile wins
+    assert cfg.train.cuda_graphs is None
+
+
+def _info(device: str, world: int = 1) -> DistInfo:
+    return DistInfo(rank=0, world_size=world, local_rank=0, device=torch.device(device),
+                    backend="nccl" if world > 1 else "none")
+
+
+@pytest.mark.parametrize(("setting", "device", "world", "compile_", "expected"), [
+    (None, "cuda", 1, False, (True, "one CUDA process (train.cuda_graphs unset)")),
+    (True, "cuda", 1, False, (True, "one CUDA process")),
+    (False, "cuda", 1, False, (False, "train.cuda_graphs=false")),
+    (None, "cpu", 1, False, (False, "device cpu is not CUDA")),
+    (True, "cpu", 1, False, (False, "device cpu is not CUDA")),   # one config serves CPU and GPU hosts
+    (None, "cuda", 2, False, (False, "2 processes (DDP / FSDP hooks are not captured)")),
+    (None, "cuda", 1, True, (False, "train.compile is on (torch.compile has its own CUDA graphs, "
+                                    "mode='reduce-overhead')")),
+])
+def test_cuda_graphs_decision(setting: bool | None, device: str, world: int, compile_: bool,
+                              expected: tuple[bool, str]) -> None:
+    t = run_config_from_dict(tiny_config(cuda_graphs=setting, compile=compile_)).train
+    assert cuda_graphs_decision(t, _info(device, world)) == expected
+
+
+def test_cuda_graphs_true_under_torchrun_is_an_error() -> None:
+    t = run_config_from_dict(tiny_config(cuda_graphs=True)).train
+    with pytest.raises(ConfigError, match="train.cuda_graphs=true runs one CUDA process; this run has 4"):
+        cuda_graphs_decision(t, _info("cuda", 4))
+
+
 def test_cuda_graphs_on_cpu_trains_eagerly_and_says_so(tmp_path: Path) -> None:
     data = make_data(tmp_path / "data", n_train=8_000, n_val=2_000)
     small = {"tokens": 32 * 4 * 4, "checkpoint_every": 100, "eval_every": 0}
@@ -33,6 +66,7 @@ def test_cuda_graphs_on_cpu_trains_eagerly_and_says_so(tmp_path: Path) -> None:
     train(run_config_from_dict(tiny_config(cuda_graphs=True, **small)), data, tmp_path / "graphs", device="cpu")
     assert step_losses(tmp_path / "graphs") == step_losses(tmp_path / "eager")
     assert "train.cuda_graphs=true ignored: device cpu is not CUDA" in (tmp_path / "graphs" / "train.log").read_text()
+    assert "CUDA graphs off: device cpu is not CUDA" in (tmp_path / "eager" / "train.log").read_text()
 
 
 def test_router_stats_snapshot_owns_its_tensors() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rom.config import ConfigError, Parallelism, RunConfig, to_dict
+from rom.config import ConfigError, Parallelism, RunConfig, TrainConfig, to_dict
 from rom.eval.perplexity import precision_name, score_windows
 from rom.io import atomic_write_json
 from rom.records import load_json, make_part, now_iso
@@ -218,15 +218,32 @@ def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, device: str
         D.shutdown(info)
 
 
+def cuda_graphs_decision(t: TrainConfig, info: D.DistInfo) -> tuple[bool, str]:
+    """(replay the micro-batch step as a CUDA graph?, why) for ``train.cuda_graphs`` on this run's process.
+
+    Unset means "wherever it can run"; true raises where it cannot, except on CPU (a warning, so one config
+    serves both); false never captures.
+    """
+    if t.cuda_graphs is False:
+        return False, "train.cuda_graphs=false"
+    if info.device.type != "cuda":
+        return False, f"device {info.device} is not CUDA"
+    if info.distributed:
+        if t.cuda_graphs is True:
+            raise ConfigError(f"train.cuda_graphs=true runs one CUDA process; this run has {info.world_size} "
+                              f"(torchrun): set train.cuda_graphs=false or leave it unset")
+        return False, f"{info.world_size} processes (DDP / FSDP hooks are not captured)"
+    if t.compile:
+        return False, "train.compile is on (torch.compile has its own CUDA graphs, mode='reduce-overhead')"
+    return True, "one CUDA process" + ("" if t.cuda_graphs else " (train.cuda_graphs unset)")
+
+
 def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> dict:
     t = cfg.train
     main = info.is_main
     run_id, config_hash = cfg.run_id, cfg.config_hash()
     micro, accum = _batch_layout(cfg, info.world_size)
-    use_graphs = t.cuda_graphs and info.device.type == "cuda"
-    if use_graphs and info.distributed:
-        raise ConfigError(f"train.cuda_graphs=true runs one CUDA process; this run has {info.world_size} "
-                          f"(torchrun): set train.cuda_graphs=false")
+    use_graphs, graphs_reason = cuda_graphs_decision(t, info)
     total_steps = t.steps
     tokens_per_step = t.tokens_per_step
     if t.threads:
@@ -311,8 +328,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         s, c = D.all_reduce_sum(info, [s, float(c)])
         return s / c
 
-    if t.cuda_graphs and not use_graphs:
-        log.warning("train.cuda_graphs=true ignored: device %s is not CUDA", info.device)
+    if t.cuda_graphs is True and not use_graphs:
+        log.warning("train.cuda_graphs=true ignored: %s", graphs_reason)
+    else:
+        log.info("CUDA graphs %s: %s", "on" if use_graphs else "off", graphs_reason)
     graphed: GraphedMicroStep | None = None  # captured at the first micro-batch when use_graphs
 
     hook = _test_hook()
@@ -395,10 +414,21 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                 win["data"] += time.perf_counter() - t0
                 if use_graphs and graphed is None:
                     t_capture = time.perf_counter()
-                    graphed = GraphedMicroStep(model, tuple(x.shape), cfg.model.vocab_size, accum, info.device,
-                                               t.precision)
-                    log.info("captured the micro-batch step as a CUDA graph in %.1f s",
-                             time.perf_counter() - t_capture)
+                    try:
+                        graphed = GraphedMicroStep(model, tuple(x.shape), cfg.model.vocab_size, accum,
+                                                   info.device, t.precision)
+                    except RuntimeError as err:
+                        if t.cuda_graphs is True:
+                            raise RuntimeError(f"train.cuda_graphs=true: capturing the micro-batch step "
+                                               f"failed ({err}); set train.cuda_graphs=false") from err
+                        # unset: this model cannot be replayed (a host synchronisation in its step, say)
+                        log.warning("CUDA graphs off: capturing the micro-batch step failed (%s); training "
+                                    "eagerly (set train.cuda_graphs=false to skip the attempt)", err)
+                        use_graphs = False
+                        optimizer.zero_grad(set_to_none=True)  # the warm-up's gradients
+                    else:
+                        log.info("captured the micro-batch step as a CUDA graph in %.1f s",
+                                 time.perf_counter() - t_capture)
                 if graphed is not None:
                     ce, aux, stats = graphed(x, y)
                     if log_step:  # the next replay overwrites them

@@ -44,7 +44,7 @@ def test_graphed_training_matches_eager(pattern: str, tmp_path: Path) -> None:
     data = make_data(tmp_path / "data", n_train=20_000, n_val=4_000)
     common = {"tokens": 32 * 8 * 6, "batch_size": 8, "micro_batch_size": 4, "checkpoint_every": 100,
               "eval_every": 3, "log_every": 2}  # accumulation over 2 micro-batches, a validation pass midway
-    eager = _run(_config(pattern, **common), data, tmp_path / "eager")
+    eager = _run(_config(pattern, cuda_graphs=False, **common), data, tmp_path / "eager")
     graphs = _run(_config(pattern, cuda_graphs=True, **common), data, tmp_path / "graphs")
     assert "captured the micro-batch step as a CUDA graph" in (graphs / "train.log").read_text()
 
@@ -67,6 +67,34 @@ def test_graphed_training_matches_eager(pattern: str, tmp_path: Path) -> None:
     bad = {n: rel_err(state_g[n], state_e[n]) for n in state_e}
     bad = {n: e for n, e in bad.items() if not e < 1e-5}
     assert not bad, f"final weights differ: {bad}"
+
+
+def test_default_trains_graphed_and_falls_back_when_a_capture_fails(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.cuda_graphs unset: graphed on one GPU; a model whose step cannot be captured trains eagerly (the
+    same losses as an explicitly eager run) with a warning, and with cuda_graphs=true the failure is an error."""
+    pytest.importorskip("triton")
+    from rom.train import loop
+    from test_train_support import make_data, step_losses
+
+    data = make_data(tmp_path / "data", n_train=20_000, n_val=4_000)
+    small = {"tokens": 32 * 4 * 4, "checkpoint_every": 100, "eval_every": 0}
+    default = _run(_config("rom", **small), data, tmp_path / "default")
+    assert "captured the micro-batch step as a CUDA graph" in (default / "train.log").read_text()
+    eager = _run(_config("rom", cuda_graphs=False, **small), data, tmp_path / "eager")
+
+    class Uncapturable:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(loop, "GraphedMicroStep", Uncapturable)
+    fallback = _run(_config("rom", **small), data, tmp_path / "fallback")
+    log_text = (fallback / "train.log").read_text()
+    assert "CUDA graphs off: capturing the micro-batch step failed" in log_text
+    got, want = step_losses(fallback), step_losses(eager)
+    assert got.keys() == want.keys() and all(got[s] == pytest.approx(want[s], rel=1e-5) for s in want)
+    with pytest.raises(RuntimeError, match="train.cuda_graphs=true: capturing the micro-batch step failed"):
+        _run(_config("rom", cuda_graphs=True, **small), data, tmp_path / "required")
 
 
 def test_graphed_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
