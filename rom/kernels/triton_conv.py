@@ -17,12 +17,11 @@ Whether this or cuDNN is used on CUDA is decided by benchmarks/gpu_layers.py (se
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, cdiv, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, tl, triton
 
 _ACTIVATIONS = (None, "silu", "swish")
 
@@ -161,10 +160,7 @@ class CausalConv1dTriton(torch.autograd.Function):
 def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                          activation: str | None = "silu") -> torch.Tensor:
     """Causal depthwise conv over time on CUDA; x (batch, d, L), weight (d, width), bias (d,) -> (batch, d, L)."""
-    if not HAS_TRITON:
-        raise ImportError("rom.kernels.triton_conv: triton is not installed; use backend='reference'")
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"causal_conv1d_triton: expected CUDA tensors, got x on {x.device}")
+    check_launchable(x, "causal_conv1d_triton")
     if activation not in _ACTIVATIONS:
         raise ValueError(f"causal_conv1d_triton: activation must be one of {_ACTIVATIONS}, got {activation!r}")
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:

@@ -29,13 +29,12 @@ Triton is optional: importing this module without triton works, and the kernels 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rom.kernels.triton_support import HAS_TRITON, cdiv, tl, triton
+from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, interpreting, tl, triton
 
 
 # v1 block shapes per state size: (CHUNK, BLOCK_D, num_warps) for the forward and backward kernels;
@@ -819,10 +818,7 @@ if HAS_TRITON:
 
 def _check_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                   D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None) -> None:
-    if not HAS_TRITON:
-        raise ImportError("rom.kernels.triton_scan: triton is not installed; use backend='reference'")
-    if u.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":  # interpreter runs on CPU
-        raise ValueError(f"selective_scan_triton: expected CUDA tensors, got u on {u.device}")
+    check_launchable(u, "selective_scan_triton")
     if u.dim() != 3:
         raise ValueError(f"selective_scan_triton: u must be (batch, d_inner, L), got shape {tuple(u.shape)}")
     batch, d_inner, seq_len = u.shape
@@ -1051,7 +1047,7 @@ def _v2_plan(n_state: int, backward: bool, batch: int, d_inner: int, n_chunks: i
 
 def _fast_math() -> bool:
     # inline PTX (approximate ex2 / lg2 / rcp) cannot run in the Triton interpreter
-    return os.environ.get("TRITON_INTERPRET") != "1"
+    return not interpreting()
 
 
 def _summary_block(n_state: int) -> int:
@@ -1079,10 +1075,6 @@ def _fp32_contiguous(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=torch.float32, device=t.device).copy_(t)
 
 
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    return t if t.dtype == torch.float32 else t.float()
-
-
 # the backward's partial-sum passes: channels per program (dA, dD, d delta_bias) and steps per program (dB, dC)
 _REDUCE_BLOCK_D = 64
 _REDUCE_BLOCK_L = 64
@@ -1101,7 +1093,7 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
     ckpt = (torch.empty((batch, n_chunks, n_state, d_inner), device=u.device, dtype=torch.float32)
             if store_ckpt else out)
     zz = z if z is not None else u
-    A32 = _fp32(A)  # read through its strides: each program loads its (N, BLOCK_D) tile once
+    A32 = A.float()  # read through its strides: each program loads its (N, BLOCK_D) tile once
     bias = delta_bias if delta_bias is not None else u
     n_sum = plan.summaries(backward=False)
     sum_h, sum_dt = _summary_buffers(batch, n_sum, n_state, d_inner, u.device)
@@ -1146,7 +1138,7 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
                   if delta_bias is not None else None)
     zz = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
-    A32 = _fp32(A)
+    A32 = A.float()
     n_sum = plan.summaries(backward=True)
     # rows for every sub-segment (the first segment's are never written), so rows are indexed by sub-segment
     sum_q, sum_dt = _summary_buffers(batch, plan.n_sub if n_sum else 0, n_state, d_inner, dev)
