@@ -165,6 +165,13 @@ def _mamba_ssm_fused_with_our_conv(d_model: int) -> tuple[torch.nn.Module | None
     return layer, "mamba_inner_fn (mamba-ssm CUDA scan, fused glue) + our Triton conv in causal-conv1d's place"
 
 
+def _composed_inner(layer: RoMMixer) -> RoMMixer:
+    """The RoM layer as before rom.kernels.rows_path: x, z and y moved between the expert rows and the
+    channels-first layout by the layout kernels (side by side with the default, which keeps them as rows)."""
+    layer.inner_on_rows = False
+    return layer
+
+
 def main() -> None:
     ap = layer_shape_parser(__doc__)
     ap.add_argument("--no-reference", action="store_true")
@@ -183,6 +190,8 @@ def main() -> None:
         "dense mamba, mamba-ssm fused + our conv": lambda: _mamba_ssm_fused_with_our_conv(dm),
         f"RoM e{args.experts} top-1, ours (auto)": lambda: (RoMMixer(dm, mcfg, RoMConfig(num_experts=args.experts,
                                                             top_k=1), dt_rank, backend="auto").cuda(), "triton"),
+        f"RoM e{args.experts} top-1, ours, composed inner": lambda: (_composed_inner(RoMMixer(
+            dm, mcfg, RoMConfig(num_experts=args.experts, top_k=1), dt_rank, backend="auto").cuda()), "triton"),
         f"RoM e{args.experts} top-1, torch reference": lambda: (RoMMixer(dm, mcfg, RoMConfig(
             num_experts=args.experts, top_k=1), dt_rank, backend="reference").cuda(), "torch"),
     }
@@ -232,6 +241,9 @@ def main() -> None:
     ratio("rom_over_dense_fwd_bwd", ours_rom, ours_dense, "fwd_bwd_ms")
     ratio("rom_over_dense_fwd", ours_rom, ours_dense, "fwd_ms")
     ratio("rom_over_dense_fwd_bwd_graphs", ours_rom, ours_dense, "fwd_bwd_graph_ms")
+    composed = by.get(f"RoM e{args.experts} top-1, ours, composed inner")
+    ratio("rom_composed_inner_over_dense_fwd_bwd", composed, ours_dense, "fwd_bwd_ms")
+    ratio("rom_composed_inner_over_dense_fwd_bwd_graphs", composed, ours_dense, "fwd_bwd_graph_ms")
     for name, row in (("mamba_ssm", by.get("dense mamba, mamba-ssm Mamba")),
                       ("mamba_ssm_fused", by.get("dense mamba, mamba-ssm fused + our conv"))):
         ratio(f"ours_speedup_vs_{name}_fwd_bwd", row, ours_dense, "fwd_bwd_ms")

@@ -96,6 +96,12 @@ class RoMMixer(nn.Module):
             self.out_proj = nn.Linear(De, d_model, bias=False)
             self.out_proj._is_residual_out = True
 
+        # the paper's layer (shared top-1 routing, x / z / out experts, one conv): the activations between the
+        # two expert projections stay in the expert-sorted rows (kernels.inner_from_rows)
+        self.inner_on_rows = (self.shared and rcfg.top_k == 1 and self.conv1d is not None
+                              and self.in_expert_parts == [Projection.CONV, Projection.GATE]
+                              and rcfg.is_expert(Projection.OUT))
+
     # ------------------------------------------------------------------------------------------ routing
     def _indicator_scale(self) -> float:
         """Constant weight of each chosen expert in the 0/1-indicator branches under shared routing."""
@@ -129,7 +135,7 @@ class RoMMixer(nn.Module):
         rom.kernels.experts.permute_from_channels / unpermute_to_channels).
         """
         b, L, Dm = hidden.shape
-        T, De, N, R = b * L, self.d_inner, self.d_state, self.dt_rank
+        T, De = b * L, self.d_inner
         # tokens in the matmul dtype (bf16 under autocast), cast once for the router(s) and the expert rows:
         # the rows then move through the gather at half the bytes. Shared routing: the cast and the router
         # logits come from one read of the tokens (kernels.router_inputs), and its backward sums both
@@ -147,6 +153,19 @@ class RoMMixer(nn.Module):
             if key not in decisions:
                 decisions[key] = self.routers[p.value](h)
             return decisions[key]
+
+        if self.inner_on_rows:
+            dec = decisions["shared"]
+            xz_rows = self.in_experts["shared"](kernels.permute(h, dec.dispatch), dec.dispatch)
+            conv = self.conv1d
+            y_rows = kernels.inner_from_rows(
+                xz_rows, dec.dispatch, b, L, conv.weight.to(xz_rows.dtype),
+                conv.bias.to(xz_rows.dtype) if conv.bias is not None else None,
+                -torch.exp(self.ssm.A_log.float()), self.ssm.D.float(),
+                lambda x: self._project(x, decide, b, L), self.backend)
+            rows = self.out_experts(y_rows, dec.dispatch)
+            out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
+            return out, [dec.stats]
 
         # in projection: x (conv branch) and z (gate branch), channels-first (b, De, L)
         parts: dict[Projection, torch.Tensor] = {}
@@ -167,7 +186,21 @@ class RoMMixer(nn.Module):
 
         # depthwise causal conv + SiLU
         x = self.conv1d(x) if self.conv1d is not None else self._expert_conv(x, decide(Projection.CONV1D))
+        delta, B, C, delta_bias = self._project(x, decide, b, L)
+        y = self.ssm(x, delta, B, C, z, delta_bias)  # (b, De, L)
 
+        if hasattr(self, "out_experts"):
+            dec = decide(Projection.OUT)
+            rows = self.out_experts(self._rows(y, dec), dec.dispatch)
+            out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
+        else:
+            out = kernels.linear_channels(y, self.out_proj.weight, out_tokens=True, backend=self.backend)
+        return out, [dec.stats for dec in decisions.values()]
+
+    def _project(self, x: torch.Tensor, decide, b: int, L: int):
+        """Conv output x (b, De, L) -> the scan's (delta, B, C, delta_bias): x_proj, then dt_proj (softplus is
+        the scan's)."""
+        N, R = self.d_state, self.dt_rank
         # x_proj -> (dt, B, C)
         if hasattr(self, "x_experts"):
             dec = decide(Projection.X)
@@ -188,16 +221,7 @@ class RoMMixer(nn.Module):
         else:
             delta = kernels.linear_channels(dt, self.dt_proj.weight, backend=self.backend)
             delta_bias = self.dt_proj.bias.float()
-
-        y = self.ssm(x, delta, B, C, z, delta_bias)  # (b, De, L)
-
-        if hasattr(self, "out_experts"):
-            dec = decide(Projection.OUT)
-            rows = self.out_experts(self._rows(y, dec), dec.dispatch)
-            out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
-        else:
-            out = kernels.linear_channels(y, self.out_proj.weight, out_tokens=True, backend=self.backend)
-        return out, [dec.stats for dec in decisions.values()]
+        return delta, B, C, delta_bias
 
     def _expert_conv(self, x: torch.Tensor, dec: RouterDecision) -> torch.Tensor:
         """Per-token expert depthwise causal conv: x (b, De, L) -> SiLU(sum_i conv_i(x)_t) (b, De, L)."""
