@@ -165,10 +165,10 @@ def _mamba_ssm_fused_with_our_conv(d_model: int) -> tuple[torch.nn.Module | None
     return layer, "mamba_inner_fn (mamba-ssm CUDA scan, fused glue) + our Triton conv in causal-conv1d's place"
 
 
-def _composed_inner(layer: RoMMixer) -> RoMMixer:
-    """The RoM layer as before rom.kernels.rows_path: x, z and y moved between the expert rows and the
-    channels-first layout by the layout kernels (side by side with the default, which keeps them as rows)."""
-    layer.inner_on_rows = False
+def _composed_inner(layer: torch.nn.Module) -> torch.nn.Module:
+    """The mixer with its inner path composed of the separate ops (the conv's and the scan's gradients
+    concatenated into d xz), side by side with the default (rom.kernels.inner_path: written in place)."""
+    layer.fused_inner = False
     return layer
 
 
@@ -185,6 +185,8 @@ def main() -> None:
 
     layers: dict[str, Callable[[], tuple[torch.nn.Module | None, str]]] = {
         "dense mamba, ours (auto)": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda(), "triton"),
+        "dense mamba, ours, composed inner": lambda: (_composed_inner(
+            MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda()), "triton"),
         "dense mamba, torch reference": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="reference").cuda(), "torch"),
         "dense mamba, mamba-ssm Mamba": lambda: _mamba_ssm_layer(dm),
         "dense mamba, mamba-ssm fused + our conv": lambda: _mamba_ssm_fused_with_our_conv(dm),
@@ -241,9 +243,11 @@ def main() -> None:
     ratio("rom_over_dense_fwd_bwd", ours_rom, ours_dense, "fwd_bwd_ms")
     ratio("rom_over_dense_fwd", ours_rom, ours_dense, "fwd_ms")
     ratio("rom_over_dense_fwd_bwd_graphs", ours_rom, ours_dense, "fwd_bwd_graph_ms")
-    composed = by.get(f"RoM e{args.experts} top-1, ours, composed inner")
-    ratio("rom_composed_inner_over_dense_fwd_bwd", composed, ours_dense, "fwd_bwd_ms")
-    ratio("rom_composed_inner_over_dense_fwd_bwd_graphs", composed, ours_dense, "fwd_bwd_graph_ms")
+    dense_composed = by.get("dense mamba, ours, composed inner")
+    rom_composed = by.get(f"RoM e{args.experts} top-1, ours, composed inner")
+    ratio("rom_over_dense_fwd_bwd_graphs_both_composed_inner", rom_composed, dense_composed, "fwd_bwd_graph_ms")
+    ratio("dense_composed_over_fused_inner_fwd_bwd_graphs", dense_composed, ours_dense, "fwd_bwd_graph_ms")
+    ratio("rom_composed_over_fused_inner_fwd_bwd_graphs", rom_composed, ours_rom, "fwd_bwd_graph_ms")
     for name, row in (("mamba_ssm", by.get("dense mamba, mamba-ssm Mamba")),
                       ("mamba_ssm_fused", by.get("dense mamba, mamba-ssm fused + our conv"))):
         ratio(f"ours_speedup_vs_{name}_fwd_bwd", row, ours_dense, "fwd_bwd_ms")

@@ -7,7 +7,7 @@ recurrence and its adjoint, segment carries, the per-chunk dB / dC tiles, every 
 what only a GPU can: layouts, shuffles, the inline-PTX fast math (``_fast_math()`` is off here) or speed; the
 GPU suite (``tests/gpu``) does that.
 
-    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout|cast|routing|rows
+    TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout|cast|routing|inner
 
 Prints one JSON line per case and exits 1 if any case is out of tolerance.
 """
@@ -32,7 +32,7 @@ import triton.runtime.interpreter as interpreter  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rom.kernels import (  # noqa: E402
-    experts, inner_from_rows_reference, rows_path, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_router, triton_scan)
+    experts, inner_path, mamba_inner_reference, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_router, triton_scan)
 from rom.kernels.routing import (  # noqa: E402
     route_top1_reference, router_inputs_backward_reference, router_inputs_reference)
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
@@ -220,47 +220,44 @@ def run_routing() -> list[dict]:
     return rows
 
 
-# (batch, d_inner, L, d_state, experts, forward / backward scan config): the RoM inner path on expert-sorted rows
-ROWS_CASES = [
-    (2, 12, 37, 16, 3, None, None),
-    (1, 8, 150, 16, 4, (8, 1, 3), (4, 1, 3)),   # several segments: the backward summary reads z, dy as rows
-    (2, 6, 19, 64, 2, None, (2, 1, 1)),
+# (batch, d_inner, L, d_state, forward / backward scan config): the mixer's inner path on one xz tensor
+INNER_CASES = [
+    (2, 12, 37, 16, None, None),
+    (1, 8, 150, 16, (8, 1, 3), (4, 1, 3)),   # several segments
+    (2, 6, 19, 64, None, (2, 1, 1)),
 ]
 
 
-def run_rows() -> list[dict]:
-    """``rows_path.inner_from_rows_triton`` (conv reading x from the rows, scan reading z and writing y as rows,
-    the shared gradient buffer) against the composed float64 reference, forward and every gradient."""
+def run_inner() -> list[dict]:
+    """``inner_path.mamba_inner_triton`` (the conv's and the scan's gradients written into the halves of one
+    d xz buffer) against the composed float64 reference, forward and every gradient."""
     rows = []
-    fwd, bwd = rows_path._scan_forward_v2, rows_path._scan_backward_v2
-    for batch, d, L, n, n_exp, fwd_cfg, bwd_cfg in ROWS_CASES:
+    fwd, bwd = inner_path._scan_forward_v2, inner_path._scan_backward_v2
+    for batch, d, L, n, fwd_cfg, bwd_cfg in INNER_CASES:
         r = 3
-        dispatch = experts.make_dispatch(torch.randint(0, n_exp, (batch * L, 1)), n_exp, backend="reference")
-        if dispatch.tokens_per_expert.min() == 0:
-            raise AssertionError("rows case: every expert should get tokens (pick another shape)")
 
-        def inner(fn, xz_rows, conv_w, conv_b, A, D, w_x, w_dt, dt_bias, backend):
+        def inner(fn, xz, conv_w, conv_b, A, D, w_x, w_dt, dt_bias, backend):
             def project(x):
                 dt, B, C = torch.einsum("od,bdl->bol", w_x, x).split([r, n, n], dim=1)
                 return torch.einsum("do,bol->bdl", w_dt, dt), B, C, dt_bias
-            return fn(xz_rows, dispatch, batch, L, conv_w, conv_b, A, D, project, backend)
+            return fn(xz, conv_w, conv_b, A, D, project, backend)
 
-        inputs = [torch.randn(batch * L, 2 * d), torch.randn(d, 4) * 0.5, torch.randn(d),
+        inputs = [torch.randn(batch, 2 * d, L), torch.randn(d, 4) * 0.5, torch.randn(d),
                   -torch.exp(torch.randn(d, n) * 0.5), torch.randn(d), torch.randn(r + 2 * n, d) * d**-0.5,
                   torch.randn(d, r) * r**-0.5, torch.rand(d) * -3.0 - 1.0]
-        rows_path._scan_forward_v2 = lambda *a, **k: fwd(*a, config=fwd_cfg, **k)
-        rows_path._scan_backward_v2 = lambda *a, **k: bwd(*a, config=bwd_cfg, **k)
+        inner_path._scan_forward_v2 = lambda *a, **k: fwd(*a, config=fwd_cfg, **k)
+        inner_path._scan_backward_v2 = lambda *a, **k: bwd(*a, config=bwd_cfg, **k)
         try:
-            errors = _compare(lambda *x: inner(rows_path.inner_from_rows_triton, *x, "triton"),
-                              lambda *x: inner(inner_from_rows_reference, *x, "reference"), inputs)
+            errors = _compare(lambda *x: inner(inner_path.mamba_inner_triton, *x, "triton"),
+                              lambda *x: inner(mamba_inner_reference, *x, "reference"), inputs)
         finally:
-            rows_path._scan_forward_v2, rows_path._scan_backward_v2 = fwd, bwd
-        rows.append({"case": f"rows {batch}x{d}x{L} N{n} E{n_exp} fwd {fwd_cfg} bwd {bwd_cfg}", "errors": errors})
+            inner_path._scan_forward_v2, inner_path._scan_backward_v2 = fwd, bwd
+        rows.append({"case": f"inner {batch}x{d}x{L} N{n} fwd {fwd_cfg} bwd {bwd_cfg}", "errors": errors})
     return rows
 
 
 GROUPS = {"scan": run_scan, "conv": run_conv, "layout": run_layout, "cast": run_cast, "routing": run_routing,
-          "rows": run_rows}
+          "inner": run_inner}
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 Public ops (docs/interfaces.md, "Kernels"): ``selective_scan``, ``causal_conv1d``, ``make_dispatch``,
 ``permute``, ``expert_matmul``, ``unpermute``, ``unpermute_to_channels``, ``permute_from_channels``,
-``linear_channels``, ``inner_from_rows``, ``resolve``. The pure-torch reference is the semantics;
+``linear_channels``, ``mamba_inner``, ``resolve``. The pure-torch reference is the semantics;
 ``selective_scan_sequential`` is the per-timestep ground truth used by tests. Importing this package imports
 torch only: triton, mamba_ssm and causal_conv1d are probed lazily on first use.
 """
@@ -51,10 +51,10 @@ __all__ = [
     "describe",
     "expert_matmul",
     "grouped_mm_op",
-    "inner_from_rows",
-    "inner_from_rows_reference",
     "linear_channels",
     "make_dispatch",
+    "mamba_inner",
+    "mamba_inner_reference",
     "permute",
     "permute_from_channels",
     "resolve",
@@ -125,31 +125,26 @@ def expert_matmul(x_perm: Tensor, weight: Tensor, dispatch: Dispatch, backend: s
     return get_impl("expert_matmul", backend, x_perm.device)(x_perm, weight, dispatch)
 
 
-def inner_from_rows_reference(xz_rows: Tensor, dispatch: Dispatch, batch: int, seq_len: int, conv_weight: Tensor,
-                              conv_bias: Tensor | None, A: Tensor, D: Tensor,
-                              project: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]],
-                              backend: str = "auto") -> Tensor:
-    """The RoM layer's inner path on expert-sorted rows, composed of the public ops (the semantics).
 
-    xz_rows (T*k, 2 De): the in-projection's output rows (x half, then z half), sorted by expert. Each token's
-    k rows are summed (``scale`` 1) into channels-first x and z; y = scan(SiLU(conv(x)), *project(x_conv), z)
-    with softplus on delta; returns y as rows in the same order (T*k, De), each token's y in every one of its
-    slots' rows. ``project(x_conv)`` -> (delta, B, C, delta_bias) is the caller's x_proj / dt_proj.
+def mamba_inner_reference(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, A: Tensor, D: Tensor,
+                          project: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]],
+                          backend: str = "auto") -> Tensor:
+    """A mixer's inner path, composed of the public ops (the semantics).
+
+    xz (batch, 2 De, L): the in-projection's output, x half then z half. y = scan(SiLU(conv(x)), *project(x_conv),
+    z) with softplus on delta, (batch, De, L); ``project(x_conv)`` -> (delta, B, C, delta_bias) is the mixer's
+    x_proj / dt_proj.
     """
-    d_inner = conv_weight.shape[0]
-    xz = unpermute_to_channels(xz_rows, dispatch, batch, seq_len, 1.0, backend)
-    x, z = xz.split(d_inner, dim=1)
+    x, z = xz.split(conv_weight.shape[0], dim=1)
     x = causal_conv1d(x, conv_weight, conv_bias, activation="silu", backend=backend)
     delta, B, C, delta_bias = project(x)
-    y = selective_scan(x, delta, A, B, C, D, z, delta_bias, delta_softplus=True, backend=backend)
-    return permute_from_channels(y, dispatch, backend)
+    return selective_scan(x, delta, A, B, C, D, z, delta_bias, delta_softplus=True, backend=backend)
 
 
-def inner_from_rows(xz_rows: Tensor, dispatch: Dispatch, batch: int, seq_len: int, conv_weight: Tensor,
-                    conv_bias: Tensor | None, A: Tensor, D: Tensor,
-                    project: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]],
-                    backend: str = "auto") -> Tensor:
-    """``inner_from_rows_reference``'s contract; on CUDA the Triton path keeps x, z and y in the rows
-    (rom.kernels.rows_path: no layout passes), for top-1 routing."""
-    impl = get_impl("inner_from_rows", backend, xz_rows.device)
-    return impl(xz_rows, dispatch, batch, seq_len, conv_weight, conv_bias, A, D, project, backend)
+def mamba_inner(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, A: Tensor, D: Tensor,
+                project: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]],
+                backend: str = "auto") -> Tensor:
+    """``mamba_inner_reference``'s contract; on CUDA the Triton path writes the conv's and the scan's gradients
+    into the halves of one d xz buffer (rom.kernels.inner_path)."""
+    impl = get_impl("mamba_inner", backend, xz.device)
+    return impl(xz, conv_weight, conv_bias, A, D, project, backend)

@@ -6,8 +6,8 @@ rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing 
 "combine_rows" / "combine_rows_backward" (the weighted un-permutation of expert rows to tokens), "dispatch"
 (the stable sort of token-slots by expert), "router_inputs" / "router_inputs_backward" (the tokens cast for
 the experts and the router logits from one read), "route_top1" (softmax, top-1 choice and mean probabilities;
-these three in rom.kernels.routing), "inner_from_rows" (the RoM layer's conv -> projections -> scan on the
-expert-sorted rows; triton: rom.kernels.rows_path, reference: the composed ops). Backends:
+these three in rom.kernels.routing), "mamba_inner" (a mixer's conv -> projections -> scan on one in-projection
+tensor; triton: rom.kernels.inner_path, reference: the composed ops). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows", "upcast",
        "upcast_add", "combine_rows", "combine_rows_backward", "dispatch", "router_inputs",
-       "router_inputs_backward", "route_top1", "inner_from_rows")
+       "router_inputs_backward", "route_top1", "mamba_inner")
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 
 # op -> (module, attribute) of the Triton implementation
@@ -64,7 +64,7 @@ TRITON_MODULES = {
     "router_inputs": ("rom.kernels.triton_router", "router_inputs_triton"),
     "router_inputs_backward": ("rom.kernels.triton_router", "router_inputs_backward_triton"),
     "route_top1": ("rom.kernels.triton_router", "route_top1_triton"),
-    "inner_from_rows": ("rom.kernels.rows_path", "inner_from_rows_triton"),
+    "mamba_inner": ("rom.kernels.inner_path", "mamba_inner_triton"),
 }
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
@@ -224,7 +224,7 @@ REFERENCE_MODULES = {
     "router_inputs": ("rom.kernels.routing", "router_inputs_reference"),
     "router_inputs_backward": ("rom.kernels.routing", "router_inputs_backward_reference"),
     "route_top1": ("rom.kernels.routing", "route_top1_reference"),
-    "inner_from_rows": ("rom.kernels", "inner_from_rows_reference"),
+    "mamba_inner": ("rom.kernels", "mamba_inner_reference"),
 }
 
 

@@ -23,21 +23,17 @@ import torch
 
 from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, tl, triton
 
-if HAS_TRITON:
-    from rom.kernels.triton_support import step_rows
-
 _ACTIVATIONS = (None, "silu", "swish")
 
 if HAS_TRITON:
 
     @triton.jit
     def _conv_fwd_kernel(
-        x_ptr, w_ptr, b_ptr, y_ptr, idx_ptr, n_channels, seq_len,
+        x_ptr, w_ptr, b_ptr, y_ptr, n_channels, seq_len,
         s_x_b, s_x_d, s_x_l, s_w_d, s_w_k, s_y_b, s_y_d, s_y_l,
-        WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ROWS: tl.constexpr,
+        WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
-        # ROWS: x is read from expert-sorted rows (see triton_support.step_rows; s_x_b is 0, s_x_l the row stride)
         pid_b = tl.program_id(0).to(tl.int64)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         offs_t = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -50,8 +46,7 @@ if HAS_TRITON:
             w = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
             src = offs_t - (WIDTH - 1) + k
             m = mask_d[:, None] & ((src >= 0) & (src < seq_len))[None, :]
-            rows = step_rows(idx_ptr, pid_b, seq_len, src, ROWS)
-            acc += w[:, None] * tl.load(x_base + rows[None, :] * s_x_l, mask=m, other=0.0).to(tl.float32)
+            acc += w[:, None] * tl.load(x_base + src[None, :] * s_x_l, mask=m, other=0.0).to(tl.float32)
         if SILU:
             acc = acc * tl.sigmoid(acc)
         m_out = mask_d[:, None] & (offs_t < seq_len)[None, :]
@@ -60,14 +55,14 @@ if HAS_TRITON:
 
     @triton.jit
     def _conv_bwd_kernel(
-        x_ptr, w_ptr, b_ptr, dy_ptr, dx_ptr, dw_ptr, db_ptr, idx_ptr, n_channels, seq_len,
+        x_ptr, w_ptr, b_ptr, dy_ptr, dx_ptr, dw_ptr, db_ptr, n_channels, seq_len,
         s_x_b, s_x_d, s_x_l, s_w_d, s_w_k, s_dy_b, s_dy_d, s_dy_l, s_dx_b, s_dx_d, s_dx_l,
-        WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ROWS: tl.constexpr,
+        WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
-        # dw (parts, d, WIDTH) and db (parts, d) are fp32 per-program partials, one part per (batch, time block),
-        # summed outside (deterministic, no atomics). ROWS: x is read from, and dx written to, expert-sorted rows
-        # (triton_support.step_rows); dy is always a (batch, d, L) layout.
+        # dx through its strides (a half of a wider gradient buffer, see rom.kernels.inner_path); dw (parts, d,
+        # WIDTH) and db (parts, d) are fp32 per-program partials, one part per (batch, time block), summed outside
+        # (deterministic, no atomics).
         pid_b = tl.program_id(0).to(tl.int64)
         part = pid_b * tl.num_programs(2) + tl.program_id(2)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -91,8 +86,7 @@ if HAS_TRITON:
                     wk = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
                     src = tj - (WIDTH - 1) + k
                     m = mask_d[:, None] & ((src >= 0) & (src < seq_len))[None, :]
-                    rows = step_rows(idx_ptr, pid_b, seq_len, src, ROWS)
-                    s += wk[:, None] * tl.load(x_base + rows[None, :] * s_x_l, mask=m, other=0.0).to(tl.float32)
+                    s += wk[:, None] * tl.load(x_base + src[None, :] * s_x_l, mask=m, other=0.0).to(tl.float32)
                 sig = tl.sigmoid(s)
                 g = g * sig * (1.0 + s * (1.0 - sig))
             w_j = tl.load(w_ptr + offs_d * s_w_d + (WIDTH - 1 - j) * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
@@ -103,12 +97,10 @@ if HAS_TRITON:
                 for k in tl.static_range(WIDTH):
                     src = offs_t - (WIDTH - 1) + k
                     m = mask_d[:, None] & ((src >= 0) & (src < seq_len))[None, :]
-                    rows = step_rows(idx_ptr, pid_b, seq_len, src, ROWS)
-                    xk = tl.load(x_base + rows[None, :] * s_x_l, mask=m, other=0.0).to(tl.float32)
+                    xk = tl.load(x_base + src[None, :] * s_x_l, mask=m, other=0.0).to(tl.float32)
                     tl.store(dw_ptr + (part * n_channels + offs_d) * WIDTH + k, tl.sum(g * xk, axis=1), mask=mask_d)
         m_out = mask_d[:, None] & (offs_t < seq_len)[None, :]
-        rows = step_rows(idx_ptr, pid_b, seq_len, offs_t, ROWS)
-        dx_off = pid_b * s_dx_b + offs_d[:, None] * s_dx_d + rows[None, :] * s_dx_l
+        dx_off = pid_b * s_dx_b + offs_d[:, None] * s_dx_d + offs_t[None, :] * s_dx_l
         tl.store(dx_ptr + dx_off, dx.to(dx_ptr.dtype.element_ty), mask=m_out)
 
 
@@ -121,58 +113,36 @@ def _launch_grid(batch: int, d: int, seq_len: int) -> tuple[int, int, int]:
     return (batch, cdiv(d, _BLOCK_D), cdiv(seq_len, _BLOCK_L))
 
 
-def _rows_strides(rows: torch.Tensor) -> tuple[int, int, int]:
-    """(batch, d, L) strides of a (batch * L, d) view of expert-sorted rows, read through the row index."""
-    return 0, rows.stride(1), rows.stride(0)
-
-
-def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool,
-                 rows_index: torch.Tensor | None = None, batch_seq: tuple[int, int] | None = None) -> torch.Tensor:
-    """Launch the forward kernel: x (batch, d, L) any strides, weight (d, width) -> y (batch, d, L) contiguous.
-
-    With ``rows_index`` x is instead a (batch * L, d) view of expert-sorted rows, token (b, t) in row
-    ``rows_index[b * L + t]``, and ``batch_seq`` = (batch, L).
-    """
-    if rows_index is None:
-        batch, d, seq_len = x.shape
-        x_strides = x.stride()
-    else:
-        (batch, seq_len), d = batch_seq, x.shape[1]
-        x_strides = _rows_strides(x)
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool) -> torch.Tensor:
+    """Launch the forward kernel: x (batch, d, L) any strides, weight (d, width) -> y (batch, d, L) contiguous."""
+    batch, d, seq_len = x.shape
     y = torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
     _conv_fwd_kernel[_launch_grid(batch, d, seq_len)](
-        x, weight, bias if bias is not None else weight, y, rows_index if rows_index is not None else weight,
-        d, seq_len, *x_strides, *weight.stride(), *y.stride(),
-        WIDTH=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, ROWS=rows_index is not None,
+        x, weight, bias if bias is not None else weight, y, d, seq_len,
+        *x.stride(), *weight.stride(), *y.stride(),
+        WIDTH=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu,
         BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L, num_warps=_NUM_WARPS,
     )
     return y
 
 
 def conv_backward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dy: torch.Tensor, silu: bool,
-                  rows_index: torch.Tensor | None = None, dx_rows: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                  dx_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch the backward kernel: (dx, dweight, dbias) for y = conv_forward(x, weight, bias, silu).
 
-    dx is contiguous (batch, d, L); with ``rows_index`` (x a view of expert-sorted rows, as in conv_forward)
-    dx is written into ``dx_rows``, a (batch * L, d) view of rows in the same order, and returned.
+    dx is a new contiguous (batch, d, L) tensor, or written into ``dx_out`` (any strides, e.g. a half of a wider
+    gradient buffer) and returned.
     """
-    batch, d, seq_len = dy.shape
+    batch, d, seq_len = x.shape
     width = weight.shape[1]
-    if rows_index is None:
-        dx = torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
-        x_strides, dx_strides = x.stride(), dx.stride()
-    else:
-        dx = dx_rows
-        x_strides, dx_strides = _rows_strides(x), _rows_strides(dx_rows)
+    dx = dx_out if dx_out is not None else torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
     grid = _launch_grid(batch, d, seq_len)
     dw = torch.empty((batch * grid[2], d, width), device=x.device, dtype=torch.float32)
     db = torch.empty((batch * grid[2], d), device=x.device, dtype=torch.float32)
     _conv_bwd_kernel[grid](
-        x, weight, bias if bias is not None else weight, dy, dx, dw, db,
-        rows_index if rows_index is not None else weight, d, seq_len,
-        *x_strides, *weight.stride(), *dy.stride(), *dx_strides,
-        WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, ROWS=rows_index is not None,
+        x, weight, bias if bias is not None else weight, dy, dx, dw, db, d, seq_len,
+        *x.stride(), *weight.stride(), *dy.stride(), *dx.stride(),
+        WIDTH=width, HAS_BIAS=bias is not None, SILU=silu,
         BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L, num_warps=_NUM_WARPS,
     )
     return dx, dw.sum(0).to(weight.dtype), (db.sum(0).to(bias.dtype) if bias is not None else None)

@@ -36,9 +36,6 @@ import torch
 
 from rom.kernels.triton_support import HAS_TRITON, cdiv, check_launchable, interpreting, tl, triton
 
-if HAS_TRITON:
-    from rom.kernels.triton_support import step_rows
-
 
 # v1 block shapes per state size: (CHUNK, BLOCK_D, num_warps) for the forward and backward kernels;
 # overridable per call (v1 is not the default; see V2_* below for the tuned v2 shapes).
@@ -412,14 +409,14 @@ if HAS_TRITON:
     @triton.jit
     def _scan_fwd_kernel_v2(
         u_ptr, dt_ptr, A_ptr, Bt_ptr, Ct_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, sum_h_ptr, sum_dt_ptr,
-        idx_ptr, n_channels, seq_len, n_chunks, span, n_sub, sub_per_prog,
+        n_channels, seq_len, n_chunks, span, n_sub, sub_per_prog,
         s_u_b, s_u_d, s_u_l,
         s_dt_b, s_dt_d, s_dt_l,
         s_A_d, s_A_n,
         s_z_b, s_z_d, s_z_l,
         s_o_b, s_o_d, s_o_l,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        STORE_CKPT: tl.constexpr, FAST: tl.constexpr, ROWS: tl.constexpr,
+        STORE_CKPT: tl.constexpr, FAST: tl.constexpr,
         N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, PREFETCH: tl.constexpr,
     ):
         # Bt, Ct: fp32 contiguous (batch, L, N). ckpt: fp32 (batch, n_chunks, N, d_inner), state before chunk c.
@@ -427,8 +424,6 @@ if HAS_TRITON:
         # from the state composed from the segment summaries of sub-segments 0 .. s * sub_per_prog - 1
         # (sum_h: fp32 (batch, n_sub, N, d), the sub-segment's end state from zero; sum_dt: fp32 (batch, n_sub, d),
         # its sum of delta', so its decay is exp(A * sum_dt)); with one segment that loop is empty.
-        # ROWS: z and out are expert-sorted rows (batch stride 0, time stride the row stride), token (b, t) in row
-        # idx[b * L + t] (triton_support.step_rows); u and delta keep their (batch, d, L) strides.
         # PREFETCH (1 or 2): how many steps ahead B_t and C_t are loaded. Each SM's first read of a row is an
         # L2 hit (~250 cycles), while one step of the recurrence is ~130 cycles of exponentials for the one
         # warp a scheduler has: loaded when needed, that latency was 56% of the forward's cycles (ncu).
@@ -453,11 +448,10 @@ if HAS_TRITON:
         # software pipelining by hand: the next chunk's tiles are in flight while this chunk computes
         tt_first = c_lo * T + offs_t
         m_next = (tt_first < seq_len)[:, None] & mask_d[None, :]
-        rz_next = step_rows(idx_ptr, pid_b, seq_len, tt_first, ROWS)
         U_next = _load_chunk(u_rows, s_u_l, tt_first, m_next)
         DT_next = _load_chunk(dt_rows, s_dt_l, tt_first, m_next)
         if HAS_Z:
-            Z_next = _load_chunk(z_rows, s_z_l, rz_next, m_next)
+            Z_next = _load_chunk(z_rows, s_z_l, tt_first, m_next)
         t_first = c_lo * T
         m0 = (offs_n < N) & (t_first < seq_len)
         Bq0 = tl.load(Bt_base + t_first * N + offs_n, mask=m0, other=0.0)
@@ -474,15 +468,13 @@ if HAS_TRITON:
                 tl.store(ck_base + c * N * n_channels, h, mask=mask_d[None, :])
             U = U_next
             DT = DT_next
-            rz = rz_next
             if HAS_Z:
                 Z = Z_next
             m_next = (tt + T < seq_len)[:, None] & mask_d[None, :]
-            rz_next = step_rows(idx_ptr, pid_b, seq_len, tt + T, ROWS)
             U_next = _load_chunk(u_rows, s_u_l, tt + T, m_next)
             DT_next = _load_chunk(dt_rows, s_dt_l, tt + T, m_next)
             if HAS_Z:
-                Z_next = _load_chunk(z_rows, s_z_l, rz_next, m_next)
+                Z_next = _load_chunk(z_rows, s_z_l, tt + T, m_next)
             if HAS_BIAS:
                 DT += bias[None, :]
             if SOFTPLUS:
@@ -512,7 +504,7 @@ if HAS_TRITON:
                 ybuf += U * Dv[None, :]
             if HAS_Z:
                 ybuf = ybuf * Z * _sigmoid_fast(Z, FAST)
-            tl.store(o_rows[None, :] + rz[:, None] * s_o_l, ybuf.to(out_ptr.dtype.element_ty), mask=m_tile)
+            tl.store(o_rows[None, :] + tt[:, None] * s_o_l, ybuf.to(out_ptr.dtype.element_ty), mask=m_tile)
 
     @triton.jit
     def _recompute_step(h, i: tl.constexpr, t0, offs_t, DT, DTU, Bt_base, offs_n, A2, seq_len,
@@ -556,7 +548,7 @@ if HAS_TRITON:
     def _scan_bwd_kernel_v2(
         u_ptr, dt_ptr, A_ptr, Bt_ptr, Ct_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
         du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, sum_q_ptr, sum_dt_ptr,
-        idx_ptr, n_channels, seq_len, n_chunks, span, n_sub, sub_per_prog,
+        n_channels, seq_len, n_chunks, span, n_sub, sub_per_prog,
         s_u_b, s_u_d, s_u_l,
         s_dt_b, s_dt_d, s_dt_l,
         s_A_d, s_A_n,
@@ -564,10 +556,10 @@ if HAS_TRITON:
         s_do_b, s_do_d, s_do_l,
         s_dz_b, s_dz_d, s_dz_l,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        FAST: tl.constexpr, ROWS: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+        FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
     ):
-        # du, ddt: contiguous (batch, d, L); dz through its strides. ROWS: z, dout and dz are expert-sorted rows
-        # addressed through idx (as in the forward kernel). dA: fp32 (batch, n_seg, N, d) partials (summed outside).
+        # du, ddt: contiguous (batch, d, L); dz through its strides (a half of a wider gradient buffer, see
+        # rom.kernels.inner_path). dA: fp32 (batch, n_seg, N, d) partials (summed outside).
         # dB, dC: fp32 (batch, n_dblocks, L, N) partials (summed over channel blocks outside: no atomics).
         # dD, dbias: fp32 (batch, n_seg, d) partials. T must be 8: the chunk's states are 8 named register tiles.
         # Grid (batch, channel blocks, segments): program s walks chunks [s * span, (s + 1) * span) backwards,
@@ -606,12 +598,11 @@ if HAS_TRITON:
         tt_n = (c_hi - 1) * T + offs_t
         m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
         h0_next = tl.load(ck_base + (c_hi - 1) * N * n_channels, mask=mask_d[None, :], other=0.0)
-        rz_n = step_rows(idx_ptr, pid_b, seq_len, tt_n, ROWS)
         U_next = _load_chunk(u_rows, s_u_l, tt_n, m_n)
         DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
-        DOUT_next = _load_chunk(do_rows, s_do_l, rz_n, m_n)
+        DOUT_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
         if HAS_Z:
-            Z_next = _load_chunk(z_rows, s_z_l, rz_n, m_n)
+            Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
         for j in range(0, c_hi - c_lo):
             c = c_hi - 1 - j
             t0 = c * T
@@ -621,19 +612,17 @@ if HAS_TRITON:
             U = U_next
             DT = DT_next
             DOUT = DOUT_next
-            rz = rz_n
             if HAS_Z:
                 Z = Z_next
             c_n = tl.maximum(c - 1, c_lo)   # at c == c_lo this reloads chunk c_lo (unused)
             tt_n = c_n * T + offs_t
             m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
             h0_next = tl.load(ck_base + c_n * N * n_channels, mask=mask_d[None, :], other=0.0)
-            rz_n = step_rows(idx_ptr, pid_b, seq_len, tt_n, ROWS)
             U_next = _load_chunk(u_rows, s_u_l, tt_n, m_n)
             DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
-            DOUT_next = _load_chunk(do_rows, s_do_l, rz_n, m_n)
+            DOUT_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
             if HAS_Z:
-                Z_next = _load_chunk(z_rows, s_z_l, rz_n, m_n)
+                Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
             if HAS_BIAS:
                 DT += bias[None, :]
             if SOFTPLUS:
@@ -703,7 +692,7 @@ if HAS_TRITON:
                 if HAS_D:
                     y_buf += U * Dv[None, :]
                 DZ = DOUT * y_buf * ZS * (1.0 + Z * (1.0 - ZS))
-                tl.store(dz_rows[None, :] + rz[:, None] * s_dz_l, DZ.to(dz_ptr.dtype.element_ty), mask=m_tile)
+                tl.store(dz_rows[None, :] + tt[:, None] * s_dz_l, DZ.to(dz_ptr.dtype.element_ty), mask=m_tile)
 
         row = pid_b * n_seg + pid_s
         tl.store(dA_ptr + row * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :], dA_acc,
@@ -715,14 +704,14 @@ if HAS_TRITON:
 
     @triton.jit
     def _scan_bwd_summary_kernel_v2(
-        dt_ptr, A_ptr, Ct_ptr, z_ptr, bias_ptr, dout_ptr, sum_q_ptr, sum_dt_ptr, idx_ptr,
+        dt_ptr, A_ptr, Ct_ptr, z_ptr, bias_ptr, dout_ptr, sum_q_ptr, sum_dt_ptr,
         n_channels, seq_len, n_chunks, span, n_sub, k_first,
         s_dt_b, s_dt_d, s_dt_l,
         s_A_d, s_A_n,
         s_z_b, s_z_d, s_z_l,
         s_do_b, s_do_d, s_do_l,
         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr,
-        ROWS: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
     ):
         # Sub-segment k = k_first + program_id(2), walked backwards from a zero adjoint: the q = a_t g_t it hands
         # to the step before it (g_t = C_t dy_t + q_{t+1}, which needs no state), and its sum of delta'.
@@ -741,11 +730,10 @@ if HAS_TRITON:
         # the previous chunk's tiles, and C_t two steps ahead (backwards in time), load while this chunk computes
         tt_n = (c_hi - 1) * T + offs_t
         m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
-        rz_n = step_rows(idx_ptr, pid_b, seq_len, tt_n, ROWS)
         DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
-        DY_next = _load_chunk(do_rows, s_do_l, rz_n, m_n)
+        DY_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
         if HAS_Z:
-            Z_next = _load_chunk(z_rows, s_z_l, rz_n, m_n)
+            Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
         Cq0 = _step_row(Ct_base, c_hi * T - 1, offs_n, seq_len, N)
         Cq1 = _step_row(Ct_base, c_hi * T - 2, offs_n, seq_len, N)
         for j in range(0, c_hi - c_lo):
@@ -757,11 +745,10 @@ if HAS_TRITON:
                 Z = Z_next
             tt_n = tl.maximum(t0 - T, c_lo * T) + offs_t   # at the first chunk this reloads it (unused)
             m_n = (tt_n < seq_len)[:, None] & mask_d[None, :]
-            rz_n = step_rows(idx_ptr, pid_b, seq_len, tt_n, ROWS)
             DT_next = _load_chunk(dt_rows, s_dt_l, tt_n, m_n)
-            DY_next = _load_chunk(do_rows, s_do_l, rz_n, m_n)
+            DY_next = _load_chunk(do_rows, s_do_l, tt_n, m_n)
             if HAS_Z:
-                Z_next = _load_chunk(z_rows, s_z_l, rz_n, m_n)
+                Z_next = _load_chunk(z_rows, s_z_l, tt_n, m_n)
                 DY = DY * Z * _sigmoid_fast(Z, FAST)
             if HAS_BIAS:
                 DT += bias[None, :]
@@ -1096,15 +1083,8 @@ _REDUCE_BLOCK_D = 64
 _REDUCE_BLOCK_L = 64
 
 
-def _rows_strides(rows: torch.Tensor) -> tuple[int, int, int]:
-    """(batch, d, L) strides of a (batch * L, d) view of expert-sorted rows, read through the row index."""
-    return 0, rows.stride(1), rows.stride(0)
-
-
 def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, store_ckpt: bool,
-                     config: tuple[int, ...] | None = None, rows_index: torch.Tensor | None = None):
-    # rows_index: z is a (batch * L, d) view of expert-sorted rows and the output is written as such rows
-    # (contiguous), token (b, t) in row rows_index[b * L + t]
+                     config: tuple[int, ...] | None = None):
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
     n_chunks = cdiv(seq_len, V2_CHUNK)
@@ -1112,16 +1092,10 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
     # B, C as fp32 (batch, L, N): one step's N values are contiguous (vector loads), 1/d_inner of u's size
     Bt = _fp32_contiguous(B.transpose(1, 2))
     Ct = _fp32_contiguous(C.transpose(1, 2))
-    if rows_index is None:
-        out = torch.empty((batch, d_inner, seq_len), device=u.device, dtype=u.dtype)
-        out_strides = out.stride()
-    else:
-        out = torch.empty((batch * seq_len, d_inner), device=u.device, dtype=u.dtype)
-        out_strides = _rows_strides(out)
+    out = torch.empty((batch, d_inner, seq_len), device=u.device, dtype=u.dtype)
     ckpt = (torch.empty((batch, n_chunks, n_state, d_inner), device=u.device, dtype=torch.float32)
             if store_ckpt else out)
     zz = z if z is not None else u
-    z_strides = zz.stride() if rows_index is None else _rows_strides(zz)
     A32 = A.float()  # read through its strides: each program loads its (N, BLOCK_D) tile once
     bias = delta_bias if delta_bias is not None else u
     n_sum = plan.summaries(backward=False)
@@ -1138,21 +1112,18 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
     prefetch = V2_FWD_PREFETCH or (1 if store_ckpt else 2)
     _scan_fwd_kernel_v2[(batch, cdiv(d_inner, block_d), plan.n_seg)](
         u, delta, A32, Bt, Ct, D if D is not None else u, zz, bias, out, ckpt, sum_h, sum_dt,
-        rows_index if rows_index is not None else u,
         d_inner, seq_len, n_chunks, plan.span, max(n_sum, 1), plan.sub_per_seg,
-        *u.stride(), *delta.stride(), *A32.stride(), *z_strides, *out_strides,
+        *u.stride(), *delta.stride(), *A32.stride(), *zz.stride(), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        STORE_CKPT=store_ckpt, FAST=_fast_math(), ROWS=rows_index is not None, N=n_state, BLOCK_D=block_d, T=V2_CHUNK,
+        STORE_CKPT=store_ckpt, FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK,
         PREFETCH=prefetch, num_warps=num_warps,
     )
     return out, (ckpt if store_ckpt else None), Bt, Ct
 
 
 def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_softplus: bool, ckpt,
-                      config: tuple[int, ...] | None = None, rows_index: torch.Tensor | None = None,
-                      dz_rows: torch.Tensor | None = None):
-    # rows_index: z and dout are (batch * L, d) views of expert-sorted rows (as in _scan_forward_v2), and dz is
-    # written into dz_rows, a view of rows in the same order
+                      config: tuple[int, ...] | None = None, dz_out: torch.Tensor | None = None):
+    # dz_out: where dz goes (any strides, e.g. a half of a wider gradient buffer) instead of a new tensor
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
     n_chunks = cdiv(seq_len, V2_CHUNK)
@@ -1162,10 +1133,9 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
     f32 = torch.float32
     du = torch.empty((batch, d_inner, seq_len), device=dev, dtype=u.dtype)
     ddelta = torch.empty((batch, d_inner, seq_len), device=dev, dtype=delta.dtype)
-    if rows_index is None:
-        dz = torch.empty((batch, d_inner, seq_len), device=dev, dtype=z.dtype) if z is not None else None
-    else:
-        dz = dz_rows
+    dz = dz_out
+    if dz is None and z is not None:
+        dz = torch.empty((batch, d_inner, seq_len), device=dev, dtype=z.dtype)
     dA_part = torch.empty((batch, plan.n_seg, n_state, d_inner), device=dev, dtype=f32)
     dB_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=f32)
     dC_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=f32)
@@ -1174,12 +1144,6 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
                   if delta_bias is not None else None)
     zz = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
-    idx = rows_index if rows_index is not None else u
-    if rows_index is None:
-        z_strides, do_strides = zz.stride(), dout.stride()
-        dz_strides = dz.stride() if dz is not None else du.stride()
-    else:
-        z_strides, do_strides, dz_strides = _rows_strides(zz), _rows_strides(dout), _rows_strides(dz)
     A32 = A.float()
     n_sum = plan.summaries(backward=True)
     # rows for every sub-segment (the first segment's are never written), so rows are indexed by sub-segment
@@ -1187,21 +1151,22 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
     if n_sum:
         sblk = _summary_block(n_state)
         _scan_bwd_summary_kernel_v2[(batch, cdiv(d_inner, sblk), n_sum)](
-            delta, A32, Ct, zz, bias, dout, sum_q, sum_dt, idx,
+            delta, A32, Ct, zz, bias, dout, sum_q, sum_dt,
             d_inner, seq_len, n_chunks, plan.sub_span, plan.n_sub, plan.sub_per_seg,
-            *delta.stride(), *A32.stride(), *z_strides, *do_strides,
+            *delta.stride(), *A32.stride(), *zz.stride(), *dout.stride(),
             HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, FAST=_fast_math(),
-            ROWS=rows_index is not None, N=n_state, BLOCK_D=sblk, T=V2_CHUNK, num_warps=1,
+            N=n_state, BLOCK_D=sblk, T=V2_CHUNK, num_warps=1,
         )
     _scan_bwd_kernel_v2[(batch, n_dblk, plan.n_seg)](
         u, delta, A32, Bt, Ct, D if D is not None else u, zz, bias, dout, ckpt,
         du, ddelta, dz if dz is not None else du, dA_part, dB_part, dC_part,
         dD_part if dD_part is not None else dA_part, dbias_part if dbias_part is not None else dA_part,
-        sum_q, sum_dt, idx,
+        sum_q, sum_dt,
         d_inner, seq_len, n_chunks, plan.span, plan.n_sub, plan.sub_per_seg,
-        *u.stride(), *delta.stride(), *A32.stride(), *z_strides, *do_strides, *dz_strides,
+        *u.stride(), *delta.stride(), *A32.stride(), *zz.stride(), *dout.stride(),
+        *(dz.stride() if dz is not None else du.stride()),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        FAST=_fast_math(), ROWS=rows_index is not None, N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
+        FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
     )
     # the partials' sums, cast to the inputs' dtypes, in two passes (torch took seven kernels and ten ops)
     dA = torch.empty((d_inner, n_state), device=dev, dtype=A.dtype)

@@ -2,7 +2,7 @@
 
 triton is optional: CPU-only installs must still import rom.kernels, so the kernel modules take ``triton``,
 ``tl`` and ``HAS_TRITON`` from here and define their kernels only ``if HAS_TRITON``; ``check_launchable``
-is their common entry check, ``step_rows`` their common address helper for expert-sorted rows.
+is their common entry check.
 """
 
 from __future__ import annotations
@@ -20,20 +20,6 @@ except ImportError:  # pragma: no cover - exercised on CPU-only machines
     triton = None  # type: ignore[assignment]
     tl = None  # type: ignore[assignment]
     HAS_TRITON = False
-
-
-if HAS_TRITON:
-
-    @triton.jit
-    def step_rows(idx_ptr, pid_b, seq_len, t, ROWS: tl.constexpr):
-        # The time offsets a kernel multiplies by a tensor's time stride. Plain layout: the steps t themselves.
-        # ROWS (a tensor in the RoM layer's expert-sorted rows, batch stride 0 and time stride = row stride): the
-        # row idx[b * L + t] that token (b, t) has there. Steps outside [0, seq_len) give row 0 (loads are masked).
-        if ROWS:
-            r = tl.load(idx_ptr + pid_b * seq_len + t, mask=(t >= 0) & (t < seq_len), other=0).to(tl.int64)
-        else:
-            r = t
-        return r
 
 
 def cdiv(a: int, b: int) -> int:
@@ -56,4 +42,4 @@ def check_launchable(t: torch.Tensor, caller: str) -> None:
         raise ValueError(f"{caller}: expected CUDA tensors, got {t.device}")
 
 
-__all__ = ["HAS_TRITON", "cdiv", "check_launchable", "interpreting", "step_rows", "tl", "triton"]
+__all__ = ["HAS_TRITON", "cdiv", "check_launchable", "interpreting", "tl", "triton"]

@@ -55,10 +55,13 @@ class CausalConv1d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def params_as(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) in the activations' dtype, as the kernels take them."""
+        return self.weight.to(dtype), (self.bias.to(dtype) if self.bias is not None else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, d, L) -> SiLU(conv(x)) (batch, d, L)."""
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return kernels.causal_conv1d(x, self.weight.to(x.dtype), bias, activation="silu", backend=self.backend)
+        return kernels.causal_conv1d(x, *self.params_as(x.dtype), activation="silu", backend=self.backend)
 
 
 class SSMCore(nn.Module):
@@ -72,9 +75,13 @@ class SSMCore(nn.Module):
         self.D._no_weight_decay = True
         self.scan = SelectiveScan(backend)
 
+    def params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, D) as the scan takes them: A = -exp(A_log) and D, both fp32."""
+        return -torch.exp(self.A_log.float()), self.D.float()
+
     def forward(self, x, delta, B, C, z, delta_bias) -> torch.Tensor:
-        A = -torch.exp(self.A_log.float())
-        return self.scan(x, delta, A, B, C, self.D.float(), z, delta_bias)
+        A, D = self.params()
+        return self.scan(x, delta, A, B, C, D, z, delta_bias)
 
 
 class MambaMixer(nn.Module):
@@ -96,6 +103,17 @@ class MambaMixer(nn.Module):
         self.ssm = SSMCore(self.d_inner, cfg.d_state, backend)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=cfg.proj_bias)
         self.out_proj._is_residual_out = True
+        # conv -> projections -> scan through kernels.mamba_inner (on CUDA: d xz written in place, no
+        # concatenation); False runs the composed ops (benchmarks compare the two)
+        self.fused_inner = True
+
+    def _project(self, x: torch.Tensor):
+        """Conv output x (b, De, L) -> the scan's (delta, B, C, delta_bias)."""
+        x_dbl = kernels.linear_channels(x, self.x_proj.weight, backend=self.backend)  # (b, R + 2N, L)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        # (b, De, L); the bias goes to the scan
+        delta = kernels.linear_channels(dt, self.dt_proj.weight, backend=self.backend)
+        return delta, B, C, self.dt_proj.bias.float()
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list]:
         """hidden: (batch, L, d_model) -> (batch, L, d_model), no auxiliary outputs.
@@ -106,12 +124,7 @@ class MambaMixer(nn.Module):
         """
         xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, self.in_proj.bias,
                                      backend=self.backend)  # (b, 2De, L)
-        x, z = xz.split(self.d_inner, dim=1)
-        x = self.conv1d(x)  # (b, De, L)
-        x_dbl = kernels.linear_channels(x, self.x_proj.weight, backend=self.backend)  # (b, R + 2N, L)
-        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
-        # (b, De, L); the bias goes to the scan
-        delta = kernels.linear_channels(dt, self.dt_proj.weight, backend=self.backend)
-        y = self.ssm(x, delta, B, C, z, self.dt_proj.bias.float())
+        inner = kernels.mamba_inner if self.fused_inner else kernels.mamba_inner_reference
+        y = inner(xz, *self.conv1d.params_as(xz.dtype), *self.ssm.params(), self._project, self.backend)  # (b, De, L)
         return kernels.linear_channels(y, self.out_proj.weight, self.out_proj.bias, out_tokens=True,
                                        backend=self.backend), []

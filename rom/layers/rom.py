@@ -96,11 +96,9 @@ class RoMMixer(nn.Module):
             self.out_proj = nn.Linear(De, d_model, bias=False)
             self.out_proj._is_residual_out = True
 
-        # the paper's layer (shared top-1 routing, x / z / out experts, one conv): the activations between the
-        # two expert projections stay in the expert-sorted rows (kernels.inner_from_rows)
-        self.inner_on_rows = (self.shared and rcfg.top_k == 1 and self.conv1d is not None
-                              and self.in_expert_parts == [Projection.CONV, Projection.GATE]
-                              and rcfg.is_expert(Projection.OUT))
+        # conv -> projections -> scan through kernels.mamba_inner where x and z are the halves of one tensor
+        # (shared routing, both expert or both dense, one conv); False runs the composed ops (benchmarks)
+        self.fused_inner = True
 
     # ------------------------------------------------------------------------------------------ routing
     def _indicator_scale(self) -> float:
@@ -154,24 +152,13 @@ class RoMMixer(nn.Module):
                 decisions[key] = self.routers[p.value](h)
             return decisions[key]
 
-        if self.inner_on_rows:
-            dec = decisions["shared"]
-            xz_rows = self.in_experts["shared"](kernels.permute(h, dec.dispatch), dec.dispatch)
-            conv = self.conv1d
-            y_rows = kernels.inner_from_rows(
-                xz_rows, dec.dispatch, b, L, conv.weight.to(xz_rows.dtype),
-                conv.bias.to(xz_rows.dtype) if conv.bias is not None else None,
-                -torch.exp(self.ssm.A_log.float()), self.ssm.D.float(),
-                lambda x: self._project(x, decide, b, L), self.backend)
-            rows = self.out_experts(y_rows, dec.dispatch)
-            out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
-            return out, [dec.stats]
-
         # in projection: x (conv branch) and z (gate branch), channels-first (b, De, L)
         parts: dict[Projection, torch.Tensor] = {}
+        xz = None  # x and z as the two halves of one tensor, when one projection computes both
         if self.in_proj is not None:
-            xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, backend=self.backend)
-            for p, t in zip(self.in_dense_parts, xz.split(De, dim=1)):
+            dense_xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, backend=self.backend)
+            xz = dense_xz if len(self.in_dense_parts) == 2 else None
+            for p, t in zip(self.in_dense_parts, dense_xz.split(De, dim=1)):
                 parts[p] = t
         if self.in_expert_parts:
             keys = ["shared"] if self.shared else [p.value for p in self.in_expert_parts]
@@ -179,15 +166,23 @@ class RoMMixer(nn.Module):
                 dec = decide(self.in_expert_parts[0] if self.shared else Projection(key))
                 rows = self.in_experts[key](kernels.permute(h, dec.dispatch), dec.dispatch)
                 out = self._combine_indicator(rows, dec, b, L)
+                xz = out if self.shared and len(self.in_expert_parts) == 2 else None
                 names = self.in_expert_parts if self.shared else [Projection(key)]
                 for p, t in zip(names, out.split(De, dim=1)):
                     parts[p] = t
         x, z = parts[Projection.CONV], parts[Projection.GATE]
 
-        # depthwise causal conv + SiLU
-        x = self.conv1d(x) if self.conv1d is not None else self._expert_conv(x, decide(Projection.CONV1D))
-        delta, B, C, delta_bias = self._project(x, decide, b, L)
-        y = self.ssm(x, delta, B, C, z, delta_bias)  # (b, De, L)
+        def project(x_conv: torch.Tensor):
+            return self._project(x_conv, decide, b, L)
+
+        if xz is not None and self.conv1d is not None and xz.stride(-1) == 1:
+            inner = kernels.mamba_inner if self.fused_inner else kernels.mamba_inner_reference
+            y = inner(xz, *self.conv1d.params_as(xz.dtype), *self.ssm.params(), project, self.backend)
+        else:
+            # depthwise causal conv + SiLU (per expert in the "comprehensive" ablation), projections, scan
+            x = self.conv1d(x) if self.conv1d is not None else self._expert_conv(x, decide(Projection.CONV1D))
+            delta, B, C, delta_bias = project(x)
+            y = self.ssm(x, delta, B, C, z, delta_bias)  # (b, De, L)
 
         if hasattr(self, "out_experts"):
             dec = decide(Projection.OUT)

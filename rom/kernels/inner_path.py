@@ -1,0 +1,117 @@
+"""The Mamba mixer's inner path (conv -> x / dt projections -> scan) on one in-projection tensor, in Triton.
+
+Both mixers (dense and RoM) produce x and z as the two channel halves of one in-projection output ``xz``
+(batch, 2 De, L). Split by autograd, their gradients come back separately (the conv's dx, the scan's dz) and
+are concatenated into d xz: one more pass over the largest activation, 64 us per layer step at d_model 1024,
+8 x 2048 tokens on an H200 (the ``CatArrayBatchedCopy`` in benchmarks/results/gpu_layer_kernels_h200.json).
+Here the scan's backward writes dz into the z half of one (batch, 2 De, L) buffer and the conv's backward writes
+dx into its x half; the buffer is d xz, with no concatenation.
+
+The buffer passes from the scan's backward to the conv's through a ``_GradLink`` that only these two autograd
+nodes share (both are made in ``mamba_inner_triton``). The engine runs the scan's node first: the conv's output
+is the scan's input u. The scan's node returns no gradient for ``xz``; the conv's returns the whole buffer.
+Under ``torch.compile`` or tracing the composed path (``rom.kernels.mamba_inner_reference``) runs instead.
+
+Tried first and measured slower (H200, 2026-12-02): keeping the RoM layer's x, z and y in the expert-sorted
+rows, read and written by the conv and the scan through the row index instead of the layout kernels. The
+layer step went from 4.54 to 4.69 ms (graphed): the gathered accesses cost the latency-bound scan 0.09 ms
+forward and 0.18 ms backward, and the conv backward 0.12 ms, more than the 0.28 ms of layout passes saved.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from rom.kernels.triton_conv import conv_backward, conv_forward
+from rom.kernels.triton_scan import _check_inputs, _scan_backward_v2, _scan_forward_v2
+from rom.kernels.triton_support import check_launchable
+
+# project(x) -> (delta, B, C, delta_bias): the mixer's x_proj / dt_proj between the conv and the scan
+Project = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]]
+
+
+class _GradLink:
+    """d xz under construction: the scan's backward puts it (z half written), the conv's backward takes it (and
+    writes the x half)."""
+
+    def __init__(self) -> None:
+        self.grad: Tensor | None = None
+
+    def put(self, grad: Tensor) -> None:
+        self.grad = grad
+
+    def take(self, xz: Tensor, d_inner: int) -> Tensor:
+        grad, self.grad = self.grad, None
+        if grad is None:  # the scan's output got no gradient, so its node did not run: dz is zero
+            grad = torch.empty(xz.shape, device=xz.device, dtype=xz.dtype)
+            grad[:, d_inner:].zero_()
+        return grad
+
+
+class _ConvOnXHalf(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, xz: Tensor, weight: Tensor, bias: Tensor | None,
+                link: _GradLink) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(xz, weight, bias)
+        ctx.link = link
+        return conv_forward(xz[:, : weight.shape[0]], weight, bias, True)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor):  # type: ignore[override]
+        xz, weight, bias = ctx.saved_tensors
+        d_inner = weight.shape[0]
+        grad = ctx.link.take(xz, d_inner)
+        _, dw, db = conv_backward(xz[:, :d_inner], weight, bias, dy, True, dx_out=grad[:, :d_inner])
+        return grad, dw, db, None
+
+
+class _ScanOnZHalf(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, xz: Tensor,
+                delta_bias: Tensor | None, link: _GradLink, needs_grad: bool) -> Tensor:  # type: ignore[override]
+        d_inner = u.shape[1]
+        out, ckpt, Bt, Ct = _scan_forward_v2(u, delta, A, B, C, D, xz[:, d_inner:], delta_bias, True,
+                                             store_ckpt=needs_grad)
+        if needs_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, xz, delta_bias, ckpt, Bt, Ct)
+            ctx.link = link
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor):  # type: ignore[override]
+        u, delta, A, B, C, D, xz, delta_bias, ckpt, Bt, Ct = ctx.saved_tensors
+        d_inner = u.shape[1]
+        if delta.stride(-1) != 1:  # as SelectiveScanTriton: a time-strided delta slows the backward kernel
+            delta = delta.contiguous()
+        grad = torch.empty(xz.shape, device=xz.device, dtype=xz.dtype)  # dz here, dx in the conv's node
+        du, ddelta, dA, dB, dC, dD, _, dbias = _scan_backward_v2(
+            dout, u, delta, A, Bt, Ct, B, C, D, xz[:, d_inner:], delta_bias, True, ckpt, dz_out=grad[:, d_inner:])
+        ctx.link.put(grad)
+        return du, ddelta, dA, dB, dC, dD, None, dbias, None, None
+
+
+def mamba_inner_triton(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, A: Tensor, D: Tensor,
+                       project: Project, backend: str = "auto") -> Tensor:
+    """xz (batch, 2 De, L) -> y (batch, De, L); contract of ``rom.kernels.mamba_inner_reference``."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        from rom.kernels import mamba_inner_reference  # the package imports this module lazily
+
+        return mamba_inner_reference(xz, conv_weight, conv_bias, A, D, project, backend)
+    check_launchable(xz, "mamba_inner_triton")
+    d_inner = conv_weight.shape[0]
+    if xz.dim() != 3 or xz.shape[1] != 2 * d_inner or xz.stride(-1) != 1:
+        raise ValueError(f"mamba_inner_triton: xz must be (batch, 2*d_inner={2 * d_inner}, L) with unit time "
+                         f"stride, got {tuple(xz.shape)} strides {xz.stride()}")
+    link = _GradLink()
+    x = _ConvOnXHalf.apply(xz, conv_weight, conv_bias, link)
+    delta, B, C, delta_bias = project(x)
+    _check_inputs(x, delta, A, B, C, D, None, delta_bias)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, delta, A, B, C, D, xz, delta_bias))
+    return _ScanOnZHalf.apply(x, delta, A, B, C, D, xz, delta_bias, link, needs_grad)
+
+
+__all__ = ["mamba_inner_triton"]
