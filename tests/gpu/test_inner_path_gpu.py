@@ -22,6 +22,10 @@ def _inputs(batch: int, d: int, L: int, n: int, dtype: torch.dtype, seed: int):
             rnd(d, 4, scale=0.5).to(dtype), torch.rand(d, device="cuda", generator=g) * -3.0 - 1.0]
 
 
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    return t.grad if t.grad is not None else torch.zeros_like(t)
+
+
 def _run(fn, n, tensors, backend, seen=None):
     xz, conv_w, conv_b, A, D, w_x, w_dt, dt_bias = tensors
 
@@ -58,7 +62,8 @@ def test_inner_path_matches_composed_float64_forward_and_gradients(shape, dtype)
     y.backward(g.to(dtype))
     y_ref.backward(g)
     names = ["xz", "conv_w", "conv_b", "A", "D", "w_x", "w_dt", "dt_bias"]
-    errors = {name: rel_err(a.grad, b.grad) for name, a, b in zip(names, ours, ref)}
+    # at L = 1 the reference's first step never multiplies by exp(delta A): no gradient there means zero
+    errors = {name: rel_err(_grad(a), _grad(b)) for name, a, b in zip(names, ours, ref)}
     assert {k: e for k, e in errors.items() if not e < tol_grad} == {}
 
 
