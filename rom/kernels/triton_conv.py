@@ -56,12 +56,13 @@ if HAS_TRITON:
     @triton.jit
     def _conv_bwd_kernel(
         x_ptr, w_ptr, b_ptr, dy_ptr, dx_ptr, dw_ptr, db_ptr, n_channels, seq_len,
-        s_x_b, s_x_d, s_x_l, s_w_d, s_w_k, s_dy_b, s_dy_d, s_dy_l, s_dx_b, s_dx_d, s_dx_l,
+        s_x_b, s_x_d, s_x_l, s_w_d, s_w_k, s_dy_b, s_dy_d, s_dy_l, s_dx_b,
         WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
-        # dx through its strides (a half of a wider gradient buffer, see rom.kernels.inner_path); dw (parts, d,
-        # WIDTH) and db (parts, d) are fp32 per-program partials, one part per (batch, time block), summed outside
+        # dx: (batch, d, L) with batch stride s_dx_b, e.g. a half of a wider gradient buffer (rom.kernels.inner_path;
+        # a per-program scalar shift of the contiguous offsets: general strides cost 2%); dw (parts, d, WIDTH) and
+        # db (parts, d) are fp32 per-program partials, one part per (batch, time block), summed outside
         # (deterministic, no atomics).
         pid_b = tl.program_id(0).to(tl.int64)
         part = pid_b * tl.num_programs(2) + tl.program_id(2)
@@ -100,8 +101,8 @@ if HAS_TRITON:
                     xk = tl.load(x_base + src[None, :] * s_x_l, mask=m, other=0.0).to(tl.float32)
                     tl.store(dw_ptr + (part * n_channels + offs_d) * WIDTH + k, tl.sum(g * xk, axis=1), mask=mask_d)
         m_out = mask_d[:, None] & (offs_t < seq_len)[None, :]
-        dx_off = pid_b * s_dx_b + offs_d[:, None] * s_dx_d + offs_t[None, :] * s_dx_l
-        tl.store(dx_ptr + dx_off, dx.to(dx_ptr.dtype.element_ty), mask=m_out)
+        dx_off = (pid_b * n_channels + offs_d[:, None]) * seq_len + offs_t[None, :]
+        tl.store(dx_ptr + pid_b * (s_dx_b - n_channels * seq_len) + dx_off, dx.to(dx_ptr.dtype.element_ty), mask=m_out)
 
 
 _BLOCK_D = 16
@@ -130,18 +131,21 @@ def conv_backward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   dx_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch the backward kernel: (dx, dweight, dbias) for y = conv_forward(x, weight, bias, silu).
 
-    dx is a new contiguous (batch, d, L) tensor, or written into ``dx_out`` (any strides, e.g. a half of a wider
-    gradient buffer) and returned.
+    dx is a new contiguous (batch, d, L) tensor, or written into ``dx_out`` ((batch, d, L) with strides (any, L, 1),
+    e.g. a half of a wider gradient buffer) and returned.
     """
     batch, d, seq_len = x.shape
     width = weight.shape[1]
     dx = dx_out if dx_out is not None else torch.empty((batch, d, seq_len), device=x.device, dtype=x.dtype)
+    if dx.shape != x.shape or dx.stride()[1:] != (seq_len, 1):
+        raise ValueError(f"conv_backward: dx_out must be {tuple(x.shape)} with strides (any, {seq_len}, 1), got "
+                         f"{tuple(dx.shape)} strides {dx.stride()}")
     grid = _launch_grid(batch, d, seq_len)
     dw = torch.empty((batch * grid[2], d, width), device=x.device, dtype=torch.float32)
     db = torch.empty((batch * grid[2], d), device=x.device, dtype=torch.float32)
     _conv_bwd_kernel[grid](
         x, weight, bias if bias is not None else weight, dy, dx, dw, db, d, seq_len,
-        *x.stride(), *weight.stride(), *dy.stride(), *dx.stride(),
+        *x.stride(), *weight.stride(), *dy.stride(), dx.stride(0),
         WIDTH=width, HAS_BIAS=bias is not None, SILU=silu,
         BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L, num_warps=_NUM_WARPS,
     )

@@ -554,12 +554,13 @@ if HAS_TRITON:
         s_A_d, s_A_n,
         s_z_b, s_z_d, s_z_l,
         s_do_b, s_do_d, s_do_l,
-        s_dz_b, s_dz_d, s_dz_l,
+        s_dz_b,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
     ):
-        # du, ddt: contiguous (batch, d, L); dz through its strides (a half of a wider gradient buffer, see
-        # rom.kernels.inner_path). dA: fp32 (batch, n_seg, N, d) partials (summed outside).
+        # du, ddt: contiguous (batch, d, L); dz: (batch, d, L) with batch stride s_dz_b, e.g. a half of a wider
+        # gradient buffer (rom.kernels.inner_path); its offsets are du's plus a per-program scalar (a pointer
+        # vector of its own cost the backward 3.6%). dA: fp32 (batch, n_seg, N, d) partials (summed outside).
         # dB, dC: fp32 (batch, n_dblocks, L, N) partials (summed over channel blocks outside: no atomics).
         # dD, dbias: fp32 (batch, n_seg, d) partials. T must be 8: the chunk's states are 8 named register tiles.
         # Grid (batch, channel blocks, segments): program s walks chunks [s * span, (s + 1) * span) backwards,
@@ -579,7 +580,6 @@ if HAS_TRITON:
         dt_rows = dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d
         z_rows = z_ptr + pid_b * s_z_b + offs_d * s_z_d
         do_rows = dout_ptr + pid_b * s_do_b + offs_d * s_do_d
-        dz_rows = dz_ptr + pid_b * s_dz_b + offs_d * s_dz_d
         Bt_base = Bt_ptr + pid_b * seq_len * N
         Ct_base = Ct_ptr + pid_b * seq_len * N
         dB_base = dB_ptr + (pid_b * n_dblk + pid_d) * seq_len * N
@@ -692,7 +692,8 @@ if HAS_TRITON:
                 if HAS_D:
                     y_buf += U * Dv[None, :]
                 DZ = DOUT * y_buf * ZS * (1.0 + Z * (1.0 - ZS))
-                tl.store(dz_rows[None, :] + tt[:, None] * s_dz_l, DZ.to(dz_ptr.dtype.element_ty), mask=m_tile)
+                tl.store(dz_ptr + pid_b * (s_dz_b - n_channels * seq_len) + out_off, DZ.to(dz_ptr.dtype.element_ty),
+                         mask=m_tile)
 
         row = pid_b * n_seg + pid_s
         tl.store(dA_ptr + row * N * n_channels + offs_n[:, None] * n_channels + offs_d[None, :], dA_acc,
@@ -1123,7 +1124,8 @@ def _scan_forward_v2(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, 
 
 def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_softplus: bool, ckpt,
                       config: tuple[int, ...] | None = None, dz_out: torch.Tensor | None = None):
-    # dz_out: where dz goes (any strides, e.g. a half of a wider gradient buffer) instead of a new tensor
+    # dz_out: where dz goes instead of a new tensor, (batch, d, L) with strides (any, L, 1), e.g. a half of a
+    # wider gradient buffer
     batch, d_inner, seq_len = u.shape
     n_state = A.shape[1]
     n_chunks = cdiv(seq_len, V2_CHUNK)
@@ -1136,6 +1138,9 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
     dz = dz_out
     if dz is None and z is not None:
         dz = torch.empty((batch, d_inner, seq_len), device=dev, dtype=z.dtype)
+    if dz is not None and (dz.shape != u.shape or dz.stride()[1:] != (seq_len, 1)):
+        raise ValueError(f"selective scan backward: dz_out must be {tuple(u.shape)} with strides (any, {seq_len}, 1), "
+                         f"got {tuple(dz.shape)} strides {dz.stride()}")
     dA_part = torch.empty((batch, plan.n_seg, n_state, d_inner), device=dev, dtype=f32)
     dB_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=f32)
     dC_part = torch.empty((batch, n_dblk, seq_len, n_state), device=dev, dtype=f32)
@@ -1164,7 +1169,7 @@ def _scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, delta_s
         sum_q, sum_dt,
         d_inner, seq_len, n_chunks, plan.span, plan.n_sub, plan.sub_per_seg,
         *u.stride(), *delta.stride(), *A32.stride(), *zz.stride(), *dout.stride(),
-        *(dz.stride() if dz is not None else du.stride()),
+        dz.stride(0) if dz is not None else du.stride(0),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         FAST=_fast_math(), N=n_state, BLOCK_D=block_d, T=V2_CHUNK, num_warps=num_warps,
     )
