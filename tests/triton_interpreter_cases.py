@@ -32,7 +32,8 @@ import triton.runtime.interpreter as interpreter  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rom.kernels import (  # noqa: E402
-    experts, inner_path, mamba_inner_reference, triton_cast, triton_combine, triton_conv, triton_dispatch, triton_gather, triton_router, triton_scan)
+    experts, inner_path, mamba_inner_reference, triton_cast, triton_combine, triton_conv, triton_dispatch,
+    triton_gather, triton_router, triton_scan)
 from rom.kernels.routing import (  # noqa: E402
     route_top1_reference, router_inputs_backward_reference, router_inputs_reference)
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402

@@ -125,7 +125,6 @@ def expert_matmul(x_perm: Tensor, weight: Tensor, dispatch: Dispatch, backend: s
     return get_impl("expert_matmul", backend, x_perm.device)(x_perm, weight, dispatch)
 
 
-
 def mamba_inner_reference(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, A: Tensor, D: Tensor,
                           project: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]],
                           backend: str = "auto") -> Tensor:
