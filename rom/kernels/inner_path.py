@@ -46,7 +46,7 @@ class _GradLink:
     def take(self, xz: Tensor, d_inner: int) -> Tensor:
         grad, self.grad = self.grad, None
         if grad is None:  # the scan's output got no gradient, so its node did not run: dz is zero
-            grad = torch.empty(xz.shape, device=xz.device, dtype=xz.dtype)
+            grad = torch.empty_like(xz, memory_format=torch.contiguous_format)
             grad[:, d_inner:].zero_()
         return grad
 
@@ -86,7 +86,7 @@ class _ScanOnZHalf(torch.autograd.Function):
         d_inner = u.shape[1]
         if delta.stride(-1) != 1:  # as SelectiveScanTriton: a time-strided delta slows the backward kernel
             delta = delta.contiguous()
-        grad = torch.empty(xz.shape, device=xz.device, dtype=xz.dtype)  # dz here, dx in the conv's node
+        grad = torch.empty_like(xz, memory_format=torch.contiguous_format)  # dz here, dx in the conv's node
         du, ddelta, dA, dB, dC, dD, _, dbias = _scan_backward_v2(
             dout, u, delta, A, Bt, Ct, B, C, D, xz[:, d_inner:], delta_bias, True, ckpt, dz_out=grad[:, d_inner:])
         ctx.link.put(grad)

@@ -60,10 +60,11 @@ if HAS_TRITON:
         WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
-        # dx: (batch, d, L) with batch stride s_dx_b, e.g. a half of a wider gradient buffer (rom.kernels.inner_path;
-        # a per-program scalar shift of the contiguous offsets: general strides cost 2%); dw (parts, d, WIDTH) and
-        # db (parts, d) are fp32 per-program partials, one part per (batch, time block), summed outside
-        # (deterministic, no atomics).
+        # dx: (batch, d, L) with batch stride s_dx_b, e.g. a half of a wider gradient buffer (rom.kernels.inner_path),
+        # written as a per-program scalar shift of the contiguous offsets (H200, layer shape: 0.514 ms against
+        # 0.506 for the contiguous-only kernel; general strides 0.521 against 0.510); dw (parts, d, WIDTH) and db
+        # (parts, d) are fp32 per-program partials, one part per (batch, time block), summed outside (deterministic,
+        # no atomics).
         pid_b = tl.program_id(0).to(tl.int64)
         part = pid_b * tl.num_programs(2) + tl.program_id(2)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)

@@ -175,7 +175,7 @@ class RoMMixer(nn.Module):
         def project(x_conv: torch.Tensor):
             return self._project(x_conv, decide, b, L)
 
-        if xz is not None and self.conv1d is not None and xz.stride(-1) == 1:
+        if xz is not None and self.conv1d is not None:
             inner = kernels.mamba_inner if self.fused_inner else kernels.mamba_inner_reference
             y = inner(xz, *self.conv1d.params_as(xz.dtype), *self.ssm.params(), project, self.backend)
         else:
