@@ -4,6 +4,8 @@
    and conv), the torch reference path, and mamba-ssm's ``Mamba`` if it is installed and built.
 2. RoM mixer (8 experts, top-1, shared routing, conv/gate/out experts) vs our dense mixer of the same active
    shape: time ratio (goal <= 1.10).
+3. Both mixers as ``train.master_weights`` runs them (bf16 projection weights, no casts; the fp32 masters live
+   in the optimizer, outside the timed forward + backward) and with the composed inner path.
 Every layer is timed eagerly and with its forward+backward replayed as one CUDA graph (``fwd_bwd_graph_ms``,
 what ``train.cuda_graphs`` does for a step): the first includes the host's launch cost, the second does not.
 Prints a table and writes benchmarks/results/gpu_layers.json.
@@ -30,6 +32,7 @@ from rom.config import MambaConfig, RoMConfig  # noqa: E402
 from rom.layers.mamba import MambaMixer  # noqa: E402
 from rom.layers.rom import RoMMixer  # noqa: E402
 from rom.train.cuda_graph import CapturedStep  # noqa: E402
+from rom.train.master_weights import to_working_weights  # noqa: E402
 
 
 def _time_layer(layer: torch.nn.Module, xs: list[torch.Tensor], unpack: bool) -> dict[str, float]:
@@ -172,6 +175,12 @@ def _composed_inner(layer: torch.nn.Module) -> torch.nn.Module:
     return layer
 
 
+def _working_weights(layer: torch.nn.Module) -> torch.nn.Module:
+    """The mixer as ``train.master_weights`` runs it: projection weights in bf16, used without casts."""
+    to_working_weights(layer)
+    return layer
+
+
 def main() -> None:
     ap = layer_shape_parser(__doc__)
     ap.add_argument("--no-reference", action="store_true")
@@ -187,6 +196,8 @@ def main() -> None:
         "dense mamba, ours (auto)": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda(), "triton"),
         "dense mamba, ours, composed inner": lambda: (_composed_inner(
             MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda()), "triton"),
+        "dense mamba, ours, master weights": lambda: (_working_weights(
+            MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda()), "triton, bf16 working weights"),
         "dense mamba, torch reference": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="reference").cuda(), "torch"),
         "dense mamba, mamba-ssm Mamba": lambda: _mamba_ssm_layer(dm),
         "dense mamba, mamba-ssm fused + our conv": lambda: _mamba_ssm_fused_with_our_conv(dm),
@@ -194,6 +205,9 @@ def main() -> None:
                                                             top_k=1), dt_rank, backend="auto").cuda(), "triton"),
         f"RoM e{args.experts} top-1, ours, composed inner": lambda: (_composed_inner(RoMMixer(
             dm, mcfg, RoMConfig(num_experts=args.experts, top_k=1), dt_rank, backend="auto").cuda()), "triton"),
+        f"RoM e{args.experts} top-1, ours, master weights": lambda: (_working_weights(RoMMixer(
+            dm, mcfg, RoMConfig(num_experts=args.experts, top_k=1), dt_rank, backend="auto").cuda()),
+            "triton, bf16 working weights"),
         f"RoM e{args.experts} top-1, torch reference": lambda: (RoMMixer(dm, mcfg, RoMConfig(
             num_experts=args.experts, top_k=1), dt_rank, backend="reference").cuda(), "torch"),
     }
@@ -246,6 +260,8 @@ def main() -> None:
     dense_composed = by.get("dense mamba, ours, composed inner")
     rom_composed = by.get(f"RoM e{args.experts} top-1, ours, composed inner")
     ratio("rom_over_dense_fwd_bwd_graphs_both_composed_inner", rom_composed, dense_composed, "fwd_bwd_graph_ms")
+    ratio("rom_over_dense_fwd_bwd_graphs_both_master_weights", by.get(f"RoM e{args.experts} top-1, ours, master weights"),
+          by.get("dense mamba, ours, master weights"), "fwd_bwd_graph_ms")
     ratio("dense_composed_over_fused_inner_fwd_bwd_graphs", dense_composed, ours_dense, "fwd_bwd_graph_ms")
     ratio("rom_composed_over_fused_inner_fwd_bwd_graphs", rom_composed, ours_rom, "fwd_bwd_graph_ms")
     for name, row in (("mamba_ssm", by.get("dense mamba, mamba-ssm Mamba")),

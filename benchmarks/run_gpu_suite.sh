@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-call GPU suite for the lent H100 (or any CUDA host): parity tests, then benchmarks; short table last.
-#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv cast layers kernels step host launch mamba_ssm
+#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv cast layers kernels step master host launch mamba_ssm
 #   (default: tests scan conv)
 # Writes logs and JSON under $OUT (default benchmarks/results/run) and benchmarks/results/*.json.
 set -u
@@ -77,6 +77,7 @@ PATCH
   if has layers; then python3 benchmarks/gpu_layers.py --out-dir "$OUT"; fi
   if has kernels; then python3 benchmarks/gpu_layer_kernels.py --out-dir "$OUT" | grep -v "^  "; fi
   if has step; then python3 benchmarks/gpu_step.py --out-dir "$OUT"; fi
+  if has master; then python3 benchmarks/gpu_master_weights.py --out-dir "$OUT"; fi
   if has host; then python3 benchmarks/gpu_host_profile.py --out-dir "$OUT" | tail -40; fi
   if has launch; then python3 benchmarks/gpu_launch_overhead.py --out-dir "$OUT" | tail -12; fi
   echo "== done $(date -u)"

@@ -354,6 +354,10 @@ class TrainConfig:
     # on wherever it can run (one CUDA process, train.compile off), falling back to eager if a capture fails;
     # true: required (an error under torchrun or with compile; ignored with a warning on CPU); false: never
     cuda_graphs: bool | None = None
+    # bf16 working copies of the projection weights (nn.Linear, expert banks) used as they are in forward and
+    # backward, fp32 masters and moments in the optimizer (rom.train.master_weights): no per-step weight casts.
+    # Needs bf16 autocast; not with FSDP. Part of the run id when on (gradients are bf16 GEMM outputs)
+    master_weights: bool = False
     eval_every: int = 0  # steps between validation passes; 0 = only at the end
     eval_batches: int = 8
     checkpoint_every: int = 100  # steps
@@ -370,6 +374,8 @@ class TrainConfig:
                 f"{prefix}.batch_size={self.batch_size} must be a multiple of "
                 f"{prefix}.micro_batch_size={self.micro_batch_size}"
             )
+        if self.master_weights and self.precision == Precision.FP32:
+            raise ConfigError(f"{prefix}.master_weights=true needs bf16 autocast; {prefix}.precision is fp32")
         if self.cuda_graphs is True and self.compile:
             raise ConfigError(f"{prefix}.cuda_graphs and {prefix}.compile are exclusive: pick one (torch.compile "
                               f"has its own CUDA graphs, mode='reduce-overhead')")
@@ -445,6 +451,8 @@ class RunConfig:
             payload.pop(key)
         for runtime_only in ("backend", "compile", "cuda_graphs", "threads", "log_every", "checkpoint_every", "parallelism"):
             payload["train"].pop(runtime_only)
+        if not payload["train"]["master_weights"]:  # added later: runs of the default policy keep their ids
+            payload["train"].pop("master_weights")
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

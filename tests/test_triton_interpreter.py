@@ -48,7 +48,7 @@ def interpreter_env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("group", ["scan", "conv", "layout", "cast", "routing", "inner"])
+@pytest.mark.parametrize("group", ["scan", "conv", "layout", "cast", "routing", "inner", "adamw"])
 def test_triton_kernels_match_float64_in_the_interpreter(group, interpreter_env):
     run = subprocess.run([sys.executable, str(WORKER), group], env=interpreter_env, capture_output=True,
                          text=True, timeout=900, cwd=ROOT)

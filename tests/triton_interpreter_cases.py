@@ -32,10 +32,11 @@ import triton.runtime.interpreter as interpreter  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rom.kernels import (  # noqa: E402
-    experts, inner_path, mamba_inner_reference, triton_cast, triton_combine, triton_conv, triton_dispatch,
+    experts, inner_path, mamba_inner_reference, triton_adamw, triton_cast, triton_combine, triton_conv, triton_dispatch,
     triton_gather, triton_router, triton_scan)
 from rom.kernels.routing import (  # noqa: E402
     route_top1_reference, router_inputs_backward_reference, router_inputs_reference)
+from rom.kernels.adamw import adamw_step_reference  # noqa: E402
 from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
 from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402
 
@@ -257,8 +258,34 @@ def run_inner() -> list[dict]:
     return rows
 
 
+def run_adamw() -> list[dict]:
+    """The master-weight AdamW update (fp32 master and moments, bf16 gradient and working copy) over three steps
+    against the reference on float64 copies; sizes end inside a block; with and without weight decay."""
+    rows = []
+    for n, wd in ((1, 0.1), (2047, 0.0), (2 * 2048 + 3, 0.1)):
+        master = torch.randn(n)
+        m, v = torch.zeros(n), torch.zeros(n)
+        work = torch.full((n,), float("nan"), dtype=torch.bfloat16)
+        ref = [master.double(), m.double(), v.double(), torch.empty(n, dtype=torch.float64)]
+        errors: dict[str, float] = {}
+        for step in (1, 2, 3):
+            grad = torch.randn(n).to(torch.bfloat16)
+            args = (3e-3, wd, 0.9, 0.95, 1e-8, step)
+            triton_adamw.adamw_step_triton(master, grad, m, v, work, *args)
+            adamw_step_reference(ref[0], grad, ref[1], ref[2], ref[3], *args)
+        errors["out"] = _rel(master, ref[0])
+        errors["grad_exp_avg"] = _rel(m, ref[1])
+        errors["grad_exp_avg_sq"] = _rel(v, ref[2])
+        # the interpreter's fp32 -> bf16 conversion truncates (the GPU's rounds to nearest, checked exactly in
+        # tests/gpu/test_master_weights_gpu.py): here the working copy must lie within one bf16 step of the master
+        within_ulp = bool(((work.float() - master).abs() <= master.abs() * 2.0**-7).all())
+        errors["grad_working_within_one_bf16_step"] = 0.0 if within_ulp else 1.0
+        rows.append({"case": f"adamw n={n} wd={wd}", "errors": errors})
+    return rows
+
+
 GROUPS = {"scan": run_scan, "conv": run_conv, "layout": run_layout, "cast": run_cast, "routing": run_routing,
-          "inner": run_inner}
+          "inner": run_inner, "adamw": run_adamw}
 
 
 def main() -> int:

@@ -7,7 +7,8 @@ rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing 
 (the stable sort of token-slots by expert), "router_inputs" / "router_inputs_backward" (the tokens cast for
 the experts and the router logits from one read), "route_top1" (softmax, top-1 choice and mean probabilities;
 these three in rom.kernels.routing), "mamba_inner" (a mixer's conv -> projections -> scan on one in-projection
-tensor; triton: rom.kernels.inner_path, reference: the composed ops). Backends:
+tensor; triton: rom.kernels.inner_path, reference: the composed ops), "adamw_step" (the AdamW update of an fp32
+master weight and its bf16 working copy, rom.kernels.adamw; used by rom.train.master_weights). Backends:
 
 * "reference": pure torch (rom.kernels.scan_reference / conv_reference; for expert_matmul the native grouped
   GEMM of rom.kernels.experts). Always available; it is the semantics.
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 OPS = ("selective_scan", "causal_conv1d", "expert_matmul", "rows_to_channels", "channels_to_rows", "upcast",
        "upcast_add", "combine_rows", "combine_rows_backward", "dispatch", "router_inputs",
-       "router_inputs_backward", "route_top1", "mamba_inner")
+       "router_inputs_backward", "route_top1", "mamba_inner", "adamw_step")
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 
 # op -> (module, attribute) of the Triton implementation
@@ -65,6 +66,7 @@ TRITON_MODULES = {
     "router_inputs_backward": ("rom.kernels.triton_router", "router_inputs_backward_triton"),
     "route_top1": ("rom.kernels.triton_router", "route_top1_triton"),
     "mamba_inner": ("rom.kernels.inner_path", "mamba_inner_triton"),
+    "adamw_step": ("rom.kernels.triton_adamw", "adamw_step_triton"),
 }
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
@@ -225,6 +227,7 @@ REFERENCE_MODULES = {
     "router_inputs_backward": ("rom.kernels.routing", "router_inputs_backward_reference"),
     "route_top1": ("rom.kernels.routing", "route_top1_reference"),
     "mamba_inner": ("rom.kernels", "mamba_inner_reference"),
+    "adamw_step": ("rom.kernels.adamw", "adamw_step_reference"),
 }
 
 

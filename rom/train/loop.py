@@ -31,6 +31,7 @@ from rom.train.checkpoint import (CheckpointError, check_same_run, checkpoint_di
                                   save_checkpoint, save_model, set_rng_state)
 from rom.train.cuda_graph import GraphedMicroStep, micro_batch_loss
 from rom.train.metrics import MetricsWriter, router_metrics
+from rom.train.master_weights import to_working_weights
 from rom.train.optim import build_optimizer
 from rom.train.peaks import mfu, peak_flops
 from rom.train.schedule import WarmupCosine
@@ -238,6 +239,17 @@ def cuda_graphs_decision(t: TrainConfig, info: D.DistInfo) -> tuple[bool, str]:
     return True, "one CUDA process" + ("" if t.cuda_graphs else " (train.cuda_graphs unset)")
 
 
+def check_master_weights(t: TrainConfig, info: D.DistInfo) -> None:
+    """train.master_weights needs bf16 autocast (the working weights are bf16) and no FSDP (which shards and
+    casts parameters itself: its MixedPrecisionPolicy is the equivalent)."""
+    if precision_name(info.device, t.precision) != "bf16":
+        raise ConfigError(f"train.master_weights=true needs bf16 autocast, but train.precision={t.precision.value} "
+                          f"is fp32 on {info.device}; set train.precision: bf16")
+    if info.distributed and t.parallelism == Parallelism.FSDP:
+        raise ConfigError("train.master_weights=true is not supported with train.parallelism=fsdp (FSDP2 keeps "
+                          "fp32 shards and casts them itself); use ddp or turn master_weights off")
+
+
 def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> dict:
     t = cfg.train
     main = info.is_main
@@ -277,8 +289,13 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     measured = sum(p.numel() for p in raw.parameters())
     if measured != params["total"]:
         log.warning("accounting says %d parameters, the built model has %d", params["total"], measured)
+    pairs = None  # train.master_weights: name -> (bf16 working weight, fp32 master)
+    if t.master_weights:
+        check_master_weights(t, info)
+        pairs = to_working_weights(raw)
+        log.info("master weights: %d projection weights in bf16, fp32 masters in the optimizer", len(pairs))
     model = D.wrap_model(raw, info, t.parallelism)
-    optimizer = build_optimizer(raw, t)
+    optimizer = build_optimizer(raw, t, pairs)
     schedule = WarmupCosine(optimizer, t, total_steps)
     loader = factory.make_loader(train_shard, t.seq_len, micro, t.seed, info.rank, info.world_size)
     forward = torch.compile(model) if t.compile else model
@@ -434,15 +451,22 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                     if log_step:  # the next replay overwrites them
                         stats = [s.snapshot() for s in stats]
                 else:
-                    with D.set_grad_sync(model, i == accum - 1):
+                    # master weights fold every micro-batch's gradients into fp32, so each must be reduced
+                    with D.set_grad_sync(model, i == accum - 1 or (pairs is not None and accum > 1)):
                         ce, aux, out = micro_batch_loss(forward, x, y, accum, info.device, t.precision)
                     stats = getattr(out, "router_stats", None)
+                if pairs is not None and accum > 1:
+                    optimizer.fold_gradients(keep_grad_tensors=graphed is not None)
                 ce_sum += ce
                 aux_sum += aux.to(ce_sum.device)
                 if log_step and stats:
                     router_buffer.extend(stats)
             last_lr = optimizer.param_groups[0]["lr"]
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+            max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
+            if pairs is not None:  # the masters' gradients, summed in fp32
+                grad_norm = optimizer.clip_grad_norm_(max_norm)
+            else:
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), max_norm)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2 DTensor
                 grad_norm = grad_norm.full_tensor()
             optimizer.step()
@@ -507,6 +531,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     elapsed += time.perf_counter() - t_session
 
     msd, _ = D.full_state(raw, None, info, t.parallelism)
+    if pairs is not None:  # model.pt holds fp32 weights under either policy
+        msd = optimizer.with_masters(msd)
     tokens = step * tokens_per_step
     tail = [v for v in losses[-max(1, len(losses) // 10):] if math.isfinite(v)]
     part = make_part("train", run_id, {

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rom.config import TrainConfig
+from rom.train.master_weights import MasterWeightAdamW, master_param_groups
 
 
 def no_weight_decay(param: nn.Parameter) -> bool:
@@ -26,7 +27,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8
-    )
+def build_optimizer(model: nn.Module, cfg: TrainConfig,
+                    pairs: dict[str, tuple[nn.Parameter, torch.Tensor]] | None = None) -> torch.optim.AdamW:
+    """AdamW; with ``pairs`` (train.master_weights, rom.train.master_weights.to_working_weights) the one that
+    updates fp32 masters of the bf16 working weights."""
+    groups = param_groups(model, cfg.weight_decay)
+    if pairs is None:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    return MasterWeightAdamW(master_param_groups(groups, pairs), pairs, cfg.backend.value, lr=cfg.lr,
+                             betas=(cfg.beta1, cfg.beta2), eps=1e-8)

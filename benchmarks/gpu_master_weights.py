@@ -1,0 +1,110 @@
+"""Training step with and without ``train.master_weights`` on one GPU: dense Mamba and RoM (8 experts).
+
+Both policies run the trainer's own pieces: ``rom.train.optim.build_optimizer`` (torch's AdamW on fp32
+parameters; ``MasterWeightAdamW`` on fp32 masters of bf16 working weights), the micro-batch loss, and the
+forward + backward replayed as one CUDA graph (``rom.train.cuda_graph``, the trainer's default on one GPU),
+the optimizer eager. A step = replay + clip to norm 1 + update + in-place zeroing, as the loop runs it. One
+model is built per (size, policy), timed, and freed (two RoM-350M models do not fit beside each other with
+their optimizer states); graphed step times repeat to ~0.3% across calls on the H200, so the two policies are
+compared across models. Prints a table and writes benchmarks/results/gpu_master_weights.json.
+
+    python benchmarks/gpu_master_weights.py [--sizes 15m,115m,350m] [--seq-len 2048] [--steps 12] [--out-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_common import device_facts, print_table, write_result  # noqa: E402
+from gpu_step import SIZES, _cfg  # noqa: E402
+
+from rom.config import Precision, TrainConfig  # noqa: E402
+from rom.models import build_model  # noqa: E402
+from rom.train.cuda_graph import CapturedStep, micro_batch_loss  # noqa: E402
+from rom.train.master_weights import to_working_weights  # noqa: E402
+from rom.train.optim import build_optimizer  # noqa: E402
+
+
+def _step_ms(rom: bool, d_model: int, n_layer: int, batch: int, seq_len: int, master: bool,
+             steps: int) -> list[float]:
+    cfg = _cfg(d_model, n_layer, rom)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = build_model(cfg, backend="auto")
+    pairs = to_working_weights(model) if master else None
+    opt = build_optimizer(model, TrainConfig(lr=1e-4, master_weights=master, precision=Precision.BF16), pairs)
+    static = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")
+
+    def forward_backward() -> None:
+        micro_batch_loss(model, static[:, :-1], static[:, 1:], 1, static.device, Precision.AUTO)
+
+    def update() -> None:
+        if pairs is not None:
+            opt.clip_grad_norm_(1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+
+    captured = CapturedStep(forward_backward, model.parameters())
+    for _ in range(3):  # optimizer state allocation, the update's kernels compiled
+        captured.replay()
+        update()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(steps):
+        start.record()
+        captured.replay()
+        update()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--sizes", default="15m,115m,350m")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args()
+    facts = device_facts()
+    wanted = set(args.sizes.split(","))
+    rows: list[dict[str, Any]] = []
+    for name, d_model, n_layer, batch in SIZES:
+        if name not in wanted:
+            continue
+        for rom in (False, True):
+            label = f"{'rom-e8' if rom else 'dense'}-{name}"
+            by: dict[bool, float] = {}
+            for master in (False, True):
+                times = _step_ms(rom, d_model, n_layer, batch, args.seq_len, master, args.steps)
+                torch.cuda.empty_cache()
+                ms = statistics.median(times)
+                by[master] = ms
+                rows.append({"model": label, "policy": "master weights" if master else "fp32 params",
+                             "batch": batch, "seq_len": args.seq_len, "step_ms": ms,
+                             "tokens_per_s": batch * args.seq_len / (ms / 1e3), "step_ms_min": min(times),
+                             "step_ms_max": max(times)})
+                print(rows[-1], flush=True)
+            rows[-1]["speedup_vs_fp32_params"] = by[False] / by[True]
+    payload = {"benchmark": "master_weights_step", "device": facts, "results": rows,
+               "note": "graphed forward+backward, eager clip + update + zeroing; the trainer's optimizers; "
+                       f"median of {args.steps} steps after 3 warm-up steps; one model per (size, policy)"}
+    path = write_result("gpu_master_weights", payload, args.out_dir)
+    print(f"\nwrote {path}; {facts['gpu']} torch {facts['torch']} triton {facts['triton']}")
+    print_table(rows, ["model", "policy", "batch", "step_ms", "tokens_per_s", "speedup_vs_fp32_params"])
+
+
+if __name__ == "__main__":
+    main()
