@@ -12,7 +12,7 @@ from torch import nn
 
 from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
-from rom.kernels.adamw import adamw_step_reference
+from rom.kernels.adamw import adamw_step_one
 from rom.layers.expert_linear import ExpertLinear
 from rom.models.lm import LanguageModel
 from rom.train import factory
@@ -67,7 +67,7 @@ def test_adamw_step_reference_is_torch_adamw() -> None:
         g = torch.randn(300).to(torch.bfloat16)
         theirs.grad = g.float()
         opt.step()
-        adamw_step_reference(ours, g, m, v, work, 3e-3, 0.1, 0.9, 0.95, 1e-8, step)
+        adamw_step_one(ours, g, m, v, work, 3e-3, 0.1, 0.9, 0.95, 1e-8, step)
     torch.testing.assert_close(ours, theirs.detach(), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(m, opt.state[theirs]["exp_avg"], rtol=1e-6, atol=1e-8)
     assert torch.equal(work, ours.to(torch.bfloat16))

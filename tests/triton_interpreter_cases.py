@@ -259,28 +259,33 @@ def run_inner() -> list[dict]:
 
 
 def run_adamw() -> list[dict]:
-    """The master-weight AdamW update (fp32 master and moments, bf16 gradient and working copy) over three steps
-    against the reference on float64 copies; sizes end inside a block; with and without weight decay."""
+    """The master-weight AdamW update (fp32 master and moments, bf16 working copy) of several weights in one
+    launch (sizes ending inside a block and inside a program's chunk; bf16 and fp32 gradients, which launch
+    separately; a transposed weight, which goes to the reference), three steps, against float64 copies."""
     rows = []
-    for n, wd in ((1, 0.1), (2047, 0.0), (2 * 2048 + 3, 0.1)):
-        master = torch.randn(n)
-        m, v = torch.zeros(n), torch.zeros(n)
-        work = torch.full((n,), float("nan"), dtype=torch.bfloat16)
-        ref = [master.double(), m.double(), v.double(), torch.empty(n, dtype=torch.float64)]
-        errors: dict[str, float] = {}
+    for wd in (0.0, 0.1):
+        sizes = (1, 2047, 4 * 2048 + 3, 3 * 4 * 2048)
+        grad_dtypes = (torch.bfloat16, torch.float32, torch.bfloat16, torch.bfloat16)
+        masters = [torch.randn(n) for n in sizes] + [torch.randn(6, 40).t()]  # the last one not contiguous
+        grad_dtypes += (torch.bfloat16,)
+        ms = [torch.zeros_like(p) for p in masters]
+        vs = [torch.zeros_like(p) for p in masters]
+        works = [torch.full_like(p, float("nan"), dtype=torch.bfloat16) for p in masters]
+        ref = [[t.double() for t in ts] for ts in (masters, ms, vs)]
+        ref_works = [torch.empty_like(p, dtype=torch.float64) for p in masters]
         for step in (1, 2, 3):
-            grad = torch.randn(n).to(torch.bfloat16)
+            grads = [torch.randn(p.shape).to(dt) for p, dt in zip(masters, grad_dtypes)]
             args = (3e-3, wd, 0.9, 0.95, 1e-8, step)
-            triton_adamw.adamw_step_triton(master, grad, m, v, work, *args)
-            adamw_step_reference(ref[0], grad, ref[1], ref[2], ref[3], *args)
-        errors["out"] = _rel(master, ref[0])
-        errors["grad_exp_avg"] = _rel(m, ref[1])
-        errors["grad_exp_avg_sq"] = _rel(v, ref[2])
-        # the interpreter's fp32 -> bf16 conversion truncates (the GPU's rounds to nearest, checked exactly in
-        # tests/gpu/test_master_weights_gpu.py): here the working copy must lie within one bf16 step of the master
-        within_ulp = bool(((work.float() - master).abs() <= master.abs() * 2.0**-7).all())
-        errors["grad_working_within_one_bf16_step"] = 0.0 if within_ulp else 1.0
-        rows.append({"case": f"adamw n={n} wd={wd}", "errors": errors})
+            triton_adamw.adamw_step_triton(masters, grads, ms, vs, works, *args)
+            adamw_step_reference(ref[0], grads, ref[1], ref[2], ref_works, *args)
+        for i, p in enumerate(masters):
+            # the interpreter's fp32 -> bf16 conversion truncates (the GPU's rounds to nearest, checked exactly in
+            # tests/gpu/test_master_weights_gpu.py): the working copy must lie within one bf16 step of the master
+            within = bool(((works[i].float() - p).abs() <= p.abs() * 2.0**-7).all())
+            rows.append({"case": f"adamw wd={wd} weight {i} {tuple(p.shape)} grad {str(grad_dtypes[i])[6:]}",
+                         "errors": {"out": _rel(p, ref[0][i]), "grad_exp_avg": _rel(ms[i], ref[1][i]),
+                                    "grad_exp_avg_sq": _rel(vs[i], ref[2][i]),
+                                    "grad_working_within_one_bf16_step": 0.0 if within else 1.0}})
     return rows
 
 

@@ -124,12 +124,15 @@ class MasterWeightAdamW(torch.optim.AdamW):
         grads = self.gradients()
         if not grads:
             return torch.zeros(())
-        total = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        norms = [n for gs in by_dtype.values() for n in torch._foreach_norm(gs, 2, dtype=torch.float32)]
+        total = torch.linalg.vector_norm(torch.stack(norms))
         if math.isfinite(max_norm):
             coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-            for g in grads:
-                g.mul_(coef.to(g.dtype))
+            for dtype, gs in by_dtype.items():
+                torch._foreach_mul_(gs, coef.to(dtype))
         return total
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -147,12 +150,13 @@ class MasterWeightAdamW(torch.optim.AdamW):
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         if closure is not None:
             raise ValueError("MasterWeightAdamW.step: closures are not supported")
+        update = get_impl("adamw_step", self.backend, self.masters[0].device) if self.masters else None
         for group in self.param_groups:
-            lr, wd, (beta1, beta2), eps = group["lr"], group["weight_decay"], group["betas"], group["eps"]
+            # the group's masters that have a gradient, batched by their step count (the same for all of them
+            # unless some weight got no gradient at some step): one call of the op per batch
+            batches: dict[int, list[list[Tensor]]] = {}
             for q in group["params"]:
-                if id(q) not in self._is_master:
-                    continue
-                grad = self._gradient_of(q)
+                grad = self._gradient_of(q) if id(q) in self._is_master else None
                 if grad is None:
                     continue
                 state = self.state[q]
@@ -161,10 +165,13 @@ class MasterWeightAdamW(torch.optim.AdamW):
                     state["exp_avg"] = torch.zeros_like(q, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(q, memory_format=torch.preserve_format)
                 state["step"] += 1
-                working = self._pair_of_master[id(q)][0]
-                get_impl("adamw_step", self.backend, q.device)(
-                    q, grad, state["exp_avg"], state["exp_avg_sq"], working.data, lr, wd, beta1, beta2, eps,
-                    int(state["step"].item()))
+                lists = batches.setdefault(int(state["step"].item()), [[], [], [], [], []])
+                for lst, t in zip(lists, (q, grad, state["exp_avg"], state["exp_avg_sq"],
+                                          self._pair_of_master[id(q)][0].data)):
+                    lst.append(t)
+            for step, lists in batches.items():
+                assert update is not None
+                update(*lists, group["lr"], group["weight_decay"], *group["betas"], group["eps"], step)
         # the other parameters: torch's AdamW (the masters carry no .grad of their own unless folded: hide it)
         folded = [(m, m.grad) for m in self.masters if m.grad is not None]
         for m, _ in folded:

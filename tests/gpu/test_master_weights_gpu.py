@@ -16,25 +16,33 @@ from gpu_helpers import rel_err  # noqa: E402
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("n", [1, 2047, 2049, 1 << 20])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_fused_adamw_step_matches_float64(n: int, weight_decay: float) -> None:
+def test_fused_adamw_step_matches_float64(weight_decay: float) -> None:
+    """Weights of several sizes (ending inside a block and a program's chunk), bf16 and fp32 gradients and a
+    transposed weight (the reference's) in one call, four steps on the same tensors (the cached address table),
+    against float64; working copies poisoned first and then exactly the masters rounded to nearest."""
     pytest.importorskip("triton")
     from rom.kernels.adamw import adamw_step_reference
     from rom.kernels.triton_adamw import adamw_step_triton
 
-    torch.manual_seed(n)
-    master = torch.randn(n, device="cuda")
-    m, v = torch.zeros_like(master), torch.zeros_like(master)
-    work = torch.full((n,), float("nan"), device="cuda", dtype=torch.bfloat16)  # poisoned
-    ref = [master.double(), m.double(), v.double(), torch.empty(n, device="cuda", dtype=torch.float64)]
+    torch.manual_seed(0)
+    sizes = (1, 2047, 2049, 4 * 2048 + 1, 1 << 20, 3 << 20)
+    masters = [torch.randn(n, device="cuda") for n in sizes] + [torch.randn(16, 48, device="cuda").t()]
+    grad_dtypes = [torch.bfloat16, torch.float32] * 3 + [torch.bfloat16]
+    ms, vs = [torch.zeros_like(p) for p in masters], [torch.zeros_like(p) for p in masters]
+    works = [torch.full_like(p, float("nan"), dtype=torch.bfloat16) for p in masters]
+    ref = [[t.double() for t in ts] for ts in (masters, ms, vs)]
+    ref_works = [torch.empty_like(p, dtype=torch.float64) for p in masters]
+    grads = [torch.empty(p.shape, device="cuda", dtype=dt) for p, dt in zip(masters, grad_dtypes)]
     for step in range(1, 5):
-        grad = torch.randn(n, device="cuda").to(torch.bfloat16)
+        for g in grads:
+            g.copy_(torch.randn(g.shape, device="cuda"))
         args = (3e-3, weight_decay, 0.9, 0.95, 1e-8, step)
-        adamw_step_triton(master, grad, m, v, work, *args)
-        adamw_step_reference(ref[0], grad, ref[1], ref[2], ref[3], *args)
-    assert rel_err(master, ref[0]) < 1e-6 and rel_err(m, ref[1]) < 1e-6 and rel_err(v, ref[2]) < 1e-6
-    assert torch.equal(work, master.to(torch.bfloat16))  # round to nearest, as Tensor.to
+        adamw_step_triton(masters, grads, ms, vs, works, *args)
+        adamw_step_reference(ref[0], grads, ref[1], ref[2], ref_works, *args)
+    for i, p in enumerate(masters):
+        assert rel_err(p, ref[0][i]) < 1e-6 and rel_err(ms[i], ref[1][i]) < 1e-6 and rel_err(vs[i], ref[2][i]) < 1e-6
+        assert torch.equal(works[i], p.to(torch.bfloat16)), i  # round to nearest, as Tensor.to
 
 
 def _config(**train: object) -> dict:
