@@ -260,8 +260,9 @@ def main() -> None:
     dense_composed = by.get("dense mamba, ours, composed inner")
     rom_composed = by.get(f"RoM e{args.experts} top-1, ours, composed inner")
     ratio("rom_over_dense_fwd_bwd_graphs_both_composed_inner", rom_composed, dense_composed, "fwd_bwd_graph_ms")
-    ratio("rom_over_dense_fwd_bwd_graphs_both_master_weights", by.get(f"RoM e{args.experts} top-1, ours, master weights"),
-          by.get("dense mamba, ours, master weights"), "fwd_bwd_graph_ms")
+    ratio("rom_over_dense_fwd_bwd_graphs_both_master_weights",
+          by.get(f"RoM e{args.experts} top-1, ours, master weights"), by.get("dense mamba, ours, master weights"),
+          "fwd_bwd_graph_ms")
     ratio("dense_composed_over_fused_inner_fwd_bwd_graphs", dense_composed, ours_dense, "fwd_bwd_graph_ms")
     ratio("rom_composed_over_fused_inner_fwd_bwd_graphs", rom_composed, ours_rom, "fwd_bwd_graph_ms")
     for name, row in (("mamba_ssm", by.get("dense mamba, mamba-ssm Mamba")),

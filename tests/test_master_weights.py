@@ -144,7 +144,8 @@ def test_master_weights_need_bf16_autocast() -> None:
         run_config_from_dict(tiny_config(master_weights=True, precision="fp32"))
     t = run_config_from_dict(tiny_config(master_weights=True)).train  # precision auto: fp32 on CPU
     with pytest.raises(ConfigError, match="train.precision=auto is fp32 on cpu"):
-        check_master_weights(t, DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none"))
+        check_master_weights(t, DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"),
+                                         backend="none"))
 
 
 def test_master_weights_enter_the_run_id_only_when_on() -> None:

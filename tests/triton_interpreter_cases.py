@@ -260,12 +260,13 @@ def run_inner() -> list[dict]:
 
 def run_adamw() -> list[dict]:
     """The master-weight AdamW update (fp32 master and moments, bf16 working copy) of several weights in one
-    launch (sizes ending inside a block and inside a program's chunk; bf16 and fp32 gradients, which launch
-    separately; a transposed weight, which goes to the reference), three steps, against float64 copies."""
+    call (sizes ending inside a block; bf16 and fp32 gradients, which launch separately; a weight of 2^20 + 5
+    elements, which launches alone; a transposed weight, which goes to the reference), three steps, against
+    float64 copies."""
     rows = []
     for wd in (0.0, 0.1):
-        sizes = (1, 2047, 4 * 2048 + 3, 3 * 4 * 2048)
-        grad_dtypes = (torch.bfloat16, torch.float32, torch.bfloat16, torch.bfloat16)
+        sizes = (1, 2047, 4 * 2048 + 3, 3 * 4 * 2048, (1 << 20) + 5)  # the last one gets a launch of its own
+        grad_dtypes = (torch.bfloat16, torch.float32, torch.bfloat16, torch.bfloat16, torch.bfloat16)
         masters = [torch.randn(n) for n in sizes] + [torch.randn(6, 40).t()]  # the last one not contiguous
         grad_dtypes += (torch.bfloat16,)
         ms = [torch.zeros_like(p) for p in masters]

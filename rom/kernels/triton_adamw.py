@@ -1,4 +1,4 @@
-"""The "adamw_step" op in Triton: every weight of the list updated in one launch (semantics:
+"""The "adamw_step" op in Triton: the weights of the list updated in few launches (semantics:
 rom.kernels.adamw.adamw_step_reference).
 
 Per element one pass reads the fp32 master and moments and the gradient as it is (bf16, or fp32 where
@@ -6,12 +6,15 @@ gradient accumulation folded it), and writes the master, the moments and the bf1
 and 14 written for a bf16 gradient. The reference would widen the gradient into a new tensor and cast the
 master back in separate passes.
 
-One launch for all weights, because a model has hundreds of them (a 48-layer RoM model: 192 projection
-weights) and one launch each would leave the GPU waiting on the host. The weights' addresses go in a small
-int64 table (cached while the tensors stay the same: a captured CUDA graph's gradients never move); the
-programs walk a flat index over all blocks of all weights and find their weight by comparing against the
-table of first blocks (one block of 2048 elements per program). Weights whose tensors the kernel cannot take (not contiguous, shapes differing) go to
-the reference one by one.
+A model has hundreds of weights (a 48-layer RoM model: 192 projection weights), and one launch each leaves the
+GPU waiting on the host for the small ones, so the weights under 2^20 elements share one launch per gradient
+dtype; the large ones get a launch each, because the shared kernel reaches only 2.3 TB/s on an H200 against
+3.9-4.0 TB/s with the tensors passed as arguments (measured on the RoM-350M weights, 2.4G elements). Each
+weight's five tensors go in a small int64 table as element offsets from the first weight's tensors, passed as
+arguments (cached while the tensors stay the same: a captured CUDA graph's gradients never move); the programs
+walk a flat index over all blocks of all weights (one block of 2048 elements each) and find their weight by
+comparing against the table of first blocks. Weights whose tensors the kernels cannot take (not contiguous,
+shapes differing, not 16-byte aligned) go to the reference one by one.
 """
 
 from __future__ import annotations
@@ -21,19 +24,21 @@ import torch
 from rom.kernels.adamw import adamw_step_one
 from rom.kernels.triton_support import HAS_TRITON, cdiv, interpreting, tl, triton
 
-# one block per program: a loop over several blocks per program (fewer programs searching the table) ran the
-# update at half the bandwidth on an H200 (its loads cannot move above the previous block's stores)
+# one block per program: looping over 4 blocks per program (fewer programs searching the table) took the
+# shared launch from 30.1 to 38.8 ms on the RoM-350M weights (H200)
 _BLOCK = 2048
+# weights of at least this many elements get a launch of their own (arguments as pointers: 3.9-4.0 TB/s on an
+# H200 against 2.3 TB/s through the table); their update takes longer on the GPU than the launch on the host
+_OWN_LAUNCH = 1 << 20
 _NUM_WARPS = 8
-_MASTER_DTYPES = (torch.float32,)
-_GRAD_DTYPES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+_GRAD_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 if HAS_TRITON:
 
     @triton.jit
-    def _adamw_step_kernel(table_ptr, first_chunk_ptr, n_weights, decay, one_minus_beta1, beta2, one_minus_beta2,
-                           step_size, inv_sqrt_bc2, eps, GRAD_KIND: tl.constexpr, N_POW2: tl.constexpr,
-                           BLOCK: tl.constexpr):
+    def _adamw_step_kernel(f32_base, grad_base, work_base, table_ptr, first_chunk_ptr, n_weights, decay,
+                           one_minus_beta1, beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps,
+                           GRAD_ALIGN: tl.constexpr, N_POW2: tl.constexpr, BLOCK: tl.constexpr):
         chunk = tl.program_id(0)  # the flat block index over all weights
         idx = tl.arange(0, N_POW2)
         firsts = tl.load(first_chunk_ptr + idx, mask=idx <= n_weights, other=2**30)
@@ -41,20 +46,32 @@ if HAS_TRITON:
         if w >= n_weights:
             return
         n = tl.load(table_ptr + 5 * n_weights + w)
-        # addresses read from the table carry no alignment the compiler can see: without the hints (the host
-        # checks them) it would issue 2- and 4-byte accesses instead of 16-byte ones
-        master_ptr = tl.multiple_of(tl.load(table_ptr + w).to(tl.pointer_type(tl.float32)), 16)
-        if GRAD_KIND == 0:
-            grad_ptr = tl.load(table_ptr + n_weights + w).to(tl.pointer_type(tl.bfloat16))
-        elif GRAD_KIND == 1:
-            grad_ptr = tl.load(table_ptr + n_weights + w).to(tl.pointer_type(tl.float16))
-        else:
-            grad_ptr = tl.load(table_ptr + n_weights + w).to(tl.pointer_type(tl.float32))
-        grad_ptr = tl.multiple_of(grad_ptr, 16)
-        m_ptr = tl.multiple_of(tl.load(table_ptr + 2 * n_weights + w).to(tl.pointer_type(tl.float32)), 16)
-        v_ptr = tl.multiple_of(tl.load(table_ptr + 3 * n_weights + w).to(tl.pointer_type(tl.float32)), 16)
-        work_ptr = tl.multiple_of(tl.load(table_ptr + 4 * n_weights + w).to(tl.pointer_type(tl.bfloat16)), 16)
+        # each weight's tensors as element offsets from the base arguments (16-byte aligned, checked on the host;
+        # the hints keep the accesses 16 bytes wide: addresses loaded as pointers ran at half the bandwidth)
+        master_off = tl.multiple_of(tl.load(table_ptr + w), 4)
+        grad_off = tl.multiple_of(tl.load(table_ptr + n_weights + w), GRAD_ALIGN)
+        m_off = tl.multiple_of(tl.load(table_ptr + 2 * n_weights + w), 4)
+        v_off = tl.multiple_of(tl.load(table_ptr + 3 * n_weights + w), 4)
+        work_off = tl.multiple_of(tl.load(table_ptr + 4 * n_weights + w), 8)
         offs = (chunk - tl.load(first_chunk_ptr + w)).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        p = tl.load(f32_base + master_off + offs, mask=mask)
+        g = tl.load(grad_base + grad_off + offs, mask=mask).to(tl.float32)
+        m = tl.load(f32_base + m_off + offs, mask=mask)
+        v = tl.load(f32_base + v_off + offs, mask=mask)
+        p = p * decay
+        m = m + one_minus_beta1 * (g - m)
+        v = v * beta2 + one_minus_beta2 * g * g
+        p = p - step_size * (m / (tl.sqrt(v) * inv_sqrt_bc2 + eps))
+        tl.store(f32_base + master_off + offs, p, mask=mask)
+        tl.store(f32_base + m_off + offs, m, mask=mask)
+        tl.store(f32_base + v_off + offs, v, mask=mask)
+        tl.store(work_base + work_off + offs, p.to(work_base.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _adamw_step_one_kernel(master_ptr, grad_ptr, m_ptr, v_ptr, work_ptr, n, decay, one_minus_beta1, beta2,
+                               one_minus_beta2, step_size, inv_sqrt_bc2, eps, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         p = tl.load(master_ptr + offs, mask=mask)
         g = tl.load(grad_ptr + offs, mask=mask).to(tl.float32)
@@ -67,27 +84,30 @@ if HAS_TRITON:
         tl.store(master_ptr + offs, p, mask=mask)
         tl.store(m_ptr + offs, m, mask=mask)
         tl.store(v_ptr + offs, v, mask=mask)
-        tl.store(work_ptr + offs, p.to(tl.bfloat16), mask=mask)
+        tl.store(work_ptr + offs, p.to(work_ptr.dtype.element_ty), mask=mask)
 
 _TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
 
 def _table(tensors: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Device tables (addresses and sizes; first chunk of each weight) and the chunk count, cached by address."""
+    """Device tables (element offsets from the bases ``tensors[0][0]``, ``[0][1]``, ``[0][4]``, and sizes; the
+    first chunk of each weight) and the chunk count, cached by address."""
     key = tuple(t.data_ptr() for row in tensors for t in row) + tuple(row[0].numel() for row in tensors)
     hit = _TABLES.get(key)
     if hit is not None:
         return hit
-    device = tensors[0][0].device
+    first_row = tensors[0]
+    bases = (first_row[0], first_row[1], first_row[0], first_row[0], first_row[4])  # master, grad, m, v, working
+    columns = list(zip(*tensors))
+    flat = [(t.data_ptr() - base.data_ptr()) // t.element_size() for col, base in zip(columns, bases) for t in col]
     sizes = [row[0].numel() for row in tensors]
-    columns = list(zip(*tensors))  # master, grad, exp_avg, exp_avg_sq, working
-    flat = [t.data_ptr() for col in columns for t in col] + sizes
     firsts, total = [], 0
     for n in sizes:
         firsts.append(total)
         total += cdiv(n, _BLOCK)
     firsts.append(total)
-    table = torch.tensor(flat, dtype=torch.int64).to(device)
+    device = first_row[0].device
+    table = torch.tensor(flat + sizes, dtype=torch.int64).to(device)
     first = torch.tensor(firsts, dtype=torch.int32).to(device)
     if len(_TABLES) > 64:  # eager training allocates new gradients every step: keep the cache small
         _TABLES.clear()
@@ -110,19 +130,23 @@ def adamw_step_triton(masters: list[torch.Tensor], grads: list[torch.Tensor], ex
     """As ``adamw_step_reference``: one launch per gradient dtype for the weights the kernel takes."""
     if not HAS_TRITON:
         raise ImportError("rom.kernels.triton_adamw: triton is not installed; use backend='reference'")
-    by_kind: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+    by_kind: dict[torch.dtype, list[tuple[torch.Tensor, ...]]] = {}
+    scalars = (1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, lr / (1 - beta1**step),
+               1 / (1 - beta2**step) ** 0.5, eps)
     for row in zip(masters, grads, exp_avgs, exp_avg_sqs, workings, strict=True):
-        if _launchable(*row):
-            by_kind.setdefault(_GRAD_DTYPES[row[1].dtype], []).append(row)
-        else:
+        if not _launchable(*row):
             adamw_step_one(*row, lr, weight_decay, beta1, beta2, eps, step)
-    for kind, rows in by_kind.items():
+        elif row[0].numel() >= _OWN_LAUNCH:
+            n = row[0].numel()
+            _adamw_step_one_kernel[(cdiv(n, _BLOCK),)](*row, n, *scalars, BLOCK=_BLOCK, num_warps=_NUM_WARPS)
+        else:
+            by_kind.setdefault(row[1].dtype, []).append(row)
+    for rows in by_kind.values():
         table, first, chunks = _table(rows)
         n = len(rows)
+        master, grad, _, _, work = rows[0]
         _adamw_step_kernel[(chunks,)](
-            table, first, n, 1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2, lr / (1 - beta1**step),
-            1 / (1 - beta2**step) ** 0.5, eps, GRAD_KIND=kind, N_POW2=triton.next_power_of_2(n + 1), BLOCK=_BLOCK,
-            num_warps=_NUM_WARPS)
-
+            master, grad, work, table, first, n, *scalars, GRAD_ALIGN=16 // grad.element_size(),
+            N_POW2=triton.next_power_of_2(n + 1), BLOCK=_BLOCK, num_warps=_NUM_WARPS)
 
 __all__ = ["adamw_step_triton", "HAS_TRITON"]
