@@ -6,7 +6,8 @@ forward + backward replayed as one CUDA graph (``rom.train.cuda_graph``, the tra
 the optimizer eager. A step = replay + clip to norm 1 + update + in-place zeroing, as the loop runs it. One
 model is built per (size, policy), timed, and freed (two RoM-350M models do not fit beside each other with
 their optimizer states); graphed step times repeat to ~0.3% across calls on the H200, so the two policies are
-compared across models. Prints a table and writes benchmarks/results/gpu_master_weights.json.
+compared across models. Then the update alone on the RoM-350M weights: ours against torch's fused AdamW
+with the casts it would need. Prints tables and writes benchmarks/results/gpu_master_weights.json.
 
     python benchmarks/gpu_master_weights.py [--sizes 15m,115m,350m] [--seq-len 2048] [--steps 12] [--out-dir DIR]
 """
@@ -71,6 +72,42 @@ def _step_ms(rom: bool, d_model: int, n_layer: int, batch: int, seq_len: int, ma
     return times
 
 
+def _update_alone() -> list[dict[str, Any]]:
+    """The master-weight update by itself on the RoM-350M shapes (48 layers x in bank, out bank, x_proj, dt_proj:
+    2.43G elements): our adamw_step op against torch's own (the gradient widened, ``torch._fused_adamw_``, the
+    working copy cast), bandwidth counted as the op's 28 bytes per element."""
+    from triton.testing import do_bench
+
+    from rom.kernels.triton_adamw import adamw_step_triton
+
+    torch.manual_seed(0)
+    sizes = [8 * 1024 * 4096, 8 * 2048 * 1024, 2048 * 96, 64 * 2048] * 48
+    masters = [torch.randn(n, device="cuda") for n in sizes]
+    grads = [torch.randn(n, device="cuda").to(torch.bfloat16) for n in sizes]
+    ms_, vs = [torch.zeros_like(t) for t in masters], [torch.zeros_like(t) for t in masters]
+    works = [torch.empty_like(g) for g in grads]
+    wide = [torch.empty_like(t) for t in masters]
+    steps = [torch.tensor(3.0, device="cuda") for _ in sizes]
+
+    def ours() -> None:
+        adamw_step_triton(masters, grads, ms_, vs, works, 1e-4, 0.1, 0.9, 0.95, 1e-8, 3)
+
+    def torch_fused() -> None:
+        torch._foreach_copy_(wide, grads)
+        torch._fused_adamw_(masters, wide, ms_, vs, [], steps, lr=1e-4, beta1=0.9, beta2=0.95, weight_decay=0.1,
+                            eps=1e-8, amsgrad=False, maximize=False)
+        torch._foreach_copy_(works, masters)
+
+    total = sum(sizes)
+    rows = []
+    for name, fn in (("adamw_step (Triton)", ours), ("torch: widen + _fused_adamw_ + cast", torch_fused)):
+        ms = do_bench(fn, warmup=50, rep=400, return_mode="median")
+        rows.append({"update": name, "weights": len(sizes), "elements_G": total / 1e9, "ms": ms,
+                     "TB_per_s_at_28_bytes": total * 28 / (ms * 1e-3) / 1e12})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seq-len", type=int, default=2048)
@@ -98,12 +135,14 @@ def main() -> None:
                              "step_ms_max": max(times)})
                 print(rows[-1], flush=True)
             rows[-1]["speedup_vs_fp32_params"] = by[False] / by[True]
-    payload = {"benchmark": "master_weights_step", "device": facts, "results": rows,
+    update_rows = _update_alone()
+    payload = {"benchmark": "master_weights_step", "device": facts, "results": rows, "update_alone": update_rows,
                "note": "graphed forward+backward, eager clip + update + zeroing; the trainer's optimizers; "
                        f"median of {args.steps} steps after 3 warm-up steps; one model per (size, policy)"}
     path = write_result("gpu_master_weights", payload, args.out_dir)
     print(f"\nwrote {path}; {facts['gpu']} torch {facts['torch']} triton {facts['triton']}")
     print_table(rows, ["model", "policy", "batch", "step_ms", "tokens_per_s", "speedup_vs_fp32_params"])
+    print_table(update_rows, ["update", "weights", "elements_G", "ms", "TB_per_s_at_28_bytes"])
 
 
 if __name__ == "__main__":
