@@ -186,3 +186,22 @@ def test_resume_with_master_weights_is_exact(tmp_path: Path) -> None:
     a = torch.load(out / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_torchrun_with_master_weights_and_accumulation_matches_one_process(tmp_path: Path) -> None:
+    """Two ranks x 2 micro-batches (DDP reduces each micro-batch's bf16 gradients before they are folded into
+    fp32) against one process on the full batch of 4: the same losses within bf16 gradient rounding."""
+    data = make_data(tmp_path / "data", n_train=8_000, n_val=2_000)
+    cfg = tiny_config(master_weights=True, tokens=32 * 4 * 4, checkpoint_every=100, **BF16_CPU)
+    cfg["model"]["rom"]["load_balance_coef"] = 0.0  # nonlinear in the tokens each rank sees (test_train_loop)
+    one = tmp_path / "one"
+    train(run_config_from_dict(cfg), data, one, device="cpu")
+    cfg["train"]["micro_batch_size"] = 1
+    two = tmp_path / "two"
+    result = run_cli(["train", "--config", str(write_config(tmp_path / "run.yaml", cfg)), "--data", str(data),
+                      "--out", str(two)], torchrun=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((two / "train.json").read_text())["training"]["world_size"] == 2
+    a, b = step_losses(one), step_losses(two)
+    assert a.keys() == b.keys() == set(range(1, 5))
+    assert all(b[k] == pytest.approx(a[k], rel=2e-3) for k in a), (a, b)

@@ -186,7 +186,8 @@ class MasterWeightAdamW(torch.optim.AdamW):
     # --------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         sd = super().state_dict()
-        sd["master_weights"] = {"names": list(self.names), "tensors": [m.detach().clone() for m in self.masters]}
+        # the live tensors, as torch's state_dict hands out its moments (a copy would double the masters' memory)
+        sd["master_weights"] = {"names": list(self.names), "tensors": [m.detach() for m in self.masters]}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
@@ -207,7 +208,7 @@ class MasterWeightAdamW(torch.optim.AdamW):
         for name, m in zip(self.names, self.masters):
             if name not in out:
                 raise KeyError(f"model state has no {name!r} to replace by its master weight")
-            out[name] = m.detach().to(out[name].device).clone()
+            out[name] = m.detach().to(out[name].device, copy=True)
         return out
 
 
