@@ -36,6 +36,15 @@ _GRAD_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 if HAS_TRITON:
 
     @triton.jit
+    def _adamw_update(p, g, m, v, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps):
+        """One AdamW step on fp32 blocks (torch's order: decay, moments, bias-corrected update)."""
+        p = p * decay
+        m = m + one_minus_beta1 * (g - m)
+        v = v * beta2 + one_minus_beta2 * g * g
+        p = p - step_size * (m / (tl.sqrt(v) * inv_sqrt_bc2 + eps))
+        return p, m, v
+
+    @triton.jit
     def _adamw_step_kernel(f32_base, grad_base, work_base, table_ptr, first_chunk_ptr, n_weights, decay,
                            one_minus_beta1, beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps,
                            GRAD_ALIGN: tl.constexpr, N_POW2: tl.constexpr, BLOCK: tl.constexpr):
@@ -59,10 +68,8 @@ if HAS_TRITON:
         g = tl.load(grad_base + grad_off + offs, mask=mask).to(tl.float32)
         m = tl.load(f32_base + m_off + offs, mask=mask)
         v = tl.load(f32_base + v_off + offs, mask=mask)
-        p = p * decay
-        m = m + one_minus_beta1 * (g - m)
-        v = v * beta2 + one_minus_beta2 * g * g
-        p = p - step_size * (m / (tl.sqrt(v) * inv_sqrt_bc2 + eps))
+        p, m, v = _adamw_update(p, g, m, v, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_sqrt_bc2,
+                                eps)
         tl.store(f32_base + master_off + offs, p, mask=mask)
         tl.store(f32_base + m_off + offs, m, mask=mask)
         tl.store(f32_base + v_off + offs, v, mask=mask)
@@ -77,10 +84,8 @@ if HAS_TRITON:
         g = tl.load(grad_ptr + offs, mask=mask).to(tl.float32)
         m = tl.load(m_ptr + offs, mask=mask)
         v = tl.load(v_ptr + offs, mask=mask)
-        p = p * decay
-        m = m + one_minus_beta1 * (g - m)
-        v = v * beta2 + one_minus_beta2 * g * g
-        p = p - step_size * (m / (tl.sqrt(v) * inv_sqrt_bc2 + eps))
+        p, m, v = _adamw_update(p, g, m, v, decay, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_sqrt_bc2,
+                                eps)
         tl.store(master_ptr + offs, p, mask=mask)
         tl.store(m_ptr + offs, m, mask=mask)
         tl.store(v_ptr + offs, v, mask=mask)
