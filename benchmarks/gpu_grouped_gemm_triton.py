@@ -151,22 +151,16 @@ def main() -> None:
         t_cast = do_bench(lambda: w32.to(torch.bfloat16), warmup=25, rep=200, return_mode="median")
         rows.append(dict(shape=name, impl="torch._grouped_mm", ms=t_torch, tflops=flops / t_torch / 1e9))
         rows.append(dict(shape=name, impl="fp32->bf16 weight cast", ms=t_cast))
-        for cfg in fwd_cfgs:
-            try:
-                out = gmm(a, wb, offsets, cfg)
-                err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-                t = do_bench(lambda: gmm(a, wb, offsets, cfg), warmup=25, rep=200, return_mode="median")
-                rows.append(dict(shape=name, impl=f"triton bf16 {cfg}", ms=t, tflops=flops / t / 1e9, err=err))
-            except Exception as ex:
-                rows.append(dict(shape=name, impl=f"triton bf16 {cfg}", note=str(ex)[:120]))
-        for cfg in fp32b_cfgs:
-            try:
-                out = gmm(a, w32, offsets, cfg)
-                err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-                t = do_bench(lambda: gmm(a, w32, offsets, cfg), warmup=25, rep=200, return_mode="median")
-                rows.append(dict(shape=name, impl=f"triton fp32-B {cfg}", ms=t, tflops=flops / t / 1e9, err=err))
-            except Exception as ex:
-                rows.append(dict(shape=name, impl=f"triton fp32-B {cfg}", note=str(ex)[:120]))
+        for label, weight, cfgs in (("bf16", wb, fwd_cfgs), ("fp32-B", w32, fp32b_cfgs)):
+            for cfg in cfgs:
+                impl = f"triton {label} {cfg}"
+                try:
+                    out = gmm(a, weight, offsets, cfg)
+                    err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+                    t = do_bench(lambda: gmm(a, weight, offsets, cfg), warmup=25, rep=200, return_mode="median")
+                    rows.append(dict(shape=name, impl=impl, ms=t, tflops=flops / t / 1e9, err=err))
+                except Exception as ex:
+                    rows.append(dict(shape=name, impl=impl, note=str(ex)[:120]))
         print(*[r for r in rows if r["shape"] == name], sep="\n", flush=True)
     for name, M, N in [("in wgrad", 1024, 4096), ("out wgrad", 2048, 1024)]:
         x = torch.randn(T, M, device=dev, dtype=torch.bfloat16)

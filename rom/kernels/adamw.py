@@ -12,8 +12,8 @@ weights, the optimizer keeps fp32 masters and their moments. Per element, in the
 
 The "adamw_step" op takes lists of tensors (one entry per weight, all sharing the hyper-parameters and t):
 ``adamw_step_reference`` is the semantics, one weight at a time in torch ops (the gradient widened to the
-master's dtype first); the Triton backend updates every weight of the list in one launch that reads the bf16
-gradients as they are (rom.kernels.triton_adamw).
+master's dtype first); the Triton backend updates the weights in few launches that read the bf16 gradients as
+they are (rom.kernels.triton_adamw).
 """
 
 from __future__ import annotations

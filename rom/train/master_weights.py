@@ -82,8 +82,7 @@ class MasterWeightAdamW(torch.optim.AdamW):
         self.working = [pairs[n][0] for n in self.names]
         self.masters = [pairs[n][1] for n in self.names]
         self.backend = backend
-        self._is_master = {id(m) for m in self.masters}
-        self._pair_of_master = {id(m): (p, m) for p, m in zip(self.working, self.masters)}
+        self._working_of = {id(m): p for p, m in zip(self.working, self.masters)}  # master -> working weight
 
     # --------------------------------------------------------------------------------- gradients
     def fold_gradients(self, keep_grad_tensors: bool) -> None:
@@ -105,14 +104,14 @@ class MasterWeightAdamW(torch.optim.AdamW):
         """The gradient the update uses for a master: its folded fp32 sum, else the working weight's own."""
         if master.grad is not None:
             return master.grad
-        return self._pair_of_master[id(master)][0].grad
+        return self._working_of[id(master)].grad
 
     def gradients(self) -> list[Tensor]:
         """Every gradient the next step uses (masters' as ``_gradient_of``, other parameters' own)."""
         out = []
         for group in self.param_groups:
             for q in group["params"]:
-                g = self._gradient_of(q) if id(q) in self._is_master else q.grad
+                g = self._gradient_of(q) if id(q) in self._working_of else q.grad
                 if g is not None:
                     out.append(g)
         return out
@@ -150,13 +149,12 @@ class MasterWeightAdamW(torch.optim.AdamW):
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         if closure is not None:
             raise ValueError("MasterWeightAdamW.step: closures are not supported")
-        update = get_impl("adamw_step", self.backend, self.masters[0].device) if self.masters else None
         for group in self.param_groups:
             # the group's masters that have a gradient, batched by their step count (the same for all of them
             # unless some weight got no gradient at some step): one call of the op per batch
             batches: dict[int, list[list[Tensor]]] = {}
             for q in group["params"]:
-                grad = self._gradient_of(q) if id(q) in self._is_master else None
+                grad = self._gradient_of(q) if id(q) in self._working_of else None
                 if grad is None:
                     continue
                 state = self.state[q]
@@ -166,12 +164,12 @@ class MasterWeightAdamW(torch.optim.AdamW):
                     state["exp_avg_sq"] = torch.zeros_like(q, memory_format=torch.preserve_format)
                 state["step"] += 1
                 lists = batches.setdefault(int(state["step"].item()), [[], [], [], [], []])
-                for lst, t in zip(lists, (q, grad, state["exp_avg"], state["exp_avg_sq"],
-                                          self._pair_of_master[id(q)][0].data)):
+                working = self._working_of[id(q)].data
+                for lst, t in zip(lists, (q, grad, state["exp_avg"], state["exp_avg_sq"], working)):
                     lst.append(t)
             for step, lists in batches.items():
-                assert update is not None
-                update(*lists, group["lr"], group["weight_decay"], *group["betas"], group["eps"], step)
+                get_impl("adamw_step", self.backend, lists[0][0].device)(
+                    *lists, group["lr"], group["weight_decay"], *group["betas"], group["eps"], step)
         # the other parameters: torch's AdamW (the masters carry no .grad of their own unless folded: hide it)
         folded = [(m, m.grad) for m in self.masters if m.grad is not None]
         for m, _ in folded:
