@@ -6,7 +6,11 @@ device time, in launch order; then totals per launching op for both layers, so t
 (routing, dispatch, gathers, casts, grouped GEMMs) reads off directly. The kernel count matters as well as the
 time: under a CUDA graph each small kernel still costs its own few microseconds.
 
-    python benchmarks/gpu_layer_kernels.py [--batch 8] [--seq-len 2048] [--d-model 1024] [--experts 8] [--out-dir DIR]
+    python benchmarks/gpu_layer_kernels.py [--batch 8] [--seq-len 2048] [--d-model 1024] [--experts 8]
+        [--master-weights] [--out-dir DIR]
+
+--master-weights traces both mixers as ``train.master_weights`` runs them (bf16 projection weights, no casts)
+and writes gpu_layer_kernels_master_weights.json.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from gpu_common import device_facts, layer_shape_parser, write_result  # noqa: E
 from rom.config import MambaConfig, RoMConfig  # noqa: E402
 from rom.layers.mamba import MambaMixer  # noqa: E402
 from rom.layers.rom import RoMMixer  # noqa: E402
+from rom.train.master_weights import to_working_weights  # noqa: E402
 
 
 def kernel_trace(layer: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
@@ -65,6 +70,7 @@ def kernel_trace(layer: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]
 
 def main() -> None:
     ap = layer_shape_parser(__doc__)
+    ap.add_argument("--master-weights", action="store_true")
     args = ap.parse_args()
     b, L, dm = args.batch, args.seq_len, args.d_model
     dt_rank = math.ceil(dm / 16)
@@ -75,6 +81,9 @@ def main() -> None:
         "dense": MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda(),
         "rom": RoMMixer(dm, mcfg, RoMConfig(num_experts=args.experts, top_k=1), dt_rank, backend="auto").cuda(),
     }
+    if args.master_weights:
+        for layer in layers.values():
+            to_working_weights(layer)
     traces = {name: kernel_trace(layer, x) for name, layer in layers.items()}
 
     per_op: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"dense": [0.0, 0], "rom": [0.0, 0]})
@@ -85,10 +94,12 @@ def main() -> None:
     table = sorted(per_op.items(), key=lambda kv: kv[1]["rom"][0] - kv[1]["dense"][0], reverse=True)
     summary = {name: {"kernels": len(t), "device_ms": sum(r["us"] for r in t) / 1e3} for name, t in traces.items()}
     payload = {"benchmark": "layer_kernels", "shape": {"batch": b, "seq_len": L, "d_model": dm,
-               "experts": args.experts, "top_k": 1, "autocast": "bf16", "params": "fp32"},
+               "experts": args.experts, "top_k": 1, "autocast": "bf16",
+               "params": "bf16 working weights" if args.master_weights else "fp32"},
                "device": device_facts(), "summary": summary,
                "per_op_us": {op: v for op, v in table}, "traces": traces}
-    path = write_result("gpu_layer_kernels", payload, args.out_dir)
+    name = "gpu_layer_kernels_master_weights" if args.master_weights else "gpu_layer_kernels"
+    path = write_result(name, payload, args.out_dir)
     print(f"{'op':48s} {'dense us':>9s} {'n':>3s} {'rom us':>9s} {'n':>3s} {'extra us':>9s}")
     for op, v in table:
         d, r = v["dense"], v["rom"]

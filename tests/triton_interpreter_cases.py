@@ -126,13 +126,28 @@ def run_scan() -> list[dict]:
 
 
 def run_conv() -> list[dict]:
+    """The conv through autograd (lengths spanning several of the backward's overlapping windows), and the
+    backward launcher with a second output gradient and dx written into a half of a wider, poisoned buffer."""
     rows = []
-    for batch, d, L, width, bias, silu in [(2, 7, 33, 4, True, True), (1, 5, 17, 3, False, False)]:
+    for batch, d, L, width, bias, silu in [(2, 7, 33, 4, True, True), (1, 5, 17, 3, False, False),
+                                           (1, 6, 300, 4, True, True), (1, 16, 400, 4, True, True)]:
         act = "silu" if silu else None
         inputs = [torch.randn(batch, d, L), torch.randn(d, width), torch.randn(d) if bias else None]
         errors = _compare(lambda x, w, b: triton_conv.causal_conv1d_triton(x, w, b, activation=act),
                           lambda x, w, b: causal_conv1d_reference(x, w, b, activation=act), inputs)
         rows.append({"case": f"conv {batch}x{d}x{L} width {width} bias={bias} silu={silu}", "errors": errors})
+    for batch, d, L, width in [(2, 5, 251, 4), (1, 18, 130, 3), (1, 32, 384, 4)]:
+        xz = torch.randn(batch, 2 * d, L)
+        w, b = torch.randn(d, width), torch.randn(d)
+        dy, dy_extra = torch.randn(batch, d, L), torch.randn(batch, d, L)
+        buffer = torch.full((batch, 2 * d, L), float("nan"))
+        _, dw, db = triton_conv.conv_backward(xz[:, :d], w, b, dy, True, dx_out=buffer[:, :d], dy_extra=dy_extra)
+        ref = [xz[:, :d].double().requires_grad_(True), w.double().requires_grad_(True), b.double().requires_grad_(True)]
+        causal_conv1d_reference(*ref, activation="silu").backward((dy + dy_extra).double())
+        rows.append({"case": f"conv backward {batch}x{d}x{L} width {width} + dy_extra, dx into a half buffer",
+                     "errors": {"grad0": _rel(buffer[:, :d], ref[0].grad), "grad1": _rel(dw, ref[1].grad),
+                                "grad2": _rel(db, ref[2].grad),
+                                "untouched_half_still_poisoned": 0.0 if bool(buffer[:, d:].isnan().all()) else 1.0}})
     return rows
 
 

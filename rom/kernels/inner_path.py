@@ -5,11 +5,13 @@ Both mixers (dense and RoM) produce x and z as the two channel halves of one in-
 are concatenated into d xz: one more pass over the largest activation, 64 us per layer step at d_model 1024,
 8 x 2048 tokens on an H200 (the ``CatArrayBatchedCopy`` in benchmarks/results/gpu_layer_kernels_h200.json).
 Here the scan's backward writes dz into the z half of one (batch, 2 De, L) buffer and the conv's backward writes
-dx into its x half; the buffer is d xz, with no concatenation.
+dx into its x half; the buffer is d xz, with no concatenation. The conv's output u has two gradients, the
+scan's du and the one through x_proj; autograd would add them (one more pass over u, 44 us at that shape). The
+scan's du goes to the conv's backward instead, which adds it to the other inside its kernel.
 
-The buffer passes from the scan's backward to the conv's through a ``_GradLink`` that only these two autograd
+The buffer and du pass from the scan's backward to the conv's through a ``_GradLink`` that only these two autograd
 nodes share (both are made in ``mamba_inner_triton``). The engine runs the scan's node first: the conv's output
-is the scan's input u. The scan's node returns no gradient for ``xz``; the conv's returns the whole buffer.
+is the scan's input u. The scan's node returns no gradient for ``xz`` or u; the conv's returns the whole buffer.
 Under ``torch.compile`` or tracing the composed path (``rom.kernels.mamba_inner_reference``) runs instead.
 
 Tried first and measured slower (H200, 2026-12-02): keeping the RoM layer's x, z and y in the expert-sorted
@@ -34,21 +36,22 @@ Project = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]]
 
 
 class _GradLink:
-    """d xz under construction: the scan's backward puts it (z half written), the conv's backward takes it (and
-    writes the x half)."""
+    """d xz under construction and the scan's du: the scan's backward puts them (z half written), the conv's
+    backward takes them (and writes the x half, adding du to its own output gradient)."""
 
     def __init__(self) -> None:
         self.grad: Tensor | None = None
+        self.du: Tensor | None = None
 
-    def put(self, grad: Tensor) -> None:
-        self.grad = grad
+    def put(self, grad: Tensor, du: Tensor) -> None:
+        self.grad, self.du = grad, du
 
-    def take(self, xz: Tensor, d_inner: int) -> Tensor:
-        grad, self.grad = self.grad, None
-        if grad is None:  # the scan's output got no gradient, so its node did not run: dz is zero
+    def take(self, xz: Tensor, d_inner: int) -> tuple[Tensor, Tensor | None]:
+        grad, du, self.grad, self.du = self.grad, self.du, None, None
+        if grad is None:  # the scan's output got no gradient, so its node did not run: dz and du are zero
             grad = torch.empty_like(xz, memory_format=torch.contiguous_format)
             grad[:, d_inner:].zero_()
-        return grad
+        return grad, du
 
 
 class _ConvOnXHalf(torch.autograd.Function):
@@ -63,8 +66,8 @@ class _ConvOnXHalf(torch.autograd.Function):
     def backward(ctx: Any, dy: Tensor):  # type: ignore[override]
         xz, weight, bias = ctx.saved_tensors
         d_inner = weight.shape[0]
-        grad = ctx.link.take(xz, d_inner)
-        _, dw, db = conv_backward(xz[:, :d_inner], weight, bias, dy, True, dx_out=grad[:, :d_inner])
+        grad, du = ctx.link.take(xz, d_inner)
+        _, dw, db = conv_backward(xz[:, :d_inner], weight, bias, dy, True, dx_out=grad[:, :d_inner], dy_extra=du)
         return grad, dw, db, None
 
 
@@ -89,8 +92,8 @@ class _ScanOnZHalf(torch.autograd.Function):
         grad = torch.empty_like(xz, memory_format=torch.contiguous_format)  # dz here, dx in the conv's node
         du, ddelta, dA, dB, dC, dD, _, dbias = _scan_backward_v2(
             dout, u, delta, A, Bt, Ct, B, C, D, xz[:, d_inner:], delta_bias, True, ckpt, dz_out=grad[:, d_inner:])
-        ctx.link.put(grad)
-        return du, ddelta, dA, dB, dC, dD, None, dbias, None, None
+        ctx.link.put(grad, du)
+        return None, ddelta, dA, dB, dC, dD, None, dbias, None, None
 
 
 def mamba_inner_triton(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, A: Tensor, D: Tensor,

@@ -12,7 +12,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 1e-2), torch.float16: (2e-3, 3e-3)}
 
 
-@pytest.mark.parametrize("shape", [(1, 16, 1), (2, 100, 37), (3, 257, 300), (8, 64, 1025)],
+# lengths off and on the 128-step tiles (1024: the last tile ends at L, where the backward's second pass reads g
+# at t + j only inside the sequence); channel counts that do and do not fill the 8- and 16-channel blocks
+@pytest.mark.parametrize("shape", [(1, 16, 1), (2, 100, 37), (3, 257, 300), (8, 64, 1025), (2, 128, 1024)],
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
@@ -40,6 +42,33 @@ def test_triton_conv_matches_float64(shape, width, dtype, activation, bias):
         if mine is not None:
             # dweight/dbias sum over batch*L terms: allow the bf16 rounding of the output grads
             assert rel_err(mine.grad, theirs.grad) < tol_grad, name
+
+
+@pytest.mark.parametrize("shape", [(2, 100, 37), (3, 72, 1024), (2, 256, 2053)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_conv_backward_second_gradient_into_half_buffer(shape, dtype):
+    """conv_backward as the inner path calls it: x is the first half of a (batch, 2d, L) tensor, the output has
+    two gradients (added inside the kernel), and dx is written into the first half of a poisoned buffer whose
+    other half stays untouched."""
+    pytest.importorskip("triton")
+    from rom.kernels.triton_conv import conv_backward
+
+    batch, d, seq_len = shape
+    g = torch.Generator(device="cuda").manual_seed(hash((shape, str(dtype))) % 2**31)
+    xz = torch.randn(batch, 2 * d, seq_len, device="cuda", generator=g).to(dtype)
+    w = (torch.randn(d, 4, device="cuda", generator=g) * 0.5).to(dtype)
+    b = torch.randn(d, device="cuda", generator=g).to(dtype)
+    dy, dy_extra = (torch.randn(batch, d, seq_len, device="cuda", generator=g).to(dtype) for _ in range(2))
+    buffer = torch.full((batch, 2 * d, seq_len), float("nan"), device="cuda", dtype=dtype)
+    poison_cuda_cache()
+    dx, dw, db = conv_backward(xz[:, :d], w, b, dy, True, dx_out=buffer[:, :d], dy_extra=dy_extra)
+    ref_in = [xz[:, :d].double().requires_grad_(True), w.double().requires_grad_(True), b.double().requires_grad_(True)]
+    causal_conv1d_f64(*ref_in, activation="silu").backward(dy.double() + dy_extra.double())
+    tol = TOL[dtype][1]
+    assert dx.data_ptr() == buffer.data_ptr()
+    assert rel_err(buffer[:, :d], ref_in[0].grad) < tol
+    assert rel_err(dw, ref_in[1].grad) < tol and rel_err(db, ref_in[2].grad) < tol
+    assert buffer[:, d:].isnan().all()
 
 
 def test_registry_conv_on_cuda_matches_reference():

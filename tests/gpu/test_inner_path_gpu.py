@@ -84,8 +84,11 @@ def test_inner_path_without_scan_gradient_leaves_a_zero_z_gradient():
 
 @pytest.mark.parametrize("kind", ["dense", "rom"])
 def test_mixer_with_fused_inner_matches_composed_inner_under_bf16(kind):
-    """The layer at a training shape, bf16 autocast: fused_inner on vs off gives the same output and gradients
-    (same kernels, only the gradient concatenation differs, so the match is to bf16 rounding of the sums)."""
+    """The layer at a training shape, bf16 autocast: fused_inner on vs off gives the same output and gradients to
+    bf16 rounding. The output is the same computation. In the backward the composed path rounds the sum of the
+    conv output's two gradients (the scan's du and x_proj's) to bf16 before the conv's backward, while the fused
+    path adds them in fp32 inside it, so the input and parameter gradients differ by that rounding (measured
+    2.4e-3 and 1.1e-3 for the input gradient on an H200); dropping either gradient would be off by O(1)."""
     pytest.importorskip("triton")
     from rom.config import MambaConfig, RoMConfig
     from rom.layers.mamba import MambaMixer
@@ -108,5 +111,5 @@ def test_mixer_with_fused_inner_matches_composed_inner_under_bf16(kind):
         out.float().pow(2).mean().backward()
         grads.append((out.float(), xi.grad, {n: p.grad for n, p in layer.named_parameters() if p.grad is not None}))
     (o1, g1, p1), (o2, g2, p2) = grads
-    assert rel_err(o1, o2) < 1e-6 and rel_err(g1, g2) < 1e-5
-    assert {n: e for n, e in ((n, rel_err(p1[n], p2[n])) for n in p2) if not e < 1e-5} == {}
+    assert rel_err(o1, o2) < 1e-6 and rel_err(g1, g2) < 1e-2
+    assert {n: e for n, e in ((n, rel_err(p1[n], p2[n])) for n in p2) if not e < 1e-2} == {}
