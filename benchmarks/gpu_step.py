@@ -7,8 +7,12 @@ MFU = (training FLOPs per token from rom.accounting) x tokens/s / the measured b
 Scan kernels compared: ``auto`` (our Triton scan) and, when mamba-ssm is installed, ``mamba_ssm`` (its
 ``selective_scan_fn``), each run eagerly and with forward+backward replayed as one CUDA graph (``+graph``, what
 ``train.cuda_graphs`` does; ``--no-graphs`` skips those). All variants run in the *same* model instance, with
-the same optimizer, conv and expert kernels: only the SelectiveScan modules' backend is switched, so the
-backend ratio is the scan's alone. Variants are timed in alternating rounds (A B C D, D C B A, ...) of a few
+the same optimizer, conv and expert kernels. ``auto`` runs the mixers' fused inner path, which is built on our
+scan kernels; ``mamba_ssm`` runs the inner path as the mixers' modules in turn (``fused_inner`` off) with the
+SelectiveScan modules switched to mamba-ssm's scan, since RoM cannot use mamba-ssm's fused ``mamba_inner_fn``.
+(Until 2026-12-03 only the SelectiveScan modules were switched, which the fused inner path added on
+2026-12-02 does not read: the 2026-12-03 call that showed this compared our scan with itself, graphed ratios
+0.999-1.001, and was discarded.) Variants are timed in alternating rounds (A B C D, D C B A, ...) of a few
 steps each, so that drift of this shared host (clocks, neighbours) falls on all alike; the spread of the
 per-round ratios is reported with the median.
 
@@ -49,9 +53,14 @@ def _cfg(d_model: int, n_layer: int, rom: bool) -> ModelConfig:
 
 
 def _set_scan_backend(model: torch.nn.Module, backend: str) -> None:
+    """Our scan ("auto") runs inside the mixers' fused inner path (rom.kernels.inner_path), which does not go
+    through the SelectiveScan modules; any other scan backend runs with the mixers' modules called in turn
+    (``fused_inner`` off), where the SelectiveScan modules' backend applies and everything else stays ours."""
     for m in model.modules():
         if isinstance(m, SelectiveScan):
             m.backend = backend
+        if hasattr(m, "fused_inner"):
+            m.fused_inner = backend == "auto"
 
 
 def _time_rounds(cfg: ModelConfig, backends: list[str], batch: int, seq_len: int, rounds: int,

@@ -215,3 +215,32 @@ def test_rope_tables_made_under_inference_mode_are_not_kept_for_training():
     y, _ = attn(x.requires_grad_(True))   # would fail if an inference tensor were saved for backward
     y.sum().backward()
     assert x.grad is not None and len(attn._rope_cache) == 1
+
+
+@pytest.mark.parametrize("kind", ["dense", "rom"])
+def test_unfused_inner_path_runs_the_modules_and_computes_the_same_function(kind):
+    """fused_inner=False runs the conv and scan modules (so their own backends apply: gpu_step.py switches the
+    scan's that way), and gives the fused path's output and gradients."""
+    torch.manual_seed(0)
+    mcfg = MambaConfig(d_state=8)
+    make = (lambda: MambaMixer(32, mcfg, 4)) if kind == "dense" else (
+        lambda: RoMMixer(32, mcfg, RoMConfig(num_experts=3, top_k=1), 4))
+    fused, unfused = make(), make()
+    unfused.load_state_dict(fused.state_dict())
+    unfused.fused_inner = False
+    calls = {"scan": 0, "conv": 0}
+    for name, module in (("scan", unfused.ssm.scan), ("conv", unfused.conv1d)):
+        module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    x = torch.randn(2, 19, 32)
+    results = []
+    for layer in (fused, unfused):
+        xi = x.clone().requires_grad_(True)
+        out = layer(xi)[0]
+        out.pow(2).mean().backward()
+        results.append((out, xi.grad, {n: p.grad for n, p in layer.named_parameters()}))
+    assert calls == {"scan": 1, "conv": 1}
+    (o1, g1, p1), (o2, g2, p2) = results
+    torch.testing.assert_close(o2, o1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-6)
+    for n in p1:
+        torch.testing.assert_close(p2[n], p1[n], rtol=1e-5, atol=1e-6, msg=n)

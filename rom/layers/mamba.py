@@ -104,7 +104,8 @@ class MambaMixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=cfg.proj_bias)
         self.out_proj._is_residual_out = True
         # conv -> projections -> scan through kernels.mamba_inner (on CUDA: d xz written in place, no
-        # concatenation); False runs the composed ops (benchmarks compare the two)
+        # concatenation); False runs the conv1d, projection and ssm modules in turn, each with its own backend
+        # (benchmarks compare the two; gpu_step.py switches the scan's backend alone that way)
         self.fused_inner = True
 
     def _project(self, x: torch.Tensor):
@@ -124,7 +125,13 @@ class MambaMixer(nn.Module):
         """
         xz = kernels.linear_channels(hidden.transpose(1, 2), self.in_proj.weight, self.in_proj.bias,
                                      backend=self.backend)  # (b, 2De, L)
-        inner = kernels.mamba_inner if self.fused_inner else kernels.mamba_inner_reference
-        y = inner(xz, *self.conv1d.params_as(xz.dtype), *self.ssm.params(), self._project, self.backend)  # (b, De, L)
+        if self.fused_inner:
+            y = kernels.mamba_inner(xz, *self.conv1d.params_as(xz.dtype), *self.ssm.params(), self._project,
+                                    self.backend)  # (b, De, L)
+        else:  # the mixer's own modules in turn, each with its own backend (the same function)
+            x, z = xz.split(self.d_inner, dim=1)
+            x = self.conv1d(x)
+            delta, B, C, delta_bias = self._project(x)
+            y = self.ssm(x, delta, B, C, z, delta_bias)
         return kernels.linear_channels(y, self.out_proj.weight, self.out_proj.bias, out_tokens=True,
                                        backend=self.backend), []

@@ -97,7 +97,8 @@ class RoMMixer(nn.Module):
             self.out_proj._is_residual_out = True
 
         # conv -> projections -> scan through kernels.mamba_inner where x and z are the halves of one tensor
-        # (shared routing, both expert or both dense, one conv); False runs the composed ops (benchmarks)
+        # (shared routing, both expert or both dense, one conv); False runs the conv1d, projection
+        # and ssm modules in turn, each with its own backend (benchmarks)
         self.fused_inner = True
 
     # ------------------------------------------------------------------------------------------ routing
@@ -175,11 +176,11 @@ class RoMMixer(nn.Module):
         def project(x_conv: torch.Tensor):
             return self._project(x_conv, decide, b, L)
 
-        if xz is not None and self.conv1d is not None:
-            inner = kernels.mamba_inner if self.fused_inner else kernels.mamba_inner_reference
-            y = inner(xz, *self.conv1d.params_as(xz.dtype), *self.ssm.params(), project, self.backend)
+        if xz is not None and self.conv1d is not None and self.fused_inner:
+            y = kernels.mamba_inner(xz, *self.conv1d.params_as(xz.dtype), *self.ssm.params(), project, self.backend)
         else:
-            # depthwise causal conv + SiLU (per expert in the "comprehensive" ablation), projections, scan
+            # the modules in turn, each with its own backend: depthwise causal conv + SiLU (per expert in the
+            # "comprehensive" ablation), projections, scan
             x = self.conv1d(x) if self.conv1d is not None else self._expert_conv(x, decide(Projection.CONV1D))
             delta, B, C, delta_bias = project(x)
             y = self.ssm(x, delta, B, C, z, delta_bias)  # (b, De, L)
