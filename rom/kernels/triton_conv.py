@@ -41,19 +41,18 @@ if HAS_TRITON:
         return tl.load(ptr).to(tl.float32)
 
     @triton.jit
-    def _conv_fwd_tile(x_base, w_ptr, b_ptr, offs_d, mask_d, offs_t, seq_len, s_x_l, s_w_d, s_w_k,
-                       WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr,
-                       BLOCK_L: tl.constexpr, MASKED: tl.constexpr):
+    def _pre_activation(x_base, w_ptr, b_ptr, offs_d, mask_d, pos, seq_len, s_x_l, s_w_d, s_w_k,
+                        WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                        MASKED: tl.constexpr):
+        """bias + sum_k w[k] x[pos - (W - 1) + k] at positions ``pos`` (BLOCK_D, BLOCK_L), fp32: W shifted reads."""
         acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
         for k in tl.static_range(WIDTH):
             w = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
-            src = offs_t - (WIDTH - 1) + k
+            src = pos - (WIDTH - 1) + k
             m = mask_d[:, None] & ((src >= 0) & (src < seq_len))[None, :]
             acc += w[:, None] * _load(x_base + src[None, :] * s_x_l, m, MASKED)
-        if SILU:
-            acc = acc * tl.sigmoid(acc)
         return acc
 
     @triton.jit
@@ -70,11 +69,13 @@ if HAS_TRITON:
         mask_d = offs_d < n_channels
         x_base = x_ptr + pid_b * s_x_b + offs_d[:, None] * s_x_d
         if EVEN_D and (t0 >= WIDTH - 1) and (t0 + BLOCK_L <= seq_len):  # interior tile: no bounds tests
-            acc = _conv_fwd_tile(x_base, w_ptr, b_ptr, offs_d, mask_d, offs_t, seq_len, s_x_l, s_w_d, s_w_k, WIDTH,
-                                 HAS_BIAS, SILU, BLOCK_D, BLOCK_L, False)
+            acc = _pre_activation(x_base, w_ptr, b_ptr, offs_d, mask_d, offs_t, seq_len, s_x_l, s_w_d, s_w_k, WIDTH,
+                                  HAS_BIAS, BLOCK_D, BLOCK_L, False)
         else:
-            acc = _conv_fwd_tile(x_base, w_ptr, b_ptr, offs_d, mask_d, offs_t, seq_len, s_x_l, s_w_d, s_w_k, WIDTH,
-                                 HAS_BIAS, SILU, BLOCK_D, BLOCK_L, True)
+            acc = _pre_activation(x_base, w_ptr, b_ptr, offs_d, mask_d, offs_t, seq_len, s_x_l, s_w_d, s_w_k, WIDTH,
+                                  HAS_BIAS, BLOCK_D, BLOCK_L, True)
+        if SILU:
+            acc = acc * tl.sigmoid(acc)
         m_out = mask_d[:, None] & (offs_t < seq_len)[None, :]
         tl.store(y_ptr + pid_b * s_y_b + offs_d[:, None] * s_y_d + offs_t[None, :] * s_y_l,
                  acc.to(y_ptr.dtype.element_ty), mask=m_out)
@@ -82,21 +83,16 @@ if HAS_TRITON:
     @triton.jit
     def _pre_activation_grad(x_base, w_ptr, b_ptr, dy_base, dy2_base, offs_d, mask_d, pos, seq_len, s_x_l, s_w_d,
                              s_w_k, s_dy_l, s_dy2_l, WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr,
-                             SILU: tl.constexpr, HAS_DY2: tl.constexpr, MASKED: tl.constexpr):
+                             SILU: tl.constexpr, HAS_DY2: tl.constexpr, BLOCK_D: tl.constexpr,
+                             BLOCK_L: tl.constexpr, MASKED: tl.constexpr):
         """d loss / d pre-activation at positions ``pos`` (BLOCK_D, len(pos)) in fp32; 0 where pos >= seq_len."""
         m_pos = mask_d[:, None] & (pos < seq_len)[None, :]
         g = _load(dy_base + pos[None, :] * s_dy_l, m_pos, MASKED)
         if HAS_DY2:  # the conv output's second gradient (rom.kernels.inner_path: the scan's du), added here
             g += _load(dy2_base + pos[None, :] * s_dy2_l, m_pos, MASKED)
         if SILU:  # recompute the pre-activation
-            s = tl.zeros(g.shape, dtype=tl.float32)
-            if HAS_BIAS:
-                s += tl.load(b_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
-            for k in tl.static_range(WIDTH):
-                wk = tl.load(w_ptr + offs_d * s_w_d + k * s_w_k, mask=mask_d, other=0.0).to(tl.float32)
-                src = pos - (WIDTH - 1) + k
-                m = mask_d[:, None] & ((src >= 0) & (src < seq_len))[None, :]
-                s += wk[:, None] * _load(x_base + src[None, :] * s_x_l, m, MASKED)
+            s = _pre_activation(x_base, w_ptr, b_ptr, offs_d, mask_d, pos, seq_len, s_x_l, s_w_d, s_w_k, WIDTH,
+                                HAS_BIAS, BLOCK_D, BLOCK_L, MASKED)
             sig = tl.sigmoid(s)
             g = g * sig * (1.0 + s * (1.0 - sig))
         return g
@@ -119,10 +115,12 @@ if HAS_TRITON:
         dy2_base = dy2_ptr + pid_b * s_dy2_b + offs_d[:, None] * s_dy2_d
         if EVEN_D and (t0 >= WIDTH - 1) and (t0 + BLOCK_L <= seq_len):  # interior tile: no bounds tests
             g = _pre_activation_grad(x_base, w_ptr, b_ptr, dy_base, dy2_base, offs_d, mask_d, pos, seq_len, s_x_l,
-                                     s_w_d, s_w_k, s_dy_l, s_dy2_l, WIDTH, HAS_BIAS, SILU, HAS_DY2, False)
+                                     s_w_d, s_w_k, s_dy_l, s_dy2_l, WIDTH, HAS_BIAS, SILU, HAS_DY2, BLOCK_D,
+                                     BLOCK_L, False)
         else:
             g = _pre_activation_grad(x_base, w_ptr, b_ptr, dy_base, dy2_base, offs_d, mask_d, pos, seq_len, s_x_l,
-                                     s_w_d, s_w_k, s_dy_l, s_dy2_l, WIDTH, HAS_BIAS, SILU, HAS_DY2, True)
+                                     s_w_d, s_w_k, s_dy_l, s_dy2_l, WIDTH, HAS_BIAS, SILU, HAS_DY2, BLOCK_D,
+                                     BLOCK_L, True)
         m_out = mask_d[:, None] & (pos < seq_len)[None, :]
         tl.store(g_ptr + (pid_b * n_channels + offs_d[:, None]) * seq_len + pos[None, :], g, mask=m_out)
 
