@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_common import bench_ms, device_facts, layer_shape_parser, print_table, write_result  # noqa: E402
+from mamba_ssm_anchor import mamba_ssm_fused_with_our_conv, mamba_ssm_layer  # noqa: E402
 
 from rom.config import MambaConfig, RoMConfig  # noqa: E402
 from rom.layers.mamba import MambaMixer  # noqa: E402
@@ -117,57 +118,6 @@ def _profile(layer: torch.nn.Module, x: torch.Tensor, top: int = 16, backward: b
              "calls": e.count} for e in events[:top]]
 
 
-def _mamba_ssm_layer(d_model: int) -> tuple[torch.nn.Module | None, str]:
-    """mamba-ssm's own ``Mamba`` as installed (its fused path needs causal-conv1d, else conv1d + selective_scan_fn)."""
-    try:
-        from mamba_ssm.modules.mamba_simple import Mamba
-    except Exception as err:  # noqa: BLE001 - optional comparison
-        return None, f"not available ({type(err).__name__}: {err})"
-    try:
-        import causal_conv1d  # noqa: F401
-
-        path = "fast path (mamba_inner_fn, causal-conv1d)"
-    except Exception:  # noqa: BLE001
-        path = "without causal-conv1d: torch conv1d + selective_scan_fn (not the fused fast path)"
-    return Mamba(d_model=d_model, d_state=16, d_conv=4, expand=2).cuda(), path
-
-
-def _mamba_ssm_fused_with_our_conv(d_model: int) -> tuple[torch.nn.Module | None, str]:
-    """mamba-ssm's fused ``mamba_inner_fn`` with our Triton conv standing in for causal-conv1d's CUDA conv.
-
-    causal-conv1d takes ~570 s to build for sm_90, more than a device call can spare beside mamba-ssm's own
-    build; our conv kernel takes the same arguments, so mamba-ssm's fused path runs with it instead. Patches
-    the two modules globally, so it must be built after the plain mamba-ssm row has been timed.
-    """
-    try:
-        import causal_conv1d  # noqa: F401
-
-        return None, "skipped: causal-conv1d is installed, the plain mamba-ssm row is the fused path"
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        import mamba_ssm.modules.mamba_simple as simple
-        import mamba_ssm.ops.selective_scan_interface as ssi
-    except Exception as err:  # noqa: BLE001
-        return None, f"not available ({type(err).__name__}: {err})"
-    from rom.kernels.triton_conv import conv_backward, conv_forward
-
-    def fwd(x, weight, bias, seq_idx, initial_states, final_states_out, silu_activation):
-        return conv_forward(x, weight, bias, bool(silu_activation))
-
-    def bwd(x, weight, bias, dout, seq_idx, initial_states, dfinal_states, dx, return_dfinal_states, silu):
-        gx, gw, gb = conv_backward(x, weight, bias, dout, bool(silu))
-        if dx is not None:
-            dx.copy_(gx)
-            gx = dx
-        return gx, gw, gb, None
-
-    ssi.causal_conv1d_fwd_function, ssi.causal_conv1d_bwd_function = fwd, bwd
-    simple.causal_conv1d_fn = lambda *a, **k: None  # only tested for None by Mamba.forward
-    layer = simple.Mamba(d_model=d_model, d_state=16, d_conv=4, expand=2).cuda()
-    return layer, "mamba_inner_fn (mamba-ssm CUDA scan, fused glue) + our Triton conv in causal-conv1d's place"
-
-
 def _composed_inner(layer: torch.nn.Module) -> torch.nn.Module:
     """The mixer with its inner path composed of the separate ops (the conv's and the scan's gradients
     concatenated into d xz), side by side with the default (rom.kernels.inner_path: written in place)."""
@@ -199,8 +149,8 @@ def main() -> None:
         "dense mamba, ours, master weights": lambda: (_working_weights(
             MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda()), "triton, bf16 working weights"),
         "dense mamba, torch reference": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="reference").cuda(), "torch"),
-        "dense mamba, mamba-ssm Mamba": lambda: _mamba_ssm_layer(dm),
-        "dense mamba, mamba-ssm fused + our conv": lambda: _mamba_ssm_fused_with_our_conv(dm),
+        "dense mamba, mamba-ssm Mamba": lambda: mamba_ssm_layer(dm),
+        "dense mamba, mamba-ssm fused + our conv": lambda: mamba_ssm_fused_with_our_conv(dm),
         f"RoM e{args.experts} top-1, ours (auto)": lambda: (RoMMixer(dm, mcfg, RoMConfig(num_experts=args.experts,
                                                             top_k=1), dt_rank, backend="auto").cuda(), "triton"),
         f"RoM e{args.experts} top-1, ours, composed inner": lambda: (_composed_inner(RoMMixer(

@@ -4,15 +4,23 @@ A step = forward (bf16 autocast, fp32 parameters) + cross-entropy + aux loss + b
 MFU = (training FLOPs per token from rom.accounting) x tokens/s / the measured bf16 matmul rate of this GPU
 (also reported against the 989 TFLOP/s H100 SXM datasheet figure).
 
-Scan kernels compared: ``auto`` (our Triton scan) and, when mamba-ssm is installed, ``mamba_ssm`` (its
-``selective_scan_fn``), each run eagerly and with forward+backward replayed as one CUDA graph (``+graph``, what
-``train.cuda_graphs`` does; ``--no-graphs`` skips those). All variants run in the *same* model instance, with
-the same optimizer, conv and expert kernels. ``auto`` runs the mixers' fused inner path, which is built on our
-scan kernels; ``mamba_ssm`` runs the inner path as the mixers' modules in turn (``fused_inner`` off) with the
-SelectiveScan modules switched to mamba-ssm's scan, since RoM cannot use mamba-ssm's fused ``mamba_inner_fn``.
-(Until 2026-12-03 only the SelectiveScan modules were switched, which the fused inner path added on
-2026-12-02 does not read: the 2026-12-03 call that showed this compared our scan with itself, graphed ratios
-0.999-1.001, and was discarded.) Variants are timed in alternating rounds (A B C D, D C B A, ...) of a few
+Kernels compared, each run eagerly and with forward+backward replayed as one CUDA graph (``+graph``, what
+``train.cuda_graphs`` does; ``--no-graphs`` skips those):
+
+- ``auto``: ours (Triton scan and conv, the mixers' fused inner path, our expert kernels);
+- ``mamba_ssm_layers`` (dense models, when mamba-ssm is installed): the same model built on mamba-ssm's own
+  ``Mamba`` layers, i.e. every mixer replaced by ``mamba_ssm.modules.mamba_simple.Mamba`` (same d_model,
+  d_state, d_conv, expand, dt_rank), running its fused ``mamba_inner_fn``. causal-conv1d is not built here
+  (~570 s for sm_90), so our Triton conv stands in for its CUDA conv (``mamba_ssm_anchor``): that is mamba-ssm's
+  fastest path available, 1.25x faster than its path without causal-conv1d in the layer benchmark;
+- ``mamba_ssm``: our model with mamba-ssm's ``selective_scan_fn`` as the scan (the mixers' modules called in
+  turn, ``fused_inner`` off; everything else ours). mamba-ssm has no RoM layer, so for RoM models this is the
+  only anchor.
+
+``auto`` and ``mamba_ssm`` run in the *same* model instance, with the same optimizer; ``mamba_ssm_layers`` is
+a second instance of the same config. (Until 2026-12-03 only the SelectiveScan modules were switched, which
+the fused inner path added on 2026-12-02 does not read: the 2026-12-03 call that showed this compared our scan
+with itself, graphed ratios 0.999-1.001, and was discarded.) Variants are timed in alternating rounds (A B C D, D C B A, ...) of a few
 steps each, so that drift of this shared host (clocks, neighbours) falls on all alike; the spread of the
 per-round ratios is reported with the median.
 
@@ -34,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_common import device_facts, measure_matmul_tflops, print_table, write_result  # noqa: E402
+from mamba_ssm_anchor import mamba_ssm_fused_with_our_conv  # noqa: E402
 
 from rom.accounting import count_flops, count_params  # noqa: E402
 from rom.config import MambaConfig, ModelConfig, Pattern, Precision, RoMConfig  # noqa: E402
@@ -63,64 +72,116 @@ def _set_scan_backend(model: torch.nn.Module, backend: str) -> None:
             m.fused_inner = backend == "auto"
 
 
-def _time_rounds(cfg: ModelConfig, backends: list[str], batch: int, seq_len: int, rounds: int,
-                 steps: int, graphs: bool) -> dict[str, list[list[float]]]:
-    """Step times (ms) per variant and round: one model, the scan backend switched between rounds.
+class _MambaSsmMixer(torch.nn.Module):
+    """mamba-ssm's ``Mamba`` in a block's mixer slot (our mixers return (output, router stats))."""
 
-    Variants are the backends run eagerly and, with ``graphs``, each backend's step replayed as a CUDA graph
-    (rom.train.cuda_graph, as ``train.cuda_graphs`` runs it): "<backend>" and "<backend>+graph".
-    """
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+        return self.layer(x), []
+
+
+def _build(cfg: ModelConfig, mamba_ssm_layers: bool) -> torch.nn.Module:
+    """Our LM, or (``mamba_ssm_layers``, dense only) the same LM with every mixer replaced by mamba-ssm's own
+    ``Mamba`` layer: its fused ``mamba_inner_fn``, with our conv in causal-conv1d's place (mamba_ssm_anchor)."""
     torch.manual_seed(0)
     with torch.device("cuda"):  # initialise on the GPU: a 2.5B-parameter model is slow to build on the CPU
         model = build_model(cfg, backend="auto")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    if mamba_ssm_layers:
+        for block in model.layers:
+            layer, note = mamba_ssm_fused_with_our_conv(cfg.d_model, cfg.mamba.d_state)
+            if layer is None:
+                raise RuntimeError(f"mamba-ssm layers: {note}")
+            block.mixer = _MambaSsmMixer(layer)
+    return model
+
+
+class _Trainee:
+    """One model and its optimizer, stepped eagerly or through one captured graph per scan backend."""
+
+    def __init__(self, model: torch.nn.Module, ids: list[torch.Tensor]) -> None:
+        self.model, self.ids = model, ids
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        self.static_ids = ids[0].clone()
+        self.captured: dict[str, CapturedStep] = {}
+        self.grads: dict[torch.nn.Parameter, torch.Tensor] = {}
+
+    def forward_backward(self, x: torch.Tensor) -> None:  # the trainer's micro-batch (bf16 autocast on CUDA)
+        micro_batch_loss(self.model, x[:, :-1], x[:, 1:], 1, x.device, Precision.AUTO)
+
+    def eager_step(self, i: int) -> None:
+        self.forward_backward(self.ids[i % 2])
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def capture(self, backend: str) -> None:  # all captures of one model share the same .grad tensors
+        self.captured[backend] = CapturedStep(lambda: self.forward_backward(self.static_ids), self.model.parameters())
+        self.grads = {p: p.grad for p in self.model.parameters() if p.grad is not None}
+
+    def graph_step(self, backend: str, i: int) -> None:
+        self.static_ids.copy_(self.ids[i % 2])
+        self.captured[backend].replay()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=False)  # in place: the graph adds into these tensors
+
+    def restore_graph_grads(self) -> None:  # an eager round set the grads to None: hand the graph's back
+        for p, g in self.grads.items():
+            p.grad = g.zero_()
+
+
+# a variant's kernels: (model, scan backend); "layers" = the model built on mamba-ssm's Mamba layers
+KERNELS = {"auto": ("ours", "auto"), "mamba_ssm": ("ours", "mamba_ssm"),
+           "mamba_ssm_layers": ("mamba_ssm_layers", "auto")}
+
+
+def _time_rounds(cfg: ModelConfig, kernels: list[str], batch: int, seq_len: int, rounds: int,
+                 steps: int, graphs: bool) -> tuple[dict[str, list[list[float]]], dict[str, str]]:
+    """Step times (ms) per variant and round, and the variants that could not run (with why).
+
+    ``kernels`` are keys of KERNELS: "auto" and "mamba_ssm" run in one model whose scan backend is switched
+    between rounds; "mamba_ssm_layers" is a second model (same config, mamba-ssm's layers as mixers). With
+    ``graphs`` each also runs as its step replayed as a CUDA graph (rom.train.cuda_graph, as
+    ``train.cuda_graphs`` runs it): "<kernels>" and "<kernels>+graph".
+    """
     ids = [torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda") for _ in range(2)]
-    static_ids = ids[0].clone()
-
-    def forward_backward(x: torch.Tensor) -> None:  # the trainer's micro-batch (bf16 autocast on CUDA)
-        micro_batch_loss(model, x[:, :-1], x[:, 1:], 1, x.device, Precision.AUTO)
-
-    def eager_step(i: int) -> None:
-        forward_backward(ids[i % 2])
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    captured: dict[str, CapturedStep] = {}
-    grads: dict[torch.nn.Parameter, torch.Tensor] = {}
-
-    def graph_step(backend: str, i: int) -> None:
-        static_ids.copy_(ids[i % 2])
-        captured[backend].replay()
-        opt.step()
-        opt.zero_grad(set_to_none=False)  # in place: the graph adds into these tensors
-
-    variants = backends + ([f"{b}+graph" for b in backends] if graphs else [])
+    trainees = {name: _Trainee(_build(cfg, name == "mamba_ssm_layers"), ids)
+                for name in dict.fromkeys(KERNELS[k][0] for k in kernels)}
+    variants = kernels + ([f"{k}+graph" for k in kernels] if graphs else [])
+    skipped: dict[str, str] = {}
 
     def run(variant: str, i: int) -> None:
-        backend, _, graph = variant.partition("+")
-        _set_scan_backend(model, backend)
+        kernel, _, graph = variant.partition("+")
+        name, backend = KERNELS[kernel]
+        trainee = trainees[name]
+        _set_scan_backend(trainee.model, backend)
         if graph:
-            graph_step(backend, i)
+            trainee.graph_step(backend, i)
         else:
-            eager_step(i)
+            trainee.eager_step(i)
 
-    for backend in backends:  # warm-up: compilation, allocator, cuBLAS handles
-        _set_scan_backend(model, backend)
+    for kernel in kernels:  # warm-up: compilation, allocator, cuBLAS handles
         for i in range(3):
-            eager_step(i)
+            run(kernel, i)
     if graphs:
-        for backend in backends:  # one graph per backend; all share the same .grad tensors
-            _set_scan_backend(model, backend)
-            captured[backend] = CapturedStep(lambda: forward_backward(static_ids), model.parameters())
-        grads = {p: p.grad for p in model.parameters() if p.grad is not None}
+        for kernel in kernels:
+            name, backend = KERNELS[kernel]
+            _set_scan_backend(trainees[name].model, backend)
+            try:
+                trainees[name].capture(backend)
+            except Exception as err:  # noqa: BLE001 - e.g. a host synchronisation in a third-party kernel
+                skipped[f"{kernel}+graph"] = f"capture failed: {type(err).__name__}: {str(err)[:200]}"
+                print(f"{kernel}+graph: {skipped[f'{kernel}+graph']}", flush=True)
+                torch.cuda.synchronize()
+        variants = [v for v in variants if v not in skipped]
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times: dict[str, list[list[float]]] = {v: [] for v in variants}
     for r in range(rounds):
         for variant in (variants if r % 2 == 0 else variants[::-1]):
-            if variant.endswith("+graph"):  # an eager round set the grads to None: hand the graph's back
-                for p, g in grads.items():
-                    p.grad = g.zero_()
+            if variant.endswith("+graph"):
+                trainees[KERNELS[variant.partition("+")[0]][0]].restore_graph_grads()
             run(variant, 0)  # untimed: the switch (backend, grads) settles
             round_ms = []
             for i in range(steps):
@@ -130,7 +191,7 @@ def _time_rounds(cfg: ModelConfig, backends: list[str], batch: int, seq_len: int
                 end.synchronize()
                 round_ms.append(start.elapsed_time(end))
             times[variant].append(round_ms)
-    return times   # the model and optimizer go with this frame; the caller empties the allocator cache
+    return times, skipped   # the models and optimizers go with this frame; the caller empties the cache
 
 
 def main() -> None:
@@ -144,12 +205,13 @@ def main() -> None:
     args = ap.parse_args()
     facts = device_facts()
     peak = measure_matmul_tflops()
-    backends = ["auto"]
+    kernels = ["auto"]
     try:
         from rom.kernels import resolve
 
         resolve("selective_scan", "mamba_ssm", torch.device("cuda"))
-        backends.append("mamba_ssm")
+        kernels.append("mamba_ssm")
+        kernels.append("mamba_ssm_layers")  # the same build provides the Mamba layer
     except Exception as err:  # noqa: BLE001
         print(f"mamba_ssm backend not available: {err}")
     rows: list[dict[str, Any]] = []
@@ -167,8 +229,10 @@ def main() -> None:
             bsz = batch
             while True:
                 try:
-                    times = _time_rounds(cfg, backends, bsz, args.seq_len, args.rounds, args.steps,
-                                         graphs=not args.no_graphs)
+                    # mamba-ssm has no RoM layer: RoM models compare scans only
+                    wanted_kernels = [k for k in kernels if not (rom and k == "mamba_ssm_layers")]
+                    times, skipped = _time_rounds(cfg, wanted_kernels, bsz, args.seq_len, args.rounds,
+                                                  args.steps, graphs=not args.no_graphs)
                     torch.cuda.empty_cache()
                     break
                 except torch.cuda.OutOfMemoryError:
@@ -190,8 +254,13 @@ def main() -> None:
                 by_variant[variant] = rows[-1]
                 print(rows[-1], f"[{time.time() - t_start:.0f}s]", flush=True)
             # (name, faster candidate, slower baseline): tokens/s ratios, per alternating round too
-            pairs = [("ours/mamba_ssm eager", "auto", "mamba_ssm"),
-                     ("ours/mamba_ssm graphs", "auto+graph", "mamba_ssm+graph"),
+            for variant, why in skipped.items():
+                rows.append({"model": label, "backend": variant, "batch": bsz, "seq_len": args.seq_len,
+                             "note": why})
+            pairs = [("ours/mamba_ssm layers eager", "auto", "mamba_ssm_layers"),
+                     ("ours/mamba_ssm layers graphs", "auto+graph", "mamba_ssm_layers+graph"),
+                     ("ours/mamba_ssm scan eager", "auto", "mamba_ssm"),
+                     ("ours/mamba_ssm scan graphs", "auto+graph", "mamba_ssm+graph"),
                      ("ours graphs/eager", "auto+graph", "auto")]
             for what, a, b in pairs:
                 if a in by_variant and b in by_variant:
@@ -202,8 +271,9 @@ def main() -> None:
                                     "per_round_min": min(per_round), "per_round_max": max(per_round)})
     payload = {"benchmark": "train_step", "device": facts, "matmul_peak_tflops_measured": peak,
                "datasheet_tflops": DATASHEET_TFLOPS, "results": rows, "ratios": summary,
-               "note": (f"bf16 autocast, fp32 params, fused AdamW; one model per size, its scan backend switched "
-                        f"between {args.rounds} alternating rounds of {args.steps} steps (after one untimed step) "
+               "note": (f"bf16 autocast, fp32 params, fused AdamW; per size our model (scan backend switched) and, "
+                        f"for dense models, the same model on mamba-ssm's Mamba layers, timed in "
+                        f"{args.rounds} alternating rounds of {args.steps} steps (after one untimed step) "
                         f"per variant, after 3 warm-up steps per backend; '+graph' = forward+backward replayed as "
                         f"one CUDA graph (rom.train.cuda_graph), optimizer eager; median over all timed steps")}
     path = write_result("gpu_step", payload, args.out_dir)
