@@ -72,7 +72,6 @@ def measure_copy_bandwidth(n_bytes: int = 2 * 2**30) -> float:
     src = torch.empty(n_bytes // 4, dtype=torch.float32, device="cuda").uniform_()
     dst = torch.empty_like(src)
     ms = bench_ms(lambda: dst.copy_(src))
-    del src, dst
     return 2 * n_bytes / (ms * 1e-3)
 
 

@@ -179,7 +179,7 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001 - keep the other rows (e.g. OOM on the reference path)
             print(f"{name}: failed: {type(err).__name__}: {err}")
             rows.append({"layer": name, "note": f"failed: {type(err).__name__}: {str(err)[:200]}"})
-            del layer
+            layer = None  # release it before the next row (not `del`: the loop goes on using the name)
             torch.cuda.empty_cache()
             continue
         rows.append({"layer": name, **t, "Mtok_per_s_fwd_bwd": tokens / t["fwd_bwd_ms"] / 1e3,

@@ -5,6 +5,8 @@ Shared by ``gpu_layers.py`` (one layer) and ``gpu_step.py`` (whole models built 
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 
@@ -15,7 +17,7 @@ def mamba_ssm_layer(d_model: int, d_state: int = 16) -> tuple[torch.nn.Module | 
     except Exception as err:  # noqa: BLE001 - optional comparison
         return None, f"not available ({type(err).__name__}: {err})"
     try:
-        import causal_conv1d  # noqa: F401
+        importlib.import_module("causal_conv1d")
 
         path = "fast path (mamba_inner_fn, causal-conv1d)"
     except Exception:  # noqa: BLE001
@@ -32,7 +34,7 @@ def mamba_ssm_fused_with_our_conv(d_model: int, d_state: int = 16) -> tuple[torc
     Where causal-conv1d is installed, returns its real fast path unpatched.
     """
     try:
-        import causal_conv1d  # noqa: F401
+        importlib.import_module("causal_conv1d")
 
         return mamba_ssm_layer(d_model, d_state)
     except Exception:  # noqa: BLE001
