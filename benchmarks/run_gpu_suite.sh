@@ -25,7 +25,7 @@ has() { [[ " $parts " == *" $1 "* ]]; }
     python3 -m pip install -q --no-index --no-compile --find-links .gpuwhl/mamba setuptools wheel packaging ninja einops transformers \
       > "$MAMBA_LOG" 2>&1 || { echo "mamba-ssm deps install failed"; tail -5 "$MAMBA_LOG"; }
     built=$(ls .gpuwhl/mamba/built/mamba_ssm-*.whl 2>/dev/null | head -1)
-    if python3 -c "import selective_scan_cuda, mamba_ssm" 2>/dev/null; then
+    if python3 -c "import torch, selective_scan_cuda, mamba_ssm" 2>/dev/null; then  # the extension needs libtorch loaded first
       echo 0 > /tmp/mamba_build.rc  # still installed from an earlier call on this (warm) machine
     elif [ -n "$built" ]; then
       python3 -m pip install -q --no-index --no-deps "$built" >> "$MAMBA_LOG" 2>&1; echo $? > /tmp/mamba_build.rc
