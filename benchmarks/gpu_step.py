@@ -30,6 +30,7 @@ per-round ratios is reported with the median.
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
@@ -211,9 +212,14 @@ def main() -> None:
 
         resolve("selective_scan", "mamba_ssm", torch.device("cuda"))
         kernels.append("mamba_ssm")
-        kernels.append("mamba_ssm_layers")  # the same build provides the Mamba layer
     except Exception as err:  # noqa: BLE001
         print(f"mamba_ssm backend not available: {err}")
+    else:
+        try:
+            importlib.import_module("mamba_ssm.modules.mamba_simple")
+            kernels.append("mamba_ssm_layers")
+        except Exception as err:  # noqa: BLE001 - its scan can still be compared
+            print(f"mamba-ssm's Mamba layer not available: {type(err).__name__}: {err}")
     rows: list[dict[str, Any]] = []
     wanted = set(args.sizes.split(","))
     t_start = time.time()
