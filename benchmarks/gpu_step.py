@@ -20,9 +20,11 @@ Kernels compared, each run eagerly and with forward+backward replayed as one CUD
 ``auto`` and ``mamba_ssm`` run in the *same* model instance, with the same optimizer; ``mamba_ssm_layers`` is
 a second instance of the same config. (Until 2026-12-03 only the SelectiveScan modules were switched, which
 the fused inner path added on 2026-12-02 does not read: the 2026-12-03 call that showed this compared our scan
-with itself, graphed ratios 0.999-1.001, and was discarded.) Variants are timed in alternating rounds (A B C D, D C B A, ...) of a few
-steps each, so that drift of this shared host (clocks, neighbours) falls on all alike; the spread of the
-per-round ratios is reported with the median.
+with itself, graphed ratios 0.999-1.001, and was discarded.)
+
+Variants are timed in alternating rounds (A B C D, D C B A, ...) of a few steps each, so that drift of this
+shared host (clocks, neighbours) falls on all alike; the spread of the per-round ratios is reported with the
+median.
 
     python benchmarks/gpu_step.py [--seq-len 2048] [--rounds 4] [--steps 4] [--out-dir DIR]
 """
