@@ -67,6 +67,11 @@ def bench_ms(fn: Callable[[], Any], warmup_ms: float = 25, rep_ms: float = 200) 
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, in float64."""
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
 def measure_copy_bandwidth(n_bytes: int = 2 * 2**30) -> float:
     """Device-to-device copy, bytes read + written per second."""
     src = torch.empty(n_bytes // 4, dtype=torch.float32, device="cuda").uniform_()

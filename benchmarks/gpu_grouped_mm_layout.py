@@ -26,11 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_common import bench_ms, device_facts, print_table, write_result  # noqa: E402
-
-
-def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((out.float() - ref.float()).norm() / ref.float().norm())
+from gpu_common import bench_ms, device_facts, print_table, rel_err, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -70,10 +66,10 @@ def main() -> None:
         }
         # the two storage orders compute the same products (the weight gradient transposed)
         checks = {
-            "fwd": _rel_err(variants["experts (E, d_out, d_in)"]["fwd"](), variants["experts (E, d_in, d_out)"]["fwd"]()),
-            "dgrad": _rel_err(variants["experts (E, d_out, d_in)"]["dgrad"](),
+            "fwd": rel_err(variants["experts (E, d_out, d_in)"]["fwd"](), variants["experts (E, d_in, d_out)"]["fwd"]()),
+            "dgrad": rel_err(variants["experts (E, d_out, d_in)"]["dgrad"](),
                               variants["experts (E, d_in, d_out)"]["dgrad"]()),
-            "wgrad": _rel_err(variants["experts (E, d_out, d_in)"]["wgrad"]().transpose(1, 2),
+            "wgrad": rel_err(variants["experts (E, d_out, d_in)"]["wgrad"]().transpose(1, 2),
                               variants["experts (E, d_in, d_out)"]["wgrad"]()),
         }
         flops = 2 * T * K * N

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_common import (bench_ms, device_facts, measure_copy_bandwidth, measure_exp_rate,  # noqa: E402
-                        print_table, write_result)
+                        print_table, rel_err, write_result)
 
 from rom.kernels.triton_scan import selective_scan_triton  # noqa: E402
 
@@ -104,10 +104,6 @@ def time_impl(fn: Callable, sets: list[dict]) -> dict[str, float]:
         torch.autograd.grad(out, [x[n] for n in keys], grads[k])
 
     return {"fwd_ms": bench_ms(fwd), "fwd_bwd_ms": bench_ms(fwd_bwd)}
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def main() -> None:
