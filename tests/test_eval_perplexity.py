@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
-from rom.eval.perplexity import evaluate, num_windows
+from rom.eval.perplexity import spread_window_ids, evaluate, num_windows
 from rom.records import load_part
 from rom.train.factory import open_shard
 from rom.train.loop import train
@@ -54,7 +54,11 @@ def test_evaluate_matches_hand_computation(tmp_path: Path) -> None:
         L = r["context_length"]
         n = 1024 // L
         assert r["tokens"] == n * L
-        assert r["loss"] == pytest.approx(float(per_token[: n * L].mean()), rel=1e-5)
+        # the scored windows are spread over the whole shard (spread_window_ids), not its first n
+        ids = spread_window_ids(len(tokens), L, n)
+        assert ids[0] == 0 and ids[-1] == (len(tokens) - 1) // L - 1
+        expected = torch.cat([per_token[i * L:(i + 1) * L] for i in ids]).mean()
+        assert r["loss"] == pytest.approx(float(expected), rel=1e-5)
         assert r["ppl"] == pytest.approx(math.exp(r["loss"]))
         assert r["bpb"] == pytest.approx(r["loss"] / math.log(2) / 3.0)  # the shard has 3 bytes per token
     assert model.training  # mode restored
@@ -92,3 +96,16 @@ def test_rom_eval_three_lengths(tmp_path: Path, capsys: pytest.CaptureFixture) -
 def test_rom_eval_without_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert rom_main(["eval", "--run", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "e.json")]) == 1
     assert "model.pt" in capsys.readouterr().err and not (tmp_path / "e.json").exists()
+
+
+def test_spread_window_ids_span_the_whole_shard():
+    from rom.eval.perplexity import spread_window_ids
+
+    # 100 windows of 10 tokens (1001 tokens): 5 wanted -> first, last and evenly between
+    assert spread_window_ids(1001, 10, 5) == [0, 24, 49, 74, 99]
+    assert spread_window_ids(1001, 10, 100) == list(range(100))
+    assert spread_window_ids(1001, 10, 500) == list(range(100))  # capped at what exists
+    assert spread_window_ids(1001, 10, 1) == [0]
+    assert spread_window_ids(5, 10, 3) == []
+    ids = spread_window_ids(10_001, 7, 333)
+    assert len(ids) == len(set(ids)) == 333 and ids == sorted(ids) and ids[-1] == (10_000 // 7) - 1

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rom.config import ConfigError, Parallelism, RunConfig, TrainConfig, to_dict
-from rom.eval.perplexity import precision_name, score_windows
+from rom.eval.perplexity import precision_name, score_windows, spread_window_ids
 from rom.io import atomic_write_json
 from rom.records import load_json, make_part, now_iso
 from rom.train import distributed as D
@@ -340,7 +340,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         return path
 
     def validate() -> float:
-        ids = list(range(info.rank, val_windows, info.world_size))
+        ids = spread_window_ids(len(val_shard.tokens), t.seq_len, val_windows)[info.rank::info.world_size]
         s, c = score_windows(forward, val_shard.tokens, t.seq_len, ids, micro, info.device, t.precision)
         s, c = D.all_reduce_sum(info, [s, float(c)])
         return s / c
