@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from rom.config import ConfigError
+from rom.errors import RomError
 
 COMMANDS: dict[str, str] = {
     "env": "rom.env_command",  # outside rom.kernels: that package imports torch
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"rom {args.command}: configuration error: {e}", file=sys.stderr)
         return 2
+    except RomError as e:  # any other error the toolkit raises on purpose: one line, not a traceback
+        print(f"rom {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

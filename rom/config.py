@@ -23,10 +23,12 @@ from typing import Any, Mapping
 
 import yaml
 
+from rom.errors import RomError
+
 PRESETS_FILE = Path(__file__).parent / "models" / "presets.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(RomError, ValueError):
     """A configuration key or value is invalid; the message names the key and what is allowed."""
 
 

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from rom.errors import RomError
+
 SCHEMA_VERSION = 1
 PART_NAMES = ("train", "eval", "flops", "downstream")
 FINAL_PART = "final"
@@ -81,7 +83,7 @@ REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
 EVAL_RESULT_FIELDS = {"context_length": (int,), "loss": (int, float), "ppl": (int, float), "bpb": (int, float)}
 
 
-class RecordError(ValueError):
+class RecordError(RomError, ValueError):
     """A run record is missing a field, has the wrong type, or another schema version."""
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rom.errors import RomError
 from rom.eval.tasks import DocRequests, doc_requests, get_task, iter_task_docs
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKS = 256
 
 
-class ScorerError(ValueError):
+class ScorerError(RomError, ValueError):
     """A request cannot be scored as asked (too long, unsupported generation option, bad argument)."""
 
 

