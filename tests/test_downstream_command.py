@@ -118,11 +118,11 @@ def test_clear_errors(stand_in_run, export_dir, tmp_path, capsys):
 
 
 def test_real_checkpoint_and_tokenizer_end_to_end(export_dir, tmp_path):
-    """A tiny RoM saved with the trainer's save_model, its BPE from rom.data, through both engines."""
+    """A tiny RoM saved with rom.models.files.save_model, its BPE from rom.data, through both engines."""
     from rom.config import run_config_from_dict
     from rom.data.tokenizer import train_bpe
-    from rom.train.checkpoint import save_model
-    from rom.train.factory import make_model
+    from rom.models import build_model
+    from rom.models.files import save_model
 
     run_dir = tmp_path / "run"
     text = (export_dir / "hellaswag.jsonl").read_text()[:50_000]
@@ -131,7 +131,7 @@ def test_real_checkpoint_and_tokenizer_end_to_end(export_dir, tmp_path):
         "d_model": 16, "n_layer": 2, "vocab_size": tok.vocab_size, "pattern": "rom",
         "mamba": {"d_state": 4}, "rom": {"num_experts": 2}}, "train": {"seq_len": 128, "backend": "reference"}})
     torch.manual_seed(0)
-    save_model(run_dir, cfg, make_model(cfg.model, "reference").state_dict())
+    save_model(run_dir, cfg, build_model(cfg.model, backend="reference").state_dict())
     parts = {}
     for engine in ("builtin", "lm-eval"):
         out = tmp_path / f"{engine}.json"

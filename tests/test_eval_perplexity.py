@@ -15,7 +15,7 @@ from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
 from rom.eval.perplexity import spread_window_ids, evaluate, num_windows
 from rom.records import load_part
-from rom.train.factory import open_shard
+from rom.data.shards import open_shard
 from rom.train.loop import train
 from test_train_support import make_data, tiny_config, write_tokens
 

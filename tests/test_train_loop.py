@@ -15,7 +15,7 @@ from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
 from rom.records import load_part
 from rom.train import factory
-from rom.train.checkpoint import CheckpointError, load_trained_model
+from rom.models.files import CheckpointError, load_trained_model
 from rom.train.loop import train
 from rom.train.metrics import read_metrics
 from test_train_support import make_data, run_cli, step_losses, tiny_config, write_config

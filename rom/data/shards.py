@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rom.config import ConfigError
 from rom.data.corpus import SPLITS, DataError, file_sha256, iter_split, progress_bar, read_corpus_meta
 from rom.data.tokenizer import Tokenizer
 from rom.io import atomic_path, atomic_write_json
@@ -82,6 +83,16 @@ class TokenShard:
 
     def __repr__(self) -> str:
         return f"TokenShard({self.prefix}, tokens={len(self)}, dtype={self.dtype})"
+
+
+def open_shard(data_dir: str | Path, split: str) -> TokenShard:
+    """TokenShard for DIR/{split}.bin + DIR/{split}.json, with a clear error when it is missing."""
+    prefix = Path(data_dir) / split
+    if not Path(f"{prefix}.bin").exists() or not Path(f"{prefix}.json").exists():
+        raise ConfigError(
+            f"--data {data_dir}: expected {prefix}.bin and {prefix}.json (run `rom tokenize --out {data_dir}`)"
+        )
+    return TokenShard(prefix)
 
 
 def tokenize_corpus(corpus_dir: str | Path, tokenizer: Tokenizer, out_dir: str | Path,

@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from rom.eval.perplexity import bytes_per_token, evaluate
     from rom.io import atomic_write_json
     from rom.records import make_part
-    from rom.train.checkpoint import CheckpointError, load_trained_model
-    from rom.train.factory import open_shard
+    from rom.data.shards import open_shard
+    from rom.models.files import CheckpointError, load_trained_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for item in args.overrides:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from rom.eval.tasks import TaskDataError, load_manifest, parse_task_list
     from rom.io import atomic_write_json
     from rom.records import make_part
-    from rom.train.checkpoint import CheckpointError
+    from rom.models.files import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

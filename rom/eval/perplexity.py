@@ -10,7 +10,6 @@ whole shard (``spread_window_ids``), never a prefix. Bits per byte use the shard
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Sequence
 
@@ -20,19 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rom.config import ConfigError, Precision, RunConfig
-
-
-def autocast_context(device: torch.device, precision: Precision) -> Any:
-    """bf16 autocast on CUDA for auto/bf16, on CPU only when bf16 is asked for; fp32 otherwise."""
-    if precision == Precision.FP32 or (precision == Precision.AUTO and device.type != "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def precision_name(device: torch.device, precision: Precision) -> str:
-    if precision == Precision.FP32 or (precision == Precision.AUTO and device.type != "cuda"):
-        return "fp32"
-    return "bf16"
+from rom.models.precision import autocast_context
 
 
 def num_windows(n_tokens: int, context_length: int, max_tokens: int) -> int:

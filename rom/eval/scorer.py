@@ -301,7 +301,7 @@ def load_scorer(run_dir: str | Path, device: str = "cpu", batch_size: int = 8, m
     ``max_length`` defaults to the training sequence length: longer inputs are left-truncated to it.
     """
     from rom.data.tokenizer import load_tokenizer
-    from rom.train.checkpoint import load_trained_model
+    from rom.models.files import load_trained_model
 
     model, cfg = load_trained_model(run_dir, device)
     tok_path = find_tokenizer(run_dir, tokenizer)

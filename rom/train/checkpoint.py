@@ -1,4 +1,4 @@
-"""Atomic, validated, resumable training checkpoints and the final trained model file.
+"""Atomic, validated, resumable training checkpoints.
 
 Layout of ``RUN_DIR/checkpoint/``::
 
@@ -10,7 +10,7 @@ files are removed: a crash at any point leaves a consistent (older or newer) che
 the checkpoint belongs to the same run (run id and config hash), that the file has the recorded size and
 SHA-256, and that it unpickles; each failure raises ``CheckpointError`` naming the file.
 
-``RUN_DIR/model.pt`` holds ``{"config": to_dict(RunConfig), "state_dict": ...}`` for evaluation.
+The trained model file ``RUN_DIR/model.pt`` (read by evaluation) is ``rom.models.files``.
 """
 
 from __future__ import annotations
@@ -24,19 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from rom.config import ConfigError, RunConfig, run_config_from_dict, to_dict
-from rom.errors import RomError
 from rom.io import atomic_path, atomic_write_json
+from rom.models.files import CheckpointError
 from rom.records import now_iso
 
 CHECKPOINT_DIR = "checkpoint"
 META_FILE = "meta.json"
-MODEL_FILE = "model.pt"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RomError, RuntimeError):
-    """A checkpoint or model file is missing, truncated, corrupt, or belongs to another run."""
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -157,41 +151,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ----------------------------------------------------------------------------------------- model file
-
-
-def save_model(run_dir: str | Path, cfg: RunConfig, state_dict: dict[str, torch.Tensor]) -> Path:
-    path = Path(run_dir) / MODEL_FILE
-    with atomic_path(path) as tmp:
-        torch.save({"config": to_dict(cfg), "state_dict": state_dict}, tmp)
-    return path
-
-
-def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode on ``device``, RunConfig) from RUN_DIR/model.pt."""
-    from rom.train.factory import make_model
-
-    path = Path(run_dir) / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"{path}: no trained model here (run `rom train --out {run_dir}` first)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e}); the file is corrupt") from None
-    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise CheckpointError(f"{path}: expected a dict with 'config' and 'state_dict'")
-    try:
-        cfg = run_config_from_dict(blob["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: stored config is invalid: {e}") from None
-    backend = cfg.train.backend.value
-    if torch.device(device).type == "cpu" and backend not in ("auto", "reference"):
-        backend = "auto"  # a GPU kernel choice of training does not bind evaluation on CPU
-    model = make_model(cfg.model, backend)
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the stored model config: {e}") from None
-    return model.to(device).eval(), cfg

@@ -34,8 +34,8 @@ from torch import nn
 
 from rom import kernels
 from rom.config import Precision
-from rom.eval.perplexity import autocast_context
 from rom.layers.aux import RouterStats
+from rom.models.precision import autocast_context
 
 
 class CapturedStep:

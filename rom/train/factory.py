@@ -1,35 +1,23 @@
-"""The trainer's seams to the other parts: model construction and token shards.
+"""The trainer's seams to the other parts: model construction, token shards and the loader.
 
 Kept in one small module so tests can substitute a stand-in model or loader in one place.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from rom.config import ConfigError, ModelConfig
+from rom.data.shards import open_shard  # noqa: F401 - the trainer calls factory.open_shard (a seam for tests)
 
 
 def make_model(model_cfg: ModelConfig, backend: str = "auto") -> nn.Module:
     from rom.models import build_model
 
     return build_model(model_cfg, backend=backend)
-
-
-def open_shard(data_dir: str | Path, split: str) -> Any:
-    """TokenShard for DIR/{split}.bin + DIR/{split}.json, with a clear error when it is missing."""
-    from rom.data import TokenShard
-
-    prefix = Path(data_dir) / split
-    if not Path(f"{prefix}.bin").exists() or not Path(f"{prefix}.json").exists():
-        raise ConfigError(
-            f"--data {data_dir}: expected {prefix}.bin and {prefix}.json (run `rom tokenize --out {data_dir}`)"
-        )
-    return TokenShard(prefix)
 
 
 def make_loader(shard: Any, seq_len: int, batch_size: int, seed: int, rank: int, world_size: int) -> Any:

@@ -22,13 +22,15 @@ import numpy as np
 import torch
 
 from rom.config import ConfigError, Parallelism, RunConfig, TrainConfig, to_dict
-from rom.eval.perplexity import precision_name, score_windows, spread_window_ids
+from rom.eval.perplexity import score_windows, spread_window_ids
 from rom.io import atomic_write_json
+from rom.models.files import save_model
+from rom.models.precision import precision_name
 from rom.records import load_json, make_part, now_iso
 from rom.train import distributed as D
 from rom.train import factory
 from rom.train.checkpoint import (CheckpointError, check_same_run, checkpoint_dir, load_checkpoint, rng_state,
-                                  save_checkpoint, save_model, set_rng_state)
+                                  save_checkpoint, set_rng_state)
 from rom.train.cuda_graph import GraphedMicroStep, micro_batch_loss
 from rom.train.metrics import MetricsWriter, router_metrics
 from rom.train.master_weights import to_working_weights

@@ -37,7 +37,7 @@ def _run(cfg: dict, data: Path, out: Path) -> Path:
 @pytest.mark.parametrize("pattern", ["mamba", "rom"])
 def test_graphed_training_matches_eager(pattern: str, tmp_path: Path) -> None:
     pytest.importorskip("triton")
-    from rom.train.checkpoint import load_trained_model
+    from rom.models.files import load_trained_model
     from rom.train.metrics import read_metrics
     from test_train_support import make_data
 
