@@ -10,9 +10,10 @@
 #       (GPU side, from the repository root) installs WHEEL_DIR/*.whl into /tmp/site (no index, no deps),
 #       unpacks the data, runs `snakemake --until record` for at most TIME_LIMIT_S seconds with GPU_JOBS
 #       GPU jobs at a time (default 1), and writes the small run files (records, metrics, logs, Snakemake's
-#       benchmark files; never checkpoints or weights) to RECORDS_TAR. Unpack RECORDS_TAR into results/STUDY/
-#       of the clone you carry (tar -C results/STUDY -xzf RECORDS_TAR) before the next slice: a slice trains
-#       every run whose record did not travel with it. Finished runs are then kept, and an interrupted one
+#       benchmark files; never checkpoints or weights) to RECORDS_TAR. Extra Snakemake arguments come from
+#       ROM_SNAKEMAKE_ARGS (e.g. "--prioritize results/STUDY/runs/RUN_ID/final.json ..." to train some runs
+#       first). Unpack RECORDS_TAR into results/STUDY/ of the clone you carry (tar -C results/STUDY -xzf
+#       RECORDS_TAR) before the next slice: a slice trains every run whose record did not travel with it. Finished runs are then kept, and an interrupted one
 #       resumes from its checkpoint if the host kept it.
 #
 # Modification times do not survive every copy, so `run` re-stamps the run files that came with the
@@ -69,7 +70,7 @@ run() {
     # the ILP scheduler needs PuLP (16 MB, not carried); the greedy one is enough for a handful of GPU jobs
     timeout --signal=TERM --kill-after=90 "$limit" \
         python3 -m snakemake --cores "$(nproc)" --resources gpu="$gpu_jobs" --config study="$study" \
-        --rerun-triggers mtime --scheduler greedy --keep-going --until record || rc=$?
+        --rerun-triggers mtime --scheduler greedy --keep-going --until record ${ROM_SNAKEMAKE_ARGS:-} || rc=$?
     tar -C "results/$study" -czf "$records" --exclude='checkpoint*' --exclude='*.pt' --exclude='data' .
     echo "snakemake exit status: $rc (124: stopped at the ${limit}s limit; rerun to continue)"
 }
