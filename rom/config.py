@@ -78,6 +78,13 @@ class Combine(str, enum.Enum):
     SUM = "sum"  # plain sum of the k chosen experts (the paper's equation read literally)
 
 
+class Schedule(str, enum.Enum):
+    """Learning-rate schedule of a run (rom.train.schedule)."""
+
+    COSINE = "cosine"  # linear warmup, cosine to lr * min_lr_ratio over the whole run (Samba)
+    WSD = "wsd"  # linear warmup, constant lr, then 1-sqrt decay over the last decay_fraction of the steps
+
+
 class Precision(str, enum.Enum):
     AUTO = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     BF16 = "bf16"
@@ -340,8 +347,16 @@ class TrainConfig:
     batch_size: int = 16  # sequences per optimizer step, over all ranks
     micro_batch_size: int = 0  # sequences per forward per rank; 0 = batch_size / world (no accumulation)
     lr: float = 4e-4
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # the schedule decays to lr * min_lr_ratio
     warmup_fraction: float = 0.01
+    # learning-rate schedule: cosine (Samba) or wsd (warmup-stable-decay: linear warmup over warmup_fraction,
+    # constant lr, then 1-sqrt decay to lr * min_lr_ratio over the last decay_fraction of the steps)
+    schedule: Schedule = Schedule.COSINE
+    decay_fraction: float = 0.2  # wsd only: share of a run's (or branch's) steps spent decaying
+    # wsd only: fractions of the token budget at which a cooldown branch is taken from the stable phase and
+    # recorded as its own point (rom.train.loop): its decay over decay_fraction of its own steps, to the same
+    # final lr, with the main run's warmup; the main run continues as if the branch never happened
+    cooldown_branches: tuple[float, ...] = ()
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1
@@ -388,6 +403,40 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{prefix}.{name} must be in [0, 1), got {getattr(self, name)}")
+        self._validate_schedule(prefix)
+
+    def _validate_schedule(self, prefix: str) -> None:
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"{prefix}.decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        warmup = self.warmup_steps
+        if self.schedule == Schedule.WSD and self.steps - self.decay_steps(self.steps) < warmup:
+            raise ConfigError(
+                f"{prefix}: warmup ({warmup} steps) and decay ({self.decay_steps(self.steps)} steps) overlap in a "
+                f"run of {self.steps} steps; lower {prefix}.warmup_fraction or {prefix}.decay_fraction"
+            )
+        if not self.cooldown_branches:
+            return
+        if self.schedule != Schedule.WSD:
+            raise ConfigError(f"{prefix}.cooldown_branches needs {prefix}.schedule=wsd (a cosine run has no "
+                              f"stable phase to branch from), got schedule={self.schedule.value}")
+        fractions = list(self.cooldown_branches)
+        if fractions != sorted(set(fractions)) or not all(0.0 < f < 1.0 for f in fractions):
+            raise ConfigError(f"{prefix}.cooldown_branches must be increasing fractions in (0, 1) of "
+                              f"{prefix}.tokens, got {fractions}")
+        main_decay_start = self.steps - self.decay_steps(self.steps)
+        for f in fractions:
+            total = self.branch_steps(f)
+            start = total - self.decay_steps(total)
+            if start < max(1, warmup):
+                raise ConfigError(
+                    f"{prefix}.cooldown_branches: the branch at {f} ({total} steps) would start its decay at step "
+                    f"{start}, before the end of the warmup ({warmup} steps); use a larger fraction or more tokens"
+                )
+            if start >= main_decay_start:
+                raise ConfigError(
+                    f"{prefix}.cooldown_branches: the branch at {f} would start its decay at step {start}, not "
+                    f"before the main run's decay (from step {main_decay_start}); use a smaller fraction"
+                )
 
     @property
     def tokens_per_step(self) -> int:
@@ -396,6 +445,19 @@ class TrainConfig:
     @property
     def steps(self) -> int:
         return max(1, self.tokens // self.tokens_per_step)
+
+    @property
+    def warmup_steps(self) -> int:
+        """Linear warmup steps of this run (also those of its cooldown branches)."""
+        return int(math.ceil(self.warmup_fraction * self.steps)) if self.warmup_fraction > 0 else 0
+
+    def decay_steps(self, total_steps: int) -> int:
+        """wsd: decay steps of a run (or branch) of ``total_steps`` steps (decay_fraction of them, at least 1)."""
+        return max(1, int(math.floor(self.decay_fraction * total_steps + 0.5)))
+
+    def branch_steps(self, fraction: float) -> int:
+        """Steps of the cooldown branch at ``fraction`` of the budget: those of a run of that many tokens."""
+        return max(1, int(math.floor(fraction * self.tokens + 0.5)) // self.tokens_per_step)
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -423,6 +485,10 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------------------------- run
+
+
+# TrainConfig fields hashed only when they differ from their defaults (see RunConfig.config_hash)
+_TRAIN_FIELDS_ADDED_LATER = ("master_weights", "schedule", "decay_fraction", "cooldown_branches")
 
 
 @dataclass(frozen=True)
@@ -453,8 +519,11 @@ class RunConfig:
             payload.pop(key)
         for runtime_only in ("backend", "compile", "cuda_graphs", "threads", "log_every", "checkpoint_every", "parallelism"):
             payload["train"].pop(runtime_only)
-        if not payload["train"]["master_weights"]:  # added later: runs of the default policy keep their ids
-            payload["train"].pop("master_weights")
+        # fields added later leave the payload at their defaults, so runs made before them keep their ids
+        train_defaults = to_dict(TrainConfig())
+        for added in _TRAIN_FIELDS_ADDED_LATER:
+            if payload["train"][added] == train_defaults[added]:
+                payload["train"].pop(added)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

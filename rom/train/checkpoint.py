@@ -77,12 +77,17 @@ def check_same_run(run_dir: str | Path, run_id: str, config_hash: str) -> dict |
     return meta
 
 
-def save_checkpoint(run_dir: str | Path, state: dict[str, Any], run_id: str, config_hash: str) -> Path:
-    """Write ``state`` (must hold 'step') atomically; return the state file's path."""
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], run_id: str, config_hash: str,
+                    tag: str = "") -> Path:
+    """Write ``state`` (must hold 'step') atomically; return the state file's path.
+
+    ``tag`` is appended to the file name: a second checkpoint of the same step (the trainer's after a cooldown
+    branch) then goes to a new file, so the old one stays valid until meta.json names the new one.
+    """
     ckpt = checkpoint_dir(run_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
     step = int(state["step"])
-    name = f"step-{step:08d}.pt"
+    name = f"step-{step:08d}{tag}.pt"
     target = ckpt / name
     payload = {"format_version": FORMAT_VERSION, "run_id": run_id, "config_hash": config_hash, **state}
     with atomic_path(target) as tmp:

@@ -36,13 +36,15 @@ from rom.train.metrics import MetricsWriter, router_metrics
 from rom.train.master_weights import to_working_weights
 from rom.train.optim import build_optimizer
 from rom.train.peaks import mfu, peak_flops
-from rom.train.schedule import WarmupCosine
+from rom.train.schedule import LRSchedule
 
 TRAIN_PART = "train.json"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
 # Test hook: "STEP:SIGNAL" makes the process send itself SIGNAL right after optimizer step STEP.
 KILL_HOOK_ENV = "ROM_TEST_SIGNAL_AT_STEP"
+# The same for the steps of a cooldown branch (numbered like the main run's: the branch continues its steps).
+BRANCH_KILL_HOOK_ENV = "ROM_TEST_SIGNAL_AT_BRANCH_STEP"
 
 
 class TrainingInterrupted(Exception):
@@ -201,8 +203,8 @@ class _StopFlag:
         self._previous.clear()
 
 
-def _test_hook() -> tuple[int, int] | None:
-    spec = os.environ.get(KILL_HOOK_ENV)
+def _test_hook(env: str = KILL_HOOK_ENV) -> tuple[int, int] | None:
+    spec = os.environ.get(env)
     if not spec:
         return None
     step, name = spec.split(":")
@@ -298,12 +300,23 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         log.info("master weights: %d projection weights in bf16, fp32 masters in the optimizer", len(pairs))
     model = D.wrap_model(raw, info, t.parallelism)
     optimizer = build_optimizer(raw, t, pairs)
-    schedule = WarmupCosine(optimizer, t, total_steps)
+    schedule = LRSchedule(optimizer, t, total_steps)
     loader = factory.make_loader(train_shard, t.seq_len, micro, t.seed, info.rank, info.world_size)
     forward = torch.compile(model) if t.compile else model
     layout = "fsdp" if (info.distributed and t.parallelism == Parallelism.FSDP) else "full"
 
     step, losses, elapsed, val_loss = 0, [], 0.0, None
+    # cooldown branches (train.cooldown_branches): the step each one's decay starts at; the finished ones' records
+    branch_start = {f: t.branch_steps(f) - t.decay_steps(t.branch_steps(f)) for f in t.cooldown_branches}
+    branches: list[dict] = []
+
+    def restore(state: dict) -> None:
+        """Model, optimizer, schedule, loader and RNG exactly as ``state`` (a checkpoint) holds them."""
+        D.load_full_state(raw, optimizer, state["model"], state["optimizer"], info, t.parallelism)
+        schedule.load_state_dict(state["schedule"])
+        loader.load_state_dict(state["loader"][info.rank])
+        set_rng_state(state["rng"][info.rank])
+
     state = load_checkpoint(run_dir, run_id, config_hash) if meta is not None else None
     if state is not None:
         if state["layout"] != layout or state["world_size"] != info.world_size:
@@ -311,13 +324,11 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                 f"{checkpoint_dir(run_dir)}: saved with {state['world_size']} process(es) and {state['layout']} "
                 f"state; resume with the same number of processes and train.parallelism"
             )
-        D.load_full_state(raw, optimizer, state["model"], state["optimizer"], info, t.parallelism)
-        schedule.load_state_dict(state["schedule"])
-        loader.load_state_dict(state["loader"][info.rank])
-        set_rng_state(state["rng"][info.rank])
+        restore(state)
         step, losses, elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed_s"])
         val_loss = state.get("val_loss")
-        metrics.truncate_after(step)
+        branches = list(state.get("branches", []))
+        metrics.truncate_after(step, [b["fraction"] for b in branches])
         log.info("resumed %s from step %d of %d (%s)", run_id, step, total_steps, checkpoint_dir(run_dir))
         del state
     else:
@@ -326,7 +337,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                  run_id, total_steps, tokens_per_step, t.batch_size, info.world_size, micro, accum,
                  device_name(info.device))
 
-    def checkpoint() -> Path:
+    def checkpoint(tag: str = "") -> Path:
         msd, osd = D.full_state(raw, optimizer, info, t.parallelism)
         rngs = D.gather_objects(info, rng_state())
         loaders = D.gather_objects(info, loader.state_dict())
@@ -335,8 +346,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             path = save_checkpoint(run_dir, {
                 "step": step, "model": msd, "optimizer": osd, "schedule": schedule.state_dict(),
                 "loader": loaders, "rng": rngs, "losses": losses, "elapsed_s": elapsed + (time.perf_counter() - t_session),
-                "val_loss": val_loss, "layout": layout, "world_size": info.world_size,
-            }, run_id, config_hash)
+                "val_loss": val_loss, "layout": layout, "world_size": info.world_size, "branches": branches,
+            }, run_id, config_hash, tag)
             log.info("checkpoint step %d -> %s", step, path)
         D.barrier(info)
         return path
@@ -354,6 +365,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     graphed: GraphedMicroStep | None = None  # captured at the first micro-batch when use_graphs
 
     hook = _test_hook()
+    branch_hook = _test_hook(BRANCH_KILL_HOOK_ENV)
     stop = _StopFlag()
     stop.install()
     bar = None
@@ -374,21 +386,25 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     win = {"start": time.perf_counter(), "data": 0.0, "overhead": 0.0, "excluded": 0.0, "steps": 0}
     batches = iter(loader)
 
+    def reduce_pending(values: list[torch.Tensor]) -> list[list[float]]:
+        """Per-step rows of ``values`` (one device sync), averaged over ranks; empties ``values``."""
+        vals = torch.stack(values).double()
+        if info.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(vals, op=dist.ReduceOp.SUM)
+            vals /= info.world_size
+        values.clear()
+        return vals.cpu().tolist()
+
     def flush() -> dict[str, Any]:
         """Read pending per-step values (one device sync), average over ranks, append to ``losses``."""
         nonlocal diverged
         row: dict[str, Any] = {}
         if not pending:
             return row
-        vals = torch.stack(pending).double()
-        if info.distributed:
-            import torch.distributed as dist
-
-            dist.all_reduce(vals, op=dist.ReduceOp.SUM)
-            vals /= info.world_size
-        vals_list = vals.cpu().tolist()
+        vals_list = reduce_pending(pending)
         t_synced = time.perf_counter()
-        pending.clear()
         losses.extend(v[0] for v in vals_list)
         wall = t_synced - win["start"] - win["excluded"]
         tokens_per_s = tokens_per_step * win["steps"] / wall if wall > 0 else 0.0
@@ -410,73 +426,161 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         win.update(start=t_synced, data=0.0, overhead=time.perf_counter() - t_synced, excluded=0.0, steps=0)
         return row
 
+    def train_step(sched: LRSchedule, log_step: bool, into: list[torch.Tensor]) -> float:
+        """One optimizer step under ``sched``; appends (loss, ce, aux, grad_norm) to ``into``; returns its lr.
+        Router statistics are collected on ``log_step``."""
+        nonlocal graphed, use_graphs, batches, last_lr
+        # a captured step adds into the .grad tensors it was captured with: zero those in place
+        optimizer.zero_grad(set_to_none=graphed is None)
+        if graphed is not None:
+            graphed.captured.check_gradients_in_place()
+        ce_sum = torch.zeros((), device=info.device)
+        aux_sum = torch.zeros((), device=info.device)
+        for i in range(accum):
+            t0 = time.perf_counter()
+            try:
+                x, y = next(batches)
+            except StopIteration:  # a finite loader: start its next pass
+                batches = iter(loader)
+                x, y = next(batches)
+            x = x.to(info.device, non_blocking=True)
+            y = y.to(info.device, non_blocking=True)
+            win["data"] += time.perf_counter() - t0
+            if use_graphs and graphed is None:
+                t_capture = time.perf_counter()
+                try:
+                    graphed = GraphedMicroStep(model, tuple(x.shape), cfg.model.vocab_size, accum,
+                                               info.device, t.precision)
+                except RuntimeError as err:
+                    if t.cuda_graphs is True:
+                        raise RuntimeError(f"train.cuda_graphs=true: capturing the micro-batch step "
+                                           f"failed ({err}); set train.cuda_graphs=false") from err
+                    # unset: this model cannot be replayed (a host synchronisation in its step, say)
+                    log.warning("CUDA graphs off: capturing the micro-batch step failed (%s); training "
+                                "eagerly (set train.cuda_graphs=false to skip the attempt)", err)
+                    use_graphs = False
+                    optimizer.zero_grad(set_to_none=True)  # the warm-up's gradients
+                else:
+                    log.info("captured the micro-batch step as a CUDA graph in %.1f s",
+                             time.perf_counter() - t_capture)
+            if graphed is not None:
+                ce, aux, stats = graphed(x, y)
+                if log_step:  # the next replay overwrites them
+                    stats = [s.snapshot() for s in stats]
+            else:
+                # master weights fold every micro-batch's gradients into fp32, so each must be reduced
+                with D.set_grad_sync(model, i == accum - 1 or (pairs is not None and accum > 1)):
+                    ce, aux, out = micro_batch_loss(forward, x, y, accum, info.device, t.precision)
+                stats = getattr(out, "router_stats", None)
+            if pairs is not None and accum > 1:
+                optimizer.fold_gradients(keep_grad_tensors=graphed is not None)
+            ce_sum += ce
+            aux_sum += aux.to(ce_sum.device)
+            if log_step and stats:
+                router_buffer.extend(stats)
+        last_lr = optimizer.param_groups[0]["lr"]
+        max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
+        if pairs is not None:  # the masters' gradients, summed in fp32
+            grad_norm = optimizer.clip_grad_norm_(max_norm)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2 DTensor
+            grad_norm = grad_norm.full_tensor()
+        optimizer.step()
+        sched.step()
+        ce_mean, aux_mean = ce_sum / accum, aux_sum / accum
+        into.append(torch.stack([ce_mean + aux_mean, ce_mean, aux_mean, grad_norm.float().to(ce_sum.device)]))
+        return last_lr
+
+    def run_branch(fraction: float) -> None:
+        """The cooldown branch at ``fraction`` of the budget, taken at the current (stable-phase) step.
+
+        Checkpoint (the state the branch starts from and the main run resumes from), decay over the branch's
+        own decay steps, validate on the final validation's windows, record, then restore the checkpoint as a
+        resume would, so the main run continues bit for bit as without the branch. A signal during the branch
+        exits with that checkpoint (the branch runs again on resume); a finished branch is in the next
+        checkpoint, written at once, so it is not repeated.
+        """
+        nonlocal t_session
+        t_branch = time.perf_counter()
+        if pending:
+            metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
+        if diverged:
+            return
+        checkpoint(f"-before-branch-{fraction:g}")
+        elapsed_before = elapsed + (time.perf_counter() - t_session)
+        total_b = t.branch_steps(fraction)
+        sched = LRSchedule(optimizer, t, total_b, warmup_steps=schedule.warmup_steps)
+        sched.load_state_dict({"step_count": step})
+        log.info("cooldown branch at %g of the budget: steps %d-%d decay to %.3g (%s)", fraction, step, total_b,
+                 t.lr * t.min_lr_ratio, sched.describe())
+        b_step, b_pending, b_losses, b_diverged, lr = step, [], [], False, schedule.current_lr()
+        while b_step < total_b:
+            if D.any_rank(info, stop.signum is not None):
+                signum = stop.signum or signal.SIGTERM
+                log.warning("%s during the cooldown branch at %g: exiting; it runs again from the checkpoint of "
+                            "step %d on resume", signal.Signals(signum).name, fraction, step)
+                raise TrainingInterrupted(signum, step, checkpoint_dir(run_dir))
+            lr = train_step(sched, False, b_pending)
+            b_step += 1
+            if (b_step - step) % t.log_every == 0 or b_step == total_b:
+                vals = reduce_pending(b_pending)
+                b_losses.extend(v[0] for v in vals)
+                mean = np.mean(vals, axis=0)
+                metrics.write({"step": step, "branch": {
+                    "fraction": fraction, "step": b_step, "tokens": b_step * tokens_per_step,
+                    "train/loss": float(mean[0]), "train/ce": float(mean[1]), "train/aux_loss": float(mean[2]),
+                    "grad_norm": float(vals[-1][3]), "lr": float(lr)}})
+                if not all(math.isfinite(v[0]) for v in vals):
+                    b_diverged = True
+                    log.error("cooldown branch at %g: non-finite loss at or before its step %d", fraction, b_step)
+                    break
+            if branch_hook is not None and branch_hook[0] == b_step:
+                os.kill(os.getpid(), branch_hook[1])
+                time.sleep(0.5)
+        b_val = None if b_diverged else validate()
+        if b_val is not None:
+            metrics.write({"step": step, "branch": {"fraction": fraction, "step": b_step,
+                                                    "tokens": b_step * tokens_per_step, "val/loss": b_val}})
+        branch_time = time.perf_counter() - t_branch
+        saved = load_checkpoint(run_dir, run_id, config_hash)
+        if saved is None or int(saved["step"]) != step:
+            raise CheckpointError(f"{checkpoint_dir(run_dir)}: the checkpoint written before the cooldown branch "
+                                  f"at {fraction} (step {step}) is gone; cannot restore the main run")
+        restore(saved)
+        del saved
+        tail = [v for v in b_losses[-max(1, len(b_losses) // 10):] if math.isfinite(v)]
+        branches.append({
+            "fraction": fraction,
+            "tokens": b_step * tokens_per_step,
+            "steps": b_step,
+            "start_step": step,
+            "passes": b_step * tokens_per_step / max(1, len(train_shard.tokens)),
+            "val_loss": b_val,
+            "final_train_loss": float(np.mean(tail)) if tail else None,
+            "diverged": b_diverged,
+            # the main run's time to the branch point plus the branch: what a run of this budget would take
+            "wall_time_s": elapsed_before + branch_time,
+            "branch_time_s": branch_time,
+            "schedule": sched.describe(),
+        })
+        log.info("cooldown branch at %g: %d tokens, validation loss %s, %.1f s; main run restored at step %d",
+                 fraction, b_step * tokens_per_step, "n/a" if b_val is None else f"{b_val:.4f}", branch_time, step)
+        win["excluded"] += time.perf_counter() - t_branch
+        t_session += time.perf_counter() - t_branch  # the main run's time excludes the branch
+        checkpoint(f"-after-branch-{fraction:g}")
+
     try:
         while step < total_steps and not diverged:
             if D.any_rank(info, stop.signum is not None):
                 break
             log_step = (step + 1) % t.log_every == 0 or step + 1 == total_steps
-            # a captured step adds into the .grad tensors it was captured with: zero those in place
-            optimizer.zero_grad(set_to_none=graphed is None)
-            if graphed is not None:
-                graphed.captured.check_gradients_in_place()
-            ce_sum = torch.zeros((), device=info.device)
-            aux_sum = torch.zeros((), device=info.device)
-            for i in range(accum):
-                t0 = time.perf_counter()
-                try:
-                    x, y = next(batches)
-                except StopIteration:  # a finite loader: start its next pass
-                    batches = iter(loader)
-                    x, y = next(batches)
-                x = x.to(info.device, non_blocking=True)
-                y = y.to(info.device, non_blocking=True)
-                win["data"] += time.perf_counter() - t0
-                if use_graphs and graphed is None:
-                    t_capture = time.perf_counter()
-                    try:
-                        graphed = GraphedMicroStep(model, tuple(x.shape), cfg.model.vocab_size, accum,
-                                                   info.device, t.precision)
-                    except RuntimeError as err:
-                        if t.cuda_graphs is True:
-                            raise RuntimeError(f"train.cuda_graphs=true: capturing the micro-batch step "
-                                               f"failed ({err}); set train.cuda_graphs=false") from err
-                        # unset: this model cannot be replayed (a host synchronisation in its step, say)
-                        log.warning("CUDA graphs off: capturing the micro-batch step failed (%s); training "
-                                    "eagerly (set train.cuda_graphs=false to skip the attempt)", err)
-                        use_graphs = False
-                        optimizer.zero_grad(set_to_none=True)  # the warm-up's gradients
-                    else:
-                        log.info("captured the micro-batch step as a CUDA graph in %.1f s",
-                                 time.perf_counter() - t_capture)
-                if graphed is not None:
-                    ce, aux, stats = graphed(x, y)
-                    if log_step:  # the next replay overwrites them
-                        stats = [s.snapshot() for s in stats]
-                else:
-                    # master weights fold every micro-batch's gradients into fp32, so each must be reduced
-                    with D.set_grad_sync(model, i == accum - 1 or (pairs is not None and accum > 1)):
-                        ce, aux, out = micro_batch_loss(forward, x, y, accum, info.device, t.precision)
-                    stats = getattr(out, "router_stats", None)
-                if pairs is not None and accum > 1:
-                    optimizer.fold_gradients(keep_grad_tensors=graphed is not None)
-                ce_sum += ce
-                aux_sum += aux.to(ce_sum.device)
-                if log_step and stats:
-                    router_buffer.extend(stats)
-            last_lr = optimizer.param_groups[0]["lr"]
-            max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
-            if pairs is not None:  # the masters' gradients, summed in fp32
-                grad_norm = optimizer.clip_grad_norm_(max_norm)
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), max_norm)
-            if hasattr(grad_norm, "full_tensor"):  # FSDP2 DTensor
-                grad_norm = grad_norm.full_tensor()
-            optimizer.step()
-            schedule.step()
+            for fraction, start in branch_start.items():
+                if start == step and fraction not in {b["fraction"] for b in branches}:
+                    run_branch(fraction)
+            train_step(schedule, log_step, pending)
             step += 1
             win["steps"] += 1
-            ce_mean, aux_mean = ce_sum / accum, aux_sum / accum
-            pending.append(torch.stack([ce_mean + aux_mean, ce_mean, aux_mean, grad_norm.float().to(ce_sum.device)]))
 
             row: dict[str, Any] = {}
             if log_step:
@@ -563,7 +667,11 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             "world_size": info.world_size,
             "parallelism": t.parallelism.value if info.distributed else "none",
             "diverged": diverged,
+            "schedule": schedule.describe(),
+            "branch_time_s": sum(b["branch_time_s"] for b in branches),
         },
+        # cooldown branches (train.cooldown_branches): each a point of its own token budget, see docs/interfaces.md
+        "branches": branches,
         "provenance": provenance(cfg, info.device),
         "metrics_file": METRICS_FILE,
     })

@@ -6,6 +6,11 @@ last line), ``train/ce``, ``train/aux_loss``, ``perf/*`` (tokens_per_s, step_tim
 ``router/layer{i}/load_min|load_max|load_cv|entropy`` where load is the share of routed token-slots each
 expert received (sums to 1 over experts; balanced = 1/E) and cv = std/mean of the per-expert counts.
 A layer holding several routers (independent routing, FFN-MoE) gets ``router/layer{i}.{name}/...``.
+
+Cooldown branches (train.cooldown_branches) write their own lines, ``{"step": S, "branch": {...}}`` where S is
+the main-run step the branch was taken at and the nested object holds ``fraction``, the branch's own ``step``
+and ``tokens``, ``train/loss``, ``train/ce``, ``train/aux_loss``, ``grad_norm``, ``lr`` and, at its end,
+``val/loss``. Readers of the main run's curve skip lines with a ``branch`` key.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ class MetricsWriter:
         self.path = Path(path)
         self.enabled = enabled
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop lines logged after the checkpointed ``step`` so the file reads as one run."""
+    def truncate_after(self, step: int, finished_branches: Iterable[float] = ()) -> None:
+        """On resume: drop lines logged after the checkpointed ``step`` so the file reads as one run, and the
+        lines of any cooldown branch not in ``finished_branches`` (one cut short by a kill is run again)."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and _step_of(line) <= step]
+        done = {float(f) for f in finished_branches}
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and _step_of(line) <= step and _branch_kept(line, done)]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def reset(self) -> None:
@@ -56,6 +64,14 @@ def _step_of(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (json.JSONDecodeError, TypeError, ValueError):
         return 1 << 62  # a torn last line from a killed run: drop it
+
+
+def _branch_kept(line: str, finished: set[float]) -> bool:
+    try:
+        branch = json.loads(line).get("branch")
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return branch is None or float(branch.get("fraction", -1)) in finished
 
 
 def read_metrics(path: str | Path) -> list[dict]:
