@@ -168,6 +168,7 @@ class RoMConfig:
             raise ConfigError(f"{prefix}.expert_projections must name at least one of {_choices(Projection)}")
         if len(set(self.expert_projections)) != len(self.expert_projections):
             raise ConfigError(f"{prefix}.expert_projections has duplicates: {list(self.expert_projections)}")
+        _check_renormalize(prefix, self.renormalize, self.top_k)
         _non_negative(prefix, "load_balance_coef", self.load_balance_coef)
         _non_negative(prefix, "z_loss_coef", self.z_loss_coef)
 
@@ -191,8 +192,20 @@ class MoEConfig:
             raise ConfigError(
                 f"{prefix}.top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}"
             )
+        _check_renormalize(prefix, self.renormalize, self.top_k)
         _non_negative(prefix, "load_balance_coef", self.load_balance_coef)
         _non_negative(prefix, "z_loss_coef", self.z_loss_coef)
+
+
+def _check_renormalize(prefix: str, renormalize: bool, top_k: int) -> None:
+    """Renormalised top-1 weights are identically 1: the router would get no language-model gradient."""
+    if renormalize and top_k == 1:
+        raise ConfigError(
+            f"{prefix}.renormalize=true with {prefix}.top_k=1 is rejected: the renormalised weight of the one "
+            f"chosen expert is p/p = 1 for every token, so the router receives no gradient from the language-model "
+            f"loss (only from the auxiliary losses) and never learns to route; set {prefix}.renormalize=false "
+            f"(or top_k >= 2)"
+        )
 
 
 @dataclass(frozen=True)

@@ -83,3 +83,19 @@ def test_moe_every_alternates_dense_and_moe():
 def test_to_dict_is_plain():
     d = to_dict(RunConfig())
     assert d["model"]["pattern"] == "mamba" and isinstance(d["model"]["rom"]["expert_projections"], list)
+
+
+@pytest.mark.parametrize("section", ["rom", "moe"])
+def test_renormalised_top1_is_rejected(section):
+    """Renormalised top-1 weights are p/p = 1: the router would get no language-model gradient."""
+    with pytest.raises(ConfigError, match=rf"model\.{section}\.renormalize=true with model\.{section}\.top_k=1"):
+        load_run_config(None, [f"model.{section}.top_k=1", f"model.{section}.renormalize=true"])
+    load_run_config(None, [f"model.{section}.top_k=2", f"model.{section}.renormalize=true"])
+    load_run_config(None, [f"model.{section}.top_k=1", f"model.{section}.renormalize=false"])
+
+
+def test_presets_validate():
+    """Every shipped preset passes validation (renormalised top-1 among the checks; the shipped studies are
+    checked by tests/test_pipeline_studies.py::test_shipped_studies_are_valid)."""
+    for name in preset_names():
+        model_preset(name).validate()
