@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rom.config import ConfigError, DataConfig, run_config_from_dict
-from rom.data.corpus import DataError, Document, chunk_text, is_validation, iter_documents, iter_split, write_corpus
+from rom.data.corpus import DataError, Document, is_validation, iter_documents, iter_split, write_corpus
+from rom.data.document import chunk_text
 
 
 def files_cfg(*paths: Path | str, **kw) -> DataConfig:

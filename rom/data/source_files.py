@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rom.config import DataConfig
-from rom.data.corpus import DataError, Document
+from rom.data.document import DataError, Document
 
 SOURCE = "files"
 SUFFIXES = (".jsonl", ".jsonl.gz", ".txt", ".parquet")

@@ -9,7 +9,7 @@ import os
 from typing import Iterator
 
 from rom.config import ConfigError, DataConfig
-from rom.data.corpus import DataError, Document
+from rom.data.document import DataError, Document
 
 
 def iter_hf(cfg: DataConfig) -> Iterator[Document]:

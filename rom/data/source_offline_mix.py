@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from rom.config import DataConfig
-from rom.data.corpus import DataError, Document, chunk_text, default_cache_dir
+from rom.data.document import DataError, Document, chunk_text, default_cache_dir
 
 log = logging.getLogger(__name__)
 
