@@ -1,34 +1,60 @@
-"""`rom` command line: one subcommand per module (see docs/interfaces.md).
+"""`rom` command line: the table of subcommands, ``--version``, and one-line errors (see docs/interfaces.md).
 
-Subcommand modules expose HELP, add_arguments(parser) and run(args) -> int, and import torch only inside
-run, so `rom --help` stays fast.
+Each subcommand is a module ``rom/commands/<name>.py`` (dashes become underscores) with HELP,
+add_arguments(parser) and run(args) -> int; it imports torch only inside run, so `rom --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+from pathlib import Path
 
 from rom.config import ConfigError
 from rom.errors import RomError
 
+DISTRIBUTION = "rom-toolkit"  # the project name in pyproject.toml
+
 COMMANDS: dict[str, str] = {
-    "env": "rom.env_command",  # outside rom.kernels: that package imports torch
-    "flops": "rom.accounting_command",
-    "corpus": "rom.data.command_corpus",
-    "train-tokenizer": "rom.data.command_tokenizer",
-    "tokenize": "rom.data.command_tokenize",
-    "train": "rom.train.command",
-    "eval": "rom.eval.command",
-    "record": "rom.records_command",
-    "export-tasks": "rom.eval.export_command",
-    "downstream": "rom.eval.downstream_command",
+    "env": "rom.commands.env",
+    "flops": "rom.commands.flops",
+    "corpus": "rom.commands.corpus",
+    "train-tokenizer": "rom.commands.train_tokenizer",
+    "tokenize": "rom.commands.tokenize",
+    "train": "rom.commands.train",
+    "eval": "rom.commands.eval",
+    "record": "rom.commands.record",
+    "export-tasks": "rom.commands.export_tasks",
+    "downstream": "rom.commands.downstream",
 }
+
+
+def version() -> str:
+    """The installed package's version; from a source checkout not installed, pyproject.toml's."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # Python 3.10: the [project] table's version line
+        m = re.search(r'^\[project\]$(?:(?!^\[).)*?^version\s*=\s*"([^"]+)"', text, re.MULTILINE | re.DOTALL)
+        return m.group(1) if m else "unknown"
+    return str(tomllib.loads(text).get("project", {}).get("version", "unknown"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rom", description="Routing Mamba toolkit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         try:

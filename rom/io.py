@@ -1,8 +1,12 @@
-"""Atomic file writes: write to a temporary name in the same directory, fsync, then rename."""
+"""Atomic file writes (a temporary name in the same directory, fsync, then rename) and JSON without inf/nan.
+
+Plain Python, no torch: the analysis uses it too.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -37,8 +41,54 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+# ------------------------------------------------------------------------------ JSON with inf / nan as strings
+
+
+def json_safe(obj: Any) -> Any:
+    """JSON has no inf/nan: ``obj`` with them as the strings "inf", "-inf", "nan" (undone by ``restore_floats``).
+
+    Dict keys become strings and numpy scalars plain numbers.
+    """
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return "nan"
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return json_safe(obj.item())
+    return obj
+
+
+def atomic_write_json_safe(path: str | Path, obj: Any) -> None:
+    """Write ``json_safe(obj)`` atomically: standard JSON (inf/nan as strings), indented."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def restore_floats(obj: Any) -> Any:
+    """Inverse of ``json_safe`` for a nested structure of numbers: "inf", "-inf", "nan" -> floats."""
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: restore_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [restore_floats(v) for v in obj]
+    return obj
+
+
+def as_float(value: Any) -> float | None:
+    """Inverse of ``json_safe`` for one number: "inf"/"nan" strings back to floats; None stays None."""
+    if value is None:
+        return None
+    return float(value)

@@ -8,7 +8,8 @@ with ``schema_version`` and ``part``:
 * ``flops.json``      written by ``rom flops --run`` (part="flops")
 * ``downstream.json`` written by the downstream stage (part="downstream"), optional
 
-``merge_parts`` joins them into ``final.json`` (part="final"), the one record per run that analysis reads.
+``collect_parts`` loads the parts of a run directory and ``merge_parts`` joins them into ``final.json``
+(part="final"), the one record per run that analysis reads.
 ``validate_record`` checks a final record and raises ``RecordError`` naming the file and the field.
 
 Final record layout (schema version 1)::
@@ -26,7 +27,16 @@ Final record layout (schema version 1)::
             components: {name: per-token forward FLOPs},
             torch_counter_fwd: float|None, fvcore_fwd: float|None}   # measured cross-checks, per token
     training: {tokens, steps, seq_len, batch_size, passes, wall_time_s, tokens_per_s,
-               final_train_loss, seed, device, precision, backend, world_size, diverged: bool}
+               final_train_loss, seed, device, precision, backend, world_size, diverged: bool,
+               schedule: {kind, lr, min_lr, total_steps, warmup_steps, decay_start, decay_steps, decay_shape},
+               branch_time_s}                  # schedule, branch_time_s: records written since issue 23
+    branches: [{fraction, tokens, steps, start_step, passes, val_loss: float|None, final_train_loss,
+                diverged, wall_time_s, branch_time_s, schedule: {as training.schedule}}]   # optional
+                                            # train.cooldown_branches of a wsd run: each branch is a point of
+                                            # its own token budget (tokens = its steps x tokens per step);
+                                            # val_loss on the final validation's windows; wall_time_s = main
+                                            # run's time to the branch + the branch (a run of that budget);
+                                            # several points of one run: bootstrap by run, not by point
     eval: {tokenizer_bytes_per_token: float,
            results: [{context_length, loss, ppl, bpb, tokens}]}
     downstream: {task: {metric: value}} | null          # e.g. {"hellaswag": {"acc": .., "acc_norm": ..}}
@@ -39,7 +49,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from rom.errors import RomError
 
@@ -151,6 +161,22 @@ def load_part(path: str | Path, part: str) -> dict:
     if data.get("part") != part:
         raise RecordError(f"{path}: expected a '{part}' part, found part={data.get('part')!r}")
     return data
+
+
+def collect_parts(run_dir: str | Path, require: Sequence[str] = ()) -> dict[str, dict]:
+    """Load RUN_DIR/<part>.json for every part present; train and ``require`` must exist."""
+    run_dir = Path(run_dir)
+    unknown = [p for p in require if p not in PART_NAMES]
+    if unknown:
+        raise RecordError(f"--require {','.join(unknown)}: unknown part(s); known parts: {', '.join(PART_NAMES)}")
+    parts = {}
+    for name in PART_NAMES:
+        path = run_dir / f"{name}.json"
+        if path.exists():
+            parts[name] = load_part(path, name)
+        elif name == "train" or name in require:
+            raise RecordError(f"{path}: required part '{name}' is missing")
+    return parts
 
 
 def merge_parts(parts: Mapping[str, Mapping[str, Any]], source: str = "<merge>") -> dict:

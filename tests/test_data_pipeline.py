@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rom.data import command_corpus, command_tokenize, command_tokenizer
+from rom.commands import corpus as command_corpus
+from rom.commands import tokenize as command_tokenize
+from rom.commands import train_tokenizer as command_tokenizer
 from rom.data.corpus import iter_split
 from rom.data.shards import TokenShard
 from rom.data.tokenizer import load_tokenizer

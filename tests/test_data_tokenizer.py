@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rom.config import ConfigError, DataConfig, TokenizerConfig, TokenizerKind, run_config_from_dict
-from rom.data import command_tokenizer
+from rom.commands import train_tokenizer as command_tokenizer
 from rom.data.corpus import Document, is_validation, write_corpus
 from rom.data.tokenizer import build_tokenizer, check_vocab, gpt_neox_tokenizer_path, load_tokenizer
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rom.cli import main
-from rom.eval import downstream_command
+from rom.eval import parts
 from rom.eval import tasks as T
 from rom.eval.scorer import LMScorer
 from rom.records import load_part
@@ -97,11 +97,11 @@ def test_command_writes_the_downstream_part_with_either_engine(stand_in_run, exp
 
 
 def test_auto_engine_uses_builtin_when_lm_eval_is_missing(stand_in_run, export_dir, tmp_path, monkeypatch):
-    assert downstream_command.resolve_engine("auto") == "lm-eval"
+    assert parts.resolve_engine("auto") == "lm-eval"
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # `import lm_eval` now fails, find_spec returns None
-    assert downstream_command.resolve_engine("auto") == "builtin"
+    assert parts.resolve_engine("auto") == "builtin"
     with pytest.raises(RuntimeError, match="lm-eval is not installed"):
-        downstream_command.resolve_engine("lm-eval")
+        parts.resolve_engine("lm-eval")
     out = tmp_path / "d.json"
     assert _downstream(stand_in_run, export_dir, out) == 0
     assert load_part(out, "downstream")["downstream_meta"]["engine"] == "builtin"

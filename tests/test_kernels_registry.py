@@ -171,7 +171,7 @@ def test_package_import_does_not_import_optional_accelerators() -> None:
 
 
 def test_rom_env_json(capsys) -> None:
-    from rom import env_command
+    from rom.commands import env as env_command
 
     parser = argparse.ArgumentParser()
     env_command.add_arguments(parser)

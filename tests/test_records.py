@@ -9,8 +9,7 @@ import pytest
 
 from rom.cli import main as rom_main
 from rom.config import run_config_from_dict
-from rom.records import load_record, validate_record
-from rom.records_command import collect_parts
+from rom.records import collect_parts, load_record, validate_record
 from rom.train.loop import train
 from test_train_support import make_data, tiny_config
 

@@ -8,7 +8,7 @@ import sys
 from typing import Callable
 
 from rom.config import RunConfig, load_run_config
-from rom.data.corpus import DataError
+from rom.data.document import DataError
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 HELP = "merge RUN_DIR/{train,eval,flops,downstream}.json into one validated final record"
 
@@ -16,27 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated parts that must be present besides train, e.g. eval,flops")
 
 
-def collect_parts(run_dir: str | Path, require: list[str] | tuple[str, ...] = ()) -> dict[str, dict]:
-    """Load RUN_DIR/<part>.json for every part present; train and ``require`` must exist."""
-    from rom.records import PART_NAMES, RecordError, load_part
-
-    run_dir = Path(run_dir)
-    unknown = [p for p in require if p not in PART_NAMES]
-    if unknown:
-        raise RecordError(f"--require {','.join(unknown)}: unknown part(s); known parts: {', '.join(PART_NAMES)}")
-    parts = {}
-    for name in PART_NAMES:
-        path = run_dir / f"{name}.json"
-        if path.exists():
-            parts[name] = load_part(path, name)
-        elif name == "train" or name in require:
-            raise RecordError(f"{path}: required part '{name}' is missing")
-    return parts
-
-
 def run(args: argparse.Namespace) -> int:
     from rom.io import atomic_write_json
-    from rom.records import RecordError, merge_parts
+    from rom.records import RecordError, collect_parts, merge_parts
 
     require = [p.strip() for p in args.require.split(",") if p.strip()]
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rom.data._cli import add_config_arguments, load_config, run_command
+from rom.commands._common import add_config_arguments, load_config, run_command
 
 HELP = "tokenize a corpus directory into DIR/{train,val}.bin (uint16/uint32 memmaps) + DIR/{train,val}.json"
 

@@ -1,18 +1,10 @@
-"""`rom env`: python / torch / CUDA versions, optional kernel backends, and what each op resolves to."""
+"""What ``rom env`` reports: python / torch / CUDA versions, optional kernel backends, and the backend each op
+resolves to. Outside ``rom.kernels`` so that importing it does not import torch (``collect`` does)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
-import sys
 from typing import Any
-
-HELP = "show python/torch/CUDA versions, optional kernel backends (with reasons) and the backend each op uses"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def collect() -> dict[str, Any]:
@@ -58,13 +50,3 @@ def format_table(info: dict[str, Any]) -> str:
     for op in info["auto"][devices[0]]:
         lines.append(f"  {op:<16}" + "".join(f"{info['auto'][d][op]:<12}" for d in devices))
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    info = collect()
-    if args.json:
-        json.dump(info, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(format_table(info))
-    return 0

@@ -25,7 +25,7 @@ def _is_main_process() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from rom.config import load_run_config
-    from rom.train.checkpoint import CheckpointError
+    from rom.models.files import CheckpointError
     from rom.train.loop import TrainingInterrupted, train
 
     cfg = load_run_config(args.config, args.overrides)

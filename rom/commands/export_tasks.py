@@ -23,10 +23,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         manifest = export_tasks(args.out, parse_task_list(args.tasks))
-    except EvalDataMissingError as e:
-        print(f"rom export-tasks: {e}", file=sys.stderr)
-        return 1
-    except TaskDataError as e:
+    except (EvalDataMissingError, TaskDataError) as e:
         print(f"rom export-tasks: {e}", file=sys.stderr)
         return 1
     for name, entry in manifest["tasks"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rom.data._cli import add_config_arguments, load_config, run_command
+from rom.commands._common import add_config_arguments, load_config, run_command
 
 HELP = "read the corpus source (data: section) and write DIR/{train,val}.jsonl.gz + DIR/corpus.json"
 

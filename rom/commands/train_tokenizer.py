@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from rom.data._cli import add_config_arguments, load_config, run_command
+from rom.commands._common import add_config_arguments, load_config, run_command
 
 HELP = ("train a byte-level BPE on the corpus's train split (data.tokenizer.kind=bpe), or copy and check a "
         "tokenizer file (file / gpt-neox / sentencepiece), into one tokenizer.json")
