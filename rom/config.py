@@ -380,7 +380,7 @@ class TrainConfig:
     parallelism: Parallelism = Parallelism.DDP  # under torchrun
     compile: bool = False
     # replay forward + backward of each micro-batch as one captured CUDA graph (rom.train.cuda_graph): removes
-    # the host's per-kernel launch cost (1.2-2.5x the eager step's tokens/s on an H200). Unset (the default):
+    # the host's per-kernel launch cost (measured: docs/gpu_kernels.md, "CUDA graphs"). Unset (the default):
     # on wherever it can run (one CUDA process, train.compile off), falling back to eager if a capture fails;
     # true: required (an error under torchrun or with compile; ignored with a warning on CPU); false: never
     cuda_graphs: bool | None = None

@@ -3,7 +3,7 @@
 Under the default policy the parameters are fp32 and autocast casts every projection weight to bf16 in each
 forward, and each bf16 weight gradient is cast back and added into an fp32 ``.grad`` in the backward. For a
 RoM model that is 8x the dense projections' bytes on every step: at d_model 1024 the expert banks hold 50M
-elements per layer, and those casts took about 0.14 ms of a 4.5 ms layer forward + backward on an H200.
+elements per layer (what those casts cost on a GPU: docs/gpu_kernels.md, "Master weights").
 
 With ``train.master_weights: true`` the projection weights (of every ``nn.Linear`` and ``ExpertLinear``, except
 a weight tied to an embedding) are stored in bf16 and used as they are; the optimizer owns an fp32 master of
