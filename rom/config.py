@@ -69,6 +69,10 @@ class Projection(str, enum.Enum):
 class Routing(str, enum.Enum):
     SHARED = "shared"  # one router per layer, decision reused by every expert projection (the paper)
     INDEPENDENT = "independent"  # one router per expert projection (the naive-MoE ablation)
+    # one router per expert projection, combined like shared routing (0/1 indicator on conv and gate, router
+    # probability only on out): changes only the routers. The conv and gate routers then get no
+    # language-model gradient (an indicator has none) and learn only from the auxiliary losses
+    INDEPENDENT_INDICATOR = "independent-indicator"
 
 
 class Combine(str, enum.Enum):

@@ -244,3 +244,69 @@ def test_unfused_inner_path_runs_the_modules_and_computes_the_same_function(kind
     torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-6)
     for n in p1:
         torch.testing.assert_close(p2[n], p1[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+# ------------------------------------------------------------------- independent-indicator routing (issue 23)
+
+
+def test_independent_indicator_changes_only_the_routers():
+    """Three routers (one per expert projection), but the shared routing's combine: with identical experts the
+    output is the dense mixer's times the out router's top-1 probability (independent routing would also
+    scale the conv and gate branches by their routers' probabilities)."""
+    x = _x()
+    dense = _dense()
+    outs = {}
+    for routing in (Routing.INDEPENDENT_INDICATOR, Routing.INDEPENDENT):
+        rom = _rom(RoMConfig(num_experts=4, top_k=1, routing=routing))
+        copy_dense_into_rom(dense, rom)
+        out, stats = rom(x)
+        assert out.shape == x.shape and len(stats) == 3
+        assert sorted(rom.routers) == ["conv", "gate", "out"] and not hasattr(rom, "router")
+        p_out = rom.routers["out"](x.reshape(-1, D_MODEL)).weights.reshape(x.shape[0], x.shape[1], 1).double()
+        outs[routing] = (out, dense(x)[0] * p_out)
+    torch.testing.assert_close(*outs[Routing.INDEPENDENT_INDICATOR], rtol=1e-6, atol=1e-8)
+    assert not torch.allclose(*outs[Routing.INDEPENDENT], rtol=1e-4, atol=1e-6)
+
+
+def test_independent_indicator_with_one_expert_equals_dense():
+    dense = _dense()
+    rom = _rom(RoMConfig(num_experts=1, top_k=1, routing=Routing.INDEPENDENT_INDICATOR))
+    copy_dense_into_rom(dense, rom)
+    x = _x()
+    torch.testing.assert_close(rom(x)[0], dense(x)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_independent_indicator_lm_gradient_reaches_only_the_out_router():
+    """Without auxiliary losses only the out router learns from the loss; conv and gate routers get nothing
+    (they learn from the auxiliary losses alone, see the next test)."""
+    rom = _rom(RoMConfig(num_experts=4, top_k=1, routing=Routing.INDEPENDENT_INDICATOR, load_balance_coef=0.0))
+    out, _ = rom(_x())
+    out.pow(2).mean().backward()
+    assert rom.routers["out"].weight.grad is not None and rom.routers["out"].weight.grad.abs().sum() > 0
+    for name in ("conv", "gate"):
+        grad = rom.routers[name].weight.grad
+        assert grad is None or grad.abs().sum() == 0, name
+    for bank in rom.in_experts.values():
+        assert bank.weight.grad.abs().sum() > 0
+
+
+def test_independent_indicator_routers_learn_from_the_auxiliary_losses():
+    rom = _rom(RoMConfig(num_experts=4, top_k=1, routing=Routing.INDEPENDENT_INDICATOR, load_balance_coef=0.01))
+    out, stats = rom(_x())
+    (out.pow(2).mean() + sum(s.weighted_loss for s in stats)).backward()
+    for name in ("conv", "gate", "out"):
+        assert rom.routers[name].weight.grad.abs().sum() > 0, name
+
+
+def test_accounting_counts_three_routers_for_independent_indicator():
+    from rom.accounting import count_params
+    from rom.config import ModelConfig, Pattern
+
+    def router_params(routing: str) -> int:
+        cfg = ModelConfig(d_model=32, n_layer=2, vocab_size=64, pattern=Pattern.ROM,
+                          rom=RoMConfig(num_experts=4, top_k=1, routing=Routing(routing)))
+        comps = count_params(cfg).to_dict()["components"]
+        return sum(v["total"] for k, v in comps.items() if "router" in k)
+
+    assert router_params("shared") == 2 * 4 * 32
+    assert router_params("independent-indicator") == router_params("independent") == 3 * 2 * 4 * 32

@@ -14,6 +14,10 @@ Choices where the paper is silent (config options, see rom.config.RoMConfig):
 - independent routing (the naive-MoE ablation): every expert projection has its own router, all seeing the
   layer input x_t, and each projection is a standard MoE linear weighted by its own router's probabilities
   (with 0/1 indicators its router would get no gradient from the language-model loss).
+- independent-indicator routing (the routers-only ablation): one router per expert projection as above, but
+  combined as under shared routing (0/1 indicator on conv and gate, router probability only on out), so only
+  the routers change. Its conv and gate routers then get no gradient from the language-model loss and learn
+  only from the auxiliary losses (load balance, z-loss); with both at 0 they stay at their initialisation.
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ class RoMMixer(nn.Module):
         E = rcfg.num_experts
         self.d_model, self.d_inner, self.d_state, self.dt_rank = d_model, mcfg.expand * d_model, mcfg.d_state, dt_rank
         self.rcfg = rcfg
-        self.shared = rcfg.routing == Routing.SHARED
+        self.shared = rcfg.routing == Routing.SHARED  # one router for every expert projection
+        # indicator branches (conv, gate, x/dt/conv1d) combined with constant 0/1 weights, as the paper's; only
+        # independent routing weights them by router probabilities
+        self.indicator = rcfg.routing != Routing.INDEPENDENT
         self.backend = backend
         De, N, R = self.d_inner, self.d_state, dt_rank
 
@@ -103,7 +110,7 @@ class RoMMixer(nn.Module):
 
     # ------------------------------------------------------------------------------------------ routing
     def _indicator_scale(self) -> float:
-        """Constant weight of each chosen expert in the 0/1-indicator branches under shared routing."""
+        """Constant weight of each chosen expert in the 0/1-indicator branches (shared, independent-indicator)."""
         if self.rcfg.branch_combine == Combine.SUM or self.rcfg.top_k == 1:
             return 1.0
         return 1.0 / self.rcfg.top_k
@@ -115,12 +122,13 @@ class RoMMixer(nn.Module):
     def _combine_indicator(self, rows: torch.Tensor, dec: RouterDecision, b: int, L: int) -> torch.Tensor:
         """Expert rows (T*k, C) of an indicator branch -> channels-first (b, C, L).
 
-        Shared routing: constant combination weights, so un-permutation and layout change are one pass.
+        Shared and independent-indicator routing: constant combination weights, so un-permutation and layout
+        change are one pass.
         Independent routing: each projection is a standard MoE linear weighted by its router's probabilities,
         which need gradients, so the token-major weighted un-permutation runs and its result is viewed
         channels-first (the conv and the scan accept the strided view).
         """
-        if self.shared:
+        if self.indicator:
             return kernels.unpermute_to_channels(rows, dec.dispatch, b, L, self._indicator_scale(), self.backend)
         out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend)
         return out.view(b, L, -1).transpose(1, 2)
