@@ -41,6 +41,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "params_active_nonembedding": ("parameters", "active parameters without embeddings"),
     "params_embedding": ("parameters", "embedding parameters"),
     "flops_per_token_fwd": ("FLOPs/token", "analytic forward FLOPs per token"),
+    "flops_per_token_fwd_head": ("FLOPs/token", "analytic forward FLOPs per token of the LM head "
+                                                "(flops.components.head; 0 when the record itemises none)"),
     "flops_per_token_train": ("FLOPs/token", "analytic training FLOPs per token (3x forward)"),
     "flops_train_total": ("FLOPs", "training FLOPs of the whole run (flops.train_total)"),
     "train_tokens": ("tokens", "training tokens"),
@@ -125,6 +127,7 @@ def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "params_active_nonembedding": params["active_nonembedding"],
         "params_embedding": params["embedding"],
         "flops_per_token_fwd": float(flops["per_token_fwd"]),
+        "flops_per_token_fwd_head": float((flops.get("components") or {}).get("head", 0.0)),
         "flops_per_token_train": float(flops["per_token_train"]),
         "flops_train_total": float(flops["train_total"]),
         "train_tokens": training["tokens"],

@@ -169,3 +169,64 @@ def scaling_study(
                                             family=rom_fam, num_experts=8, top_k=1, seq_len=seq_len,
                                             ppl_growth=0.005, downstream=scores(loss), seed=seed))
     return records
+
+
+def pooled_study(
+    *,
+    E: float = 1.8,
+    A: float = 400.0,
+    alpha: float = 0.35,
+    rom_A: float | None = None,
+    rom_alpha: float | None = None,
+    equivalence: float = 2.0,
+    sizes: Sequence[int] = (1_000_000, 2_000_000, 4_000_000, 8_000_000, 16_000_000, 32_000_000),
+    rom_sizes: Sequence[int] = (1_000_000, 3_000_000, 9_000_000),
+    seeds: int = 2,
+    noise: float = 0.0,
+    outliers: Sequence[tuple[str, int, float]] = (),
+    seed: int = 0,
+    dense_family: str = "mamba",
+    rom_family: str = "rom",
+) -> list[dict[str, Any]]:
+    """Dense and RoM runs from two chosen laws, for recovery tests of the pooled fits.
+
+    Dense: L = E + A N^-alpha. RoM: L = E + rom_A N^-rom_alpha; by default rom_alpha = alpha and rom_A =
+    A * equivalence^-alpha, so the true equivalence ratio is ``equivalence`` at every size; another rom_alpha
+    makes the ratio depend on N (see ``true_ratio``). ``seeds`` extra runs of role ``seed`` (identical config
+    but the seed) at the middle dense and RoM sizes; ``noise`` is the log-space standard deviation of every
+    loss (multiplicative log-normal); ``outliers``: (family, size, log shift) added to that run's loss.
+    """
+    rng = np.random.default_rng(seed)
+    rom_alpha = alpha if rom_alpha is None else rom_alpha
+    rom_A = A * equivalence ** -alpha if rom_A is None else rom_A
+    shifts = {(f, int(n)): s for f, n, s in outliers}
+    records = []
+    for fam, a, al, ns, experts in ((dense_family, A, alpha, sizes, 1), (rom_family, rom_A, rom_alpha, rom_sizes, 8)):
+        middle = ns[len(ns) // 2]
+        for n in ns:
+            for s in range(1 + (seeds if n == middle else 0)):
+                loss = dense_loss(n, E, a, al) * math.exp(noise * rng.standard_normal() + shifts.get((fam, int(n)), 0.0))
+                records.append(synthetic_record(name=f"{fam}-{n // 1000}k", n_active_nonembedding=n, loss=loss,
+                                                family=fam, role="seed" if s else "scaling", seed=s,
+                                                num_experts=experts, top_k=1, context_multipliers=(1,)))
+    return records
+
+
+def true_ratio(n_rom: float, *, E: float = 1.8, A: float = 400.0, alpha: float = 0.35, rom_A: float | None = None,
+               rom_alpha: float | None = None, equivalence: float = 2.0) -> float:
+    """N_eq / N_r of the laws of ``pooled_study`` at RoM size n_rom."""
+    rom_alpha = alpha if rom_alpha is None else rom_alpha
+    rom_A = A * equivalence ** -alpha if rom_A is None else rom_A
+    gap = rom_A * n_rom ** -rom_alpha  # L_r - E
+    return (A / gap) ** (1.0 / alpha) / n_rom
+
+
+def table(records: Sequence[dict[str, Any]]) -> "pd.DataFrame":
+    """The collected table of in-memory records (as ``analysis collect`` builds it, without files)."""
+    import pandas as pd
+
+    from analysis.collect import COLUMNS, record_rows
+
+    rows = [row for rec in records for row in record_rows(rec, Path("synthetic") / rec["run_id"] / "final.json")]
+    df = pd.DataFrame(rows)
+    return df[[c for c in COLUMNS if c in df.columns] + sorted(c for c in df.columns if c not in COLUMNS)]
