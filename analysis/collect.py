@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from analysis._io import AnalysisError, atomic_path
+from analysis.families import family_columns, family_of_record
 from rom.records import RecordError, load_record
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "name": ("", "run name"),
     "study": ("", "study the run belongs to"),
     "role": ("", "scaling | ablation | seed | extrapolation"),
-    "family": ("", "mamba | rom | hybrid-mamba | hybrid-rom, optionally +moe"),
+    "family": ("", "mamba | rom | hybrid-mamba | hybrid-rom, optionally +moe (derived from the typed fields "
+                   "below, see analysis.families)"),
+    "pattern": ("", "layer pattern (record model.pattern): mamba | rom | hybrid"),
+    "ssm_mixer": ("", "the SSM mixer (model.pattern, or config.model.hybrid_ssm for hybrids): mamba | rom"),
     "base_family": ("", "family without the '+moe' suffix"),
-    "ffn_moe": ("bool", "the MLPs are FFN-MoE (family ends in '+moe')"),
-    "uses_rom": ("bool", "the SSM mixers are Routing Mamba"),
+    "ffn_moe": ("bool", "the MLPs are FFN-MoE (record model.mlp == 'moe')"),
+    "uses_rom": ("bool", "the SSM mixer is routed (Routing Mamba)"),
     "d_model": ("", "model width"),
     "n_layer": ("", "number of layers"),
     "num_experts": ("", "experts per RoM layer (1 for dense)"),
@@ -106,17 +110,14 @@ def expand_record_paths(specs: Sequence[str | Path]) -> list[Path]:
 def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
     model, params, flops = record["model"], record["params"], record["flops"]
     training, prov = record["training"], record.get("provenance", {})
-    family = record["family"]
+    family = family_of_record(record, path)  # typed fields; an unknown pattern or mixer is an error
     metrics_file = record.get("metrics_file") or ""
     return {
         "run_id": record["run_id"],
         "name": record["name"],
         "study": record["study"],
         "role": record["role"],
-        "family": family,
-        "base_family": family.replace("+moe", ""),
-        "ffn_moe": family.endswith("+moe"),
-        "uses_rom": "rom" in family.replace("+moe", ""),
+        **family_columns(family, model["pattern"]),
         "d_model": model["d_model"],
         "n_layer": model["n_layer"],
         "num_experts": model["num_experts"],
@@ -218,7 +219,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise AnalysisError(f"{path}: table file does not exist (run `python -m analysis collect` first)")
-    df = pd.read_csv(path, dtype={"run_id": str, "name": str, "git_sha": str, "config_hash": str,
+    df = pd.read_csv(path, dtype={"run_id": str, "name": str, "pattern": str, "ssm_mixer": str, "git_sha": str,
+                                  "config_hash": str,
                                   "metrics_path": str, "record_path": str})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:

@@ -22,10 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis._io import atomic_path, write_json  # noqa: E402
+from analysis._io import AnalysisError, atomic_path, write_json  # noqa: E402
 from analysis.claims import Claim  # noqa: E402
 from analysis.collect import runs_at_train_length  # noqa: E402
+from analysis.families import Family, families_in  # noqa: E402
 from analysis.fit import FIT_ROLES, FitKind, FitResult, ParamConvention, fit_key, predict  # noqa: E402
+from analysis.outputs import FIGURE_FORMATS, FIGURES, FIGURES_MANIFEST, claim_id  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +47,10 @@ STYLE: dict[str, Any] = {
     "pdf.fonttype": 42,  # embed TrueType so the PDF text stays text
 }
 FAMILY_COLORS = {"mamba": "#1f77b4", "rom": "#d62728", "hybrid-mamba": "#2ca02c", "hybrid-rom": "#ff7f0e"}
-FIGURES: dict[str, str] = {
-    "context_ppl": "Validation perplexity against evaluation context length, one panel per training length "
-                   "(the paper's Figure 3): RoM (solid) vs dense (dashed); the open marker is the training length.",
-    "loss_vs_active_params": "Validation loss at the training length against active parameters (the fits' "
-                             "parameter convention) with each family's L(N) fit, its bootstrap band, and the "
-                             "equivalence read-off of claim (a) for the headline RoM run.",
-    "loss_vs_flops": "Validation loss against training FLOPs with each family's L(C) fit and band; the arrow "
-                     "marks the FLOPs saving of claim (b) at the headline run's loss.",
-    "loss_vs_total_params": "Validation loss against total parameters (experts included): RoM's extra "
-                            "capacity is visible as a shift to the right.",
-    "training_curves": "Training loss (lines) and validation loss (markers) against training tokens, per run, "
-                       "from each run's metrics JSONL.",
-    "expert_load": "Per-layer expert load of RoM runs at the last logged step: coefficient of variation of "
-                   "tokens per expert (left) and the most and least loaded expert's share as logged (right; "
-                   "dotted: the uniform share 1/E when the trainer logs fractions).",
-}
-
-
-def family_style(family: str) -> dict[str, Any]:
-    base = family.replace("+moe", "")
-    return {"color": FAMILY_COLORS.get(base, "#7f7f7f"), "linestyle": "-" if "rom" in base else "--",
-            "marker": "o" if "+moe" not in family else "s"}
+def family_style(family: Family) -> dict[str, Any]:
+    """Colour per base family, solid for routed (RoM) and dashed for dense mixers, squares for FFN-MoE."""
+    return {"color": FAMILY_COLORS.get(family.base, "#7f7f7f"), "linestyle": "-" if family.routed else "--",
+            "marker": "s" if family.moe else "o"}
 
 
 def _log_x(ax: Any, values: Sequence[float]) -> None:
@@ -96,7 +80,7 @@ def _no_data(ax: Any, text: str) -> None:
 
 def _save(fig: Any, out_dir: Path, name: str) -> list[str]:
     files = []
-    for fmt in ("png", "pdf"):
+    for fmt in FIGURE_FORMATS:
         path = out_dir / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, bbox_inches="tight")
@@ -116,12 +100,13 @@ def fig_context_ppl(df: pd.DataFrame, notes: list[str]) -> Any:
     if sel.empty:
         _no_data(axes[0, 0], "no evaluation rows")
         return fig
+    families = families_in(sel)
     for ax, T in zip(axes[0], lengths):
         g = sel[sel["train_seq_len"] == T]
         order = g.drop_duplicates("run_id").sort_values(["family", "params_active_nonembedding"])["run_id"]
         for run_id in order:
             r = g[g["run_id"] == run_id].sort_values("context_length")
-            st = family_style(r["family"].iloc[0])
+            st = family_style(families[r["family"].iloc[0]])
             label = f"{r['family'].iloc[0]} {_short(r, 'params_active_nonembedding')}"
             ax.plot(r["context_length"], r["ppl"], color=st["color"], linestyle=st["linestyle"],
                     marker=st["marker"], alpha=0.85, label=label)
@@ -152,9 +137,10 @@ def _headline(claims: Sequence[Claim], claim_id: str) -> dict[str, Any] | None:
 
 def _fit_curves(ax: Any, runs: pd.DataFrame, fits: dict[str, FitResult], kind: FitKind, x_of: Callable,
                 extra_x: Sequence[float] = ()) -> None:
+    families = families_in(runs)
     for family in sorted(runs["family"].unique()):
         g = runs[runs["family"] == family]
-        st = family_style(family)
+        st = family_style(families[family])
         fitted = g["role"].isin(FIT_ROLES) & ~g["diverged"].astype(bool)
         ax.plot(x_of(g[fitted]), g[fitted]["loss_nats"], linestyle="none", marker=st["marker"], color=st["color"],
                 label=family)
@@ -188,7 +174,7 @@ def fig_loss_vs_params(df: pd.DataFrame, fits: dict[str, FitResult], claims: Seq
     if runs.empty:
         _no_data(ax, "no runs")
         return fig
-    head = _headline(claims, "a")
+    head = _headline(claims, claim_id("equivalence"))
     extra = [head["x_dense"]] if head and math.isfinite(head["x_dense"]) else []
     _fit_curves(ax, runs, fits, FitKind.PARAMS, lambda g: g[conv.column].astype(float), extra)
     if head:
@@ -202,7 +188,7 @@ def fig_loss_vs_params(df: pd.DataFrame, fits: dict[str, FitResult], claims: Seq
         else:
             ax.text(xr, y, "no read-off: below the dense asymptote  ", ha="right", va="bottom", fontsize=8)
     else:
-        notes.append("loss_vs_active_params: no equivalence read-off (claim (a) has none)")
+        notes.append(f"loss_vs_active_params: no equivalence read-off (claim ({claim_id('equivalence')}) has none)")
     ax.set_xlabel(f"parameters ({conv.value.replace('_', ' ')})")
     ax.legend(fontsize=7)
     return fig
@@ -216,7 +202,7 @@ def fig_loss_vs_flops(df: pd.DataFrame, fits: dict[str, FitResult], claims: Sequ
         _no_data(ax, "no runs")
         return fig
     flops_fits = [f for f in fits.values() if f.kind == FitKind.FLOPS]
-    head = _headline(claims, "b")
+    head = _headline(claims, claim_id("saving"))
     extra = [head["x_dense"]] if head and math.isfinite(head["x_dense"]) else []
 
     def c_of(g: pd.DataFrame) -> Any:
@@ -236,7 +222,7 @@ def fig_loss_vs_flops(df: pd.DataFrame, fits: dict[str, FitResult], claims: Sequ
         else:
             ax.text(xr, y, "no read-off: below the dense asymptote  ", ha="right", va="bottom", fontsize=8)
     else:
-        notes.append("loss_vs_flops: no saving read-off (claim (b) has none)")
+        notes.append(f"loss_vs_flops: no saving read-off (claim ({claim_id('saving')}) has none)")
     conv = flops_fits[0].flop_convention if flops_fits else "train_total"
     ax.set_xlabel(f"training FLOPs ({conv})")
     ax.legend(fontsize=7)
@@ -249,9 +235,10 @@ def fig_loss_vs_total_params(df: pd.DataFrame, notes: list[str]) -> Any:
     if runs.empty:
         _no_data(ax, "no runs")
         return fig
+    families = families_in(runs)
     for family in sorted(runs["family"].unique()):
         g = runs[runs["family"] == family].sort_values("params_total")
-        st = family_style(family)
+        st = family_style(families[family])
         ax.plot(g["params_total"], g["loss_nats"], color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
                 label=family)
     _log_x(ax, runs["params_total"].astype(float))
@@ -280,7 +267,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class RunMetrics:
-    family: str
+    family: Family
     num_experts: int
     rows: list[dict[str, Any]]
 
@@ -290,6 +277,7 @@ def _load_all_metrics(df: pd.DataFrame, notes: list[str], records_dir: str | Pat
     """Each run's metrics: the table's ``metrics_path``; if that is gone and ``records_dir`` is given
     (records moved since collect), ``<records_dir>/**/<run_id>/<metrics file name>``."""
     out = {}
+    families = families_in(df)
     moved: dict[tuple[str, str], Path] = {}
     if records_dir is not None:
         moved = {(p.parent.name, p.name): p for p in Path(records_dir).rglob("*.jsonl")}
@@ -303,7 +291,8 @@ def _load_all_metrics(df: pd.DataFrame, notes: list[str], records_dir: str | Pat
         if not Path(path).is_file():
             notes.append(f"{run_id}: metrics file {path} is missing")
             continue
-        out[run_id] = RunMetrics(str(g["family"].iloc[0]), int(g["num_experts"].iloc[0]), read_metrics(path))
+        out[run_id] = RunMetrics(families[str(g["family"].iloc[0])], int(g["num_experts"].iloc[0]),
+                                 read_metrics(path))
     return out
 
 
@@ -326,8 +315,8 @@ def fig_training_curves(metrics: dict[str, RunMetrics], notes: list[str]) -> Any
     if not drawn:
         _no_data(ax, "no training metrics found")
         return fig
-    handles = [plt.Line2D([], [], color=family_style(f)["color"], linestyle=family_style(f)["linestyle"], label=f)
-               for f in sorted({m.family for m in metrics.values()})]
+    handles = [plt.Line2D([], [], color=family_style(f)["color"], linestyle=family_style(f)["linestyle"],
+                          label=f.name) for f in sorted({m.family for m in metrics.values()}, key=lambda f: f.name)]
     ax.legend(handles=handles)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -409,12 +398,16 @@ def make_figures(df: pd.DataFrame, fits: dict[str, FitResult], claims: Sequence[
         "training_curves": lambda n: fig_training_curves(metrics, n),
         "expert_load": lambda n: fig_expert_load(metrics, n),
     }
+    if set(builders) != set(FIGURES):
+        raise AnalysisError(f"figure builders {sorted(builders)} do not match analysis.outputs.FIGURES "
+                            f"{sorted(FIGURES)}: each listed figure needs exactly one builder")
     with plt.rc_context(STYLE):
-        for name, build in builders.items():
+        for name in FIGURES:
+            build = builders[name]
             notes: list[str] = list(metric_notes) if name == "training_curves" else []
             fig = build(notes)
             files = _save(fig, out_dir, name)
             manifest["figures"][name] = {"files": files, "caption": FIGURES[name], "notes": notes}
             log.info("figure %s written (%s)", name, ", ".join(files))
-    write_json(out_dir / "figures.json", manifest)
+    write_json(out_dir / FIGURES_MANIFEST, manifest)
     return manifest

@@ -18,8 +18,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from analysis._io import AnalysisError, read_json, write_text
-from analysis.claims import Claim, Verdict
+from analysis.claims import Claim, Verdict, report_sections
 from analysis.fit import FitResult
+from analysis.outputs import FIGURES_MANIFEST
 from analysis.tables import Table, ablations_table, claims_table, downstream_results_table, fmt, runs_table
 
 VERDICT_CLASS = {Verdict.SUPPORTED: "ok", Verdict.NOT_SUPPORTED: "bad", Verdict.INCONCLUSIVE: "meh"}
@@ -118,7 +119,7 @@ def _summary(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim
 def build_report(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim], figures_dir: str | Path,
                  html_path: str | Path, md_path: str | Path, title: str = "RoM scaling study") -> None:
     figures_dir = Path(figures_dir)
-    manifest = read_json(figures_dir / "figures.json", "figures manifest")
+    manifest = read_json(figures_dir / FIGURES_MANIFEST, "figures manifest")
     if not isinstance(manifest, dict) or "figures" not in manifest:
         raise AnalysisError(f"{figures_dir / 'figures.json'}: not a figures manifest (run `analysis figures`)")
     prov = _provenance(df)
@@ -140,20 +141,10 @@ def build_report(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[C
         f"<li><b>({c.id})</b> {html.escape(c.rule)}</li>" for c in claims) + "</ul>")
     md += ["## Claims", "", _md_table(ct.columns, ct.rows), "", "### Verdict rules", ""]
     md += [f"- **({c.id})** {c.rule}" for c in claims] + [""]
-    for c in claims:
-        if c.id in ("a", "b") and c.details:
-            cols = ("run", "family", "dense fit", "x run", "loss", "x dense", "value", "CI", "extrapolated", "note")
-            rows = [(d["run_id"], d["family"], d["fit_key"], d["x_run"], d["loss"], d["x_dense"], d["value"],
-                     tuple(d["ci"]) if d["ci"] else None, d["extrapolated"], d["note"]) for d in c.details]
-            t = Table(f"readoff_{c.id}", f"Claim ({c.id}) per run", cols, tuple(rows))
-            h.append(f"<h3>Claim ({c.id}) per run</h3>" + _html_table(t))
-            md += [f"### Claim ({c.id}) per run", "", _md_table(cols, rows), ""]
-        if c.id == "c" and c.details:
-            cols = ("family", "train length", "multiple", "runs", "mean ppl ratio", "min", "max")
-            rows = [(d["family"], d["train_seq_len"], d["multiple"], d["n_runs"], d["mean_ppl_ratio"], d["min"],
-                     d["max"]) for d in c.details]
-            h.append("<h3>Claim (c) per training length</h3>" + _html_table(Table("c", "", cols, tuple(rows))))
-            md += ["### Claim (c) per training length", "", _md_table(cols, rows), ""]
+    for section in report_sections(claims):  # each claim's own tables (analysis.claims.<module>)
+        t = Table("section", section.title, section.columns, section.rows)
+        h.append(f"<h3>{html.escape(section.title)}</h3>" + _html_table(t))
+        md += [f"### {section.title}", "", _md_table(section.columns, section.rows), ""]
 
     # Figures.
     h.append("<h2 id='figures'>Figures</h2>")

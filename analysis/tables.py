@@ -16,13 +16,15 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis._io import write_text
-from analysis.claims import DOWNSTREAM_COLUMNS, Claim, downstream_table
+from analysis._io import AnalysisError, write_text
+from analysis.claims import Claim
+from analysis.claims.downstream import DOWNSTREAM_COLUMNS, downstream_table
 from analysis.collect import runs_at_train_length
 from analysis.fit import FitResult
+from analysis.outputs import TABLE_FORMATS, TABLES
 
-TABLE_NAMES = ("runs", "fits", "claims", "downstream", "ablations")
-FORMATS = ("csv", "md", "tex")
+TABLE_NAMES = tuple(TABLES)  # names and captions: analysis.outputs.TABLES
+FORMATS = TABLE_FORMATS
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def runs_table(df: pd.DataFrame) -> Table:
                   bool(r.diverged))
                  for r in runs.itertuples())
     missing = sorted(set(df["run_id"]) - set(runs["run_id"]))
-    caption = "Per-run results at the training context length"
+    caption = TABLES["runs"]
     if missing:
         caption += f" (runs without an evaluation at their training length: {', '.join(missing)})"
     return Table("runs", caption, cols, rows)
@@ -138,15 +140,14 @@ def fits_table(fits: Sequence[FitResult]) -> Table:
             rows.append((f.key, f.form, f.status.value, name + (" (fixed)" if value_note else ""),
                          f.params[name], ci, f.n_points, f.dof, xr, conv,
                          f.message + ("" if f.ci else f"; {f.ci_note}")))
-    return Table("fits", "Scaling-law fits (log-space Huber, L-BFGS-B; CIs: percentile bootstrap over runs)",
-                 cols, tuple(rows))
+    return Table("fits", TABLES["fits"], cols, tuple(rows))
 
 
 def claims_table(claims: Sequence[Claim]) -> Table:
     cols = ("claim", "paper", "ours", "interval", "verdict", "extrapolated", "headline", "reason")
     rows = tuple((f"({c.id}) {c.title}", c.paper_text, c.ours, c.ci, c.verdict.value, c.extrapolated,
                   c.headline, c.reason) for c in claims)
-    return Table("claims", "The paper's claims against this study", cols, rows)
+    return Table("claims", TABLES["claims"], cols, rows)
 
 
 def downstream_results_table(df: pd.DataFrame) -> Table:
@@ -157,7 +158,7 @@ def downstream_results_table(df: pd.DataFrame) -> Table:
                   *[None if pd.isna(r[t]) else float(r[t]) for t in titles],
                   None if pd.isna(r["Average"]) else float(r["Average"]), bool(r["partial"]))
                  for _, r in table.iterrows())
-    return Table("downstream", "Downstream accuracy (lm-eval defaults) in the paper's column order", cols, rows)
+    return Table("downstream", TABLES["downstream"], cols, rows)
 
 
 def ablations_table(df: pd.DataFrame) -> Table:
@@ -182,14 +183,18 @@ def ablations_table(df: pd.DataFrame) -> Table:
             comparison = (ref["run_id"].iloc[0], ref_loss, diff, std, diff / std if std else None)
         rows.append((r.run_id, r.role, r.family, int(r.num_experts), int(r.top_k),
                      int(r.params_active_nonembedding), float(r.loss_nats), *comparison))
-    caption = ("Ablations and seeds against the scaling run of the same family and shape (validation loss at the "
-               "training length; seed std over that run and its seed replicates)")
-    return Table("ablations", caption, cols, tuple(rows))
+    return Table("ablations", TABLES["ablations"], cols, tuple(rows))
 
 
 def all_tables(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim]) -> list[Table]:
-    return [runs_table(df), fits_table(fits), claims_table(claims), downstream_results_table(df),
-            ablations_table(df)]
+    """Every table of ``analysis.outputs.TABLES``, in that order."""
+    builders = {"runs": lambda: runs_table(df), "fits": lambda: fits_table(fits),
+                "claims": lambda: claims_table(claims), "downstream": lambda: downstream_results_table(df),
+                "ablations": lambda: ablations_table(df)}
+    if set(builders) != set(TABLES):
+        raise AnalysisError(f"table builders {sorted(builders)} do not match analysis.outputs.TABLES "
+                            f"{sorted(TABLES)}: each listed table needs exactly one builder")
+    return [builders[name]() for name in TABLES]
 
 
 def write_tables(tables: Sequence[Table], out_dir: str | Path) -> list[Path]:

@@ -11,11 +11,8 @@ import pytest
 from analysis.claims import (
     DOWNSTREAM_COLUMNS,
     Verdict,
-    claim_context,
-    claim_downstream,
     claims_document,
     compute_claims,
-    dense_counterpart,
     downstream_table,
     equivalence_ratio,
     flops_saving,
@@ -24,7 +21,9 @@ from analysis.claims import (
     percentile_ci,
 )
 from analysis.collect import collect, runs_at_train_length
+from analysis.families import Family
 from analysis.fit import FitKind, FlopConvention, fit_all, fit_family, power_law
+from analysis.outputs import CLAIMS, claim_id
 from analysis.synthetic import dense_loss, scaling_study, synthetic_record, write_study
 
 E, A, ALPHA = 1.8, 400.0, 0.35
@@ -78,9 +77,22 @@ def test_percentile_ci_tolerates_inf() -> None:
 
 
 def test_dense_counterpart() -> None:
-    assert dense_counterpart("rom") == "mamba"
-    assert dense_counterpart("hybrid-rom") == "hybrid-mamba"
-    assert dense_counterpart("hybrid-rom+moe") == "hybrid-mamba+moe"
+    assert Family(hybrid=False, ssm="rom", moe=False).dense_counterpart().name == "mamba"
+    assert Family(hybrid=True, ssm="rom", moe=False).dense_counterpart().name == "hybrid-mamba"
+    assert Family(hybrid=True, ssm="rom", moe=True).dense_counterpart().name == "hybrid-mamba+moe"
+    assert Family(hybrid=True, ssm="mamba", moe=True).dense_counterpart().name == "hybrid-mamba+moe"
+
+
+def claim_context(df: pd.DataFrame):
+    return {c.id: c for c in compute_claims(df, {})}[claim_id("context")]
+
+
+def claim_downstream(runs: pd.DataFrame):
+    return {c.id: c for c in compute_claims(runs, {})}[claim_id("downstream")]
+
+
+def test_claims_come_in_the_order_of_the_outputs_list(tmp_path: Path) -> None:
+    assert [c.id for c in compute_claims(_table(tmp_path, _study(2.0)), {})] == list(CLAIMS)
 
 
 # ------------------------------------------------------------------------------- end to end on records

@@ -105,3 +105,61 @@ def test_downstream_metric_names_from_lm_eval(tmp_path: Path) -> None:
     df = collect([_write(tmp_path / "d" / "final.json", rec)])
     assert df["downstream.piqa.acc"].iloc[0] == 0.6 and df["downstream.hellaswag.acc_norm"].iloc[0] == 0.3
     assert "downstream.piqa.acc_stderr" in df.columns
+
+
+# ------------------------------------------------------------------------------- families from typed fields
+
+
+def test_family_comes_from_typed_fields(tmp_path: Path) -> None:
+    recs = [synthetic_record(name=n, family=f, n_active_nonembedding=1_000_000, loss=3.0)
+            for n, f in (("m", "mamba"), ("r", "rom"), ("hm", "hybrid-mamba"), ("hr", "hybrid-rom+moe"))]
+    runs = runs_at_train_length(collect(write_study(recs, tmp_path / "raw", metrics=False))).set_index("name")
+    assert runs.loc["hr", ["pattern", "ssm_mixer", "base_family", "ffn_moe", "uses_rom"]].tolist() == \
+        ["hybrid", "rom", "hybrid-rom", True, True]
+    assert runs.loc["hm", ["pattern", "ssm_mixer", "uses_rom"]].tolist() == ["hybrid", "mamba", False]
+    assert runs.loc["r", ["pattern", "ssm_mixer", "uses_rom"]].tolist() == ["rom", "rom", True]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    (("model", "pattern"), "mamba2", "'model.pattern' is 'mamba2'"),
+    (("config", "model", "hybrid_ssm"), "gated_deltanet", "names the SSM mixer 'gated_deltanet'"),
+    (("model", "mlp"), "glu", "'model.mlp' is 'glu'"),
+])
+def test_unknown_pattern_or_mixer_fails_loudly(tmp_path: Path, field: tuple[str, ...], value: str,
+                                               message: str) -> None:
+    rec = synthetic_record(name="new", family="hybrid-rom", n_active_nonembedding=1_000_000, loss=3.0)
+    node = rec
+    for key in field[:-1]:
+        node = node[key]
+    node[field[-1]] = value
+    path = write_study([rec], tmp_path / "raw", metrics=False)[0]
+    with pytest.raises(AnalysisError) as err:
+        collect([path])
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_family_string_must_agree_with_the_model_fields(tmp_path: Path) -> None:
+    rec = synthetic_record(name="liar", family="rom", n_active_nonembedding=1_000_000, loss=3.0)
+    rec["family"] = "mamba"  # a name that would join the dense curve
+    path = write_study([rec], tmp_path / "raw", metrics=False)[0]
+    with pytest.raises(AnalysisError, match="field 'family' is 'mamba' but the model fields .* make 'rom'"):
+        collect([path])
+
+
+def test_analysis_knows_every_mixer_and_pattern_of_the_model_config() -> None:
+    from analysis.families import MLP_KINDS, PATTERNS, SSM_MIXERS
+    from rom.config import Mixer, Mlp, ModelConfig, Pattern
+
+    ssm_mixers = {m.value for m in Mixer} - {Mixer.ATTENTION.value}
+    assert set(SSM_MIXERS) == ssm_mixers, "a new mixer needs an entry in analysis/families.py SSM_MIXERS"
+    assert set(PATTERNS) == {p.value for p in Pattern}
+    assert set(MLP_KINDS) == {m.value for m in Mlp}
+    from analysis.families import Family
+
+    for pattern in Pattern:  # the derived name is the one the model config writes into the record
+        for ssm in ssm_mixers:
+            for mlp in Mlp:
+                cfg = ModelConfig(pattern=pattern, hybrid_ssm=Mixer(ssm), mlp=mlp)
+                hybrid, fixed = PATTERNS[pattern.value]
+                fam = Family(hybrid=hybrid, ssm=fixed or ssm, moe=mlp == Mlp.MOE)
+                assert fam.name == cfg.family

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -169,3 +170,56 @@ def test_ablations_table_compares_with_the_same_shape_and_scales_by_seed_spread(
     assert e16["difference / seed std"] == pytest.approx(-0.10 / (0.02 / 2 ** 0.5))
     assert e16["experts"] == 16
     assert rows["rom-wide-e16"]["reference"] is None and rows["rom-wide-e16"]["difference"] is None
+
+
+# ------------------------------------------------------------------------------- the one list of outputs
+
+
+def test_the_steps_write_exactly_the_listed_outputs(pipeline: dict) -> None:
+    from analysis import outputs
+
+    assert list(pipeline["manifest"]["figures"]) == list(outputs.FIGURES)
+    assert [e["caption"] for e in pipeline["manifest"]["figures"].values()] == list(outputs.FIGURES.values())
+    tables = all_tables(pipeline["df"], list(pipeline["fits"].values()), pipeline["claims"])
+    assert [t.name for t in tables] == list(outputs.TABLES)
+    assert all(t.caption.startswith(outputs.TABLES[t.name]) for t in tables)
+    assert [c.id for c in pipeline["claims"]] == list(outputs.CLAIMS)
+    expected = outputs.all_files(pipeline["root"])
+    written = [p for p in expected if Path(p).is_file()]
+    assert written == expected
+    report_md = (pipeline["root"] / "report.md").read_text()
+    for cid in outputs.CLAIMS:  # every claim's report section comes from its own module
+        from analysis.claims import claim_module
+
+        for section in claim_module(cid).report_sections(next(c for c in pipeline["claims"] if c.id == cid)):
+            assert f"### {section.title}" in report_md
+
+
+def test_outputs_list_imports_no_third_party_module() -> None:
+    """The Snakefile imports analysis.outputs at parse time: it must stay plain Python."""
+    code = ("import sys, analysis.outputs as o; heavy = [m for m in ('pandas', 'numpy', 'matplotlib', 'scipy') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unknown_claim_id_is_an_error() -> None:
+    from analysis._io import AnalysisError
+    from analysis.claims import claim_module
+
+    with pytest.raises(AnalysisError, match="unknown claim id 'z'"):
+        claim_module("z")
+
+
+def test_workflow_names_no_figure_or_table_itself() -> None:
+    """Rules take names and captions from analysis/outputs.py; no per-figure caption file is left behind."""
+    from analysis import outputs
+
+    root = Path(__file__).resolve().parents[1]
+    analysis_rules = (root / "workflow" / "rules" / "analysis.smk").read_text()
+    common = (root / "workflow" / "rules" / "common.smk").read_text()  # also says "runs" of a study
+    for name in [*outputs.FIGURES, *outputs.TABLES]:
+        quoted = (f'"{name}"', f"'{name}'")
+        assert not any(q in analysis_rules for q in quoted), name
+        assert name in outputs.TABLES or not any(q in common for q in quoted), name
+        assert not (root / "workflow" / "report" / f"{name}.rst").exists(), name

@@ -1,5 +1,6 @@
 # Analysis stages (torch-free, light): run records -> tidy table -> fits -> claims -> figures / tables -> report.
 # In regenerate mode these are the only rules, and the records are the committed ones (see common.smk).
+# Output names and captions come from analysis/outputs.py (imported in common.smk as ANALYSIS_NAMES).
 
 
 localrules:
@@ -15,7 +16,7 @@ rule collect:
     input:
         records=records(),
     output:
-        table=f"{ANALYSIS}/table.csv",
+        table=f"{ANALYSIS}/{ANALYSIS_NAMES.TABLE_CSV}",
     log:
         f"{LOGS}/analysis/collect.log",
     conda:
@@ -28,7 +29,7 @@ rule fit:
     input:
         table=rules.collect.output.table,
     output:
-        fits=f"{ANALYSIS}/fits.json",
+        fits=f"{ANALYSIS}/{ANALYSIS_NAMES.FITS_JSON}",
     params:
         convention=FIT["param_convention"],
         flops=FIT["flop_convention"],
@@ -50,7 +51,7 @@ rule claims:
         table=rules.collect.output.table,
         fits=rules.fit.output.fits,
     output:
-        claims=f"{ANALYSIS}/claims.json",
+        claims=f"{ANALYSIS}/{ANALYSIS_NAMES.CLAIMS_JSON}",
     params:
         tolerance=FIT["context_tolerance"],
         margin=FIT["downstream_margin"],
@@ -70,12 +71,17 @@ rule figures:
         fits=rules.fit.output.fits,
         claims=rules.claims.output.claims,
     output:
-        manifest=f"{ANALYSIS}/figures/figures.json",
+        manifest=f"{ANALYSIS}/figures/{ANALYSIS_NAMES.FIGURES_MANIFEST}",
         png=[
-            report(f"{ANALYSIS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
+            report(
+                f"{ANALYSIS}/figures/{name}.png",
+                caption="../report/figures.rst",
+                category="Figures",
+                labels=report_labels(name, ANALYSIS_NAMES.FIGURES),
+            )
             for name in FIGURES
         ],
-        pdf=[f"{ANALYSIS}/figures/{name}.pdf" for name in FIGURES],
+        pdf=ANALYSIS_NAMES.figure_files(f"{ANALYSIS}/figures", "pdf"),
     params:
         out=parent("manifest"),
     log:
@@ -94,11 +100,16 @@ rule tables:
         claims=rules.claims.output.claims,
     output:
         csv=[
-            report(f"{ANALYSIS}/tables/{name}.csv", caption="../report/tables.rst", category="Tables")
+            report(
+                f"{ANALYSIS}/tables/{name}.csv",
+                caption="../report/tables.rst",
+                category="Tables",
+                labels=report_labels(name, ANALYSIS_NAMES.TABLES),
+            )
             for name in TABLES
         ],
-        md=[f"{ANALYSIS}/tables/{name}.md" for name in TABLES],
-        tex=[f"{ANALYSIS}/tables/{name}.tex" for name in TABLES],
+        md=ANALYSIS_NAMES.table_files(f"{ANALYSIS}/tables", "md"),
+        tex=ANALYSIS_NAMES.table_files(f"{ANALYSIS}/tables", "tex"),
     params:
         out=lambda wildcards, output: str(Path(output.csv[0]).parent),
     log:
@@ -118,8 +129,8 @@ rule report:
         figures=rules.figures.output.manifest,
         tables=rules.tables.output.md,
     output:
-        html=report(f"{ANALYSIS}/report.html", caption="../report/report.rst", category="Report"),
-        md=f"{ANALYSIS}/report.md",
+        html=report(f"{ANALYSIS}/{ANALYSIS_NAMES.REPORT_HTML}", caption="../report/report.rst", category="Report"),
+        md=f"{ANALYSIS}/{ANALYSIS_NAMES.REPORT_MD}",
     params:
         figures=parent("figures"),
         title=f"RoM scaling study: {STUDY['study']}",

@@ -210,16 +210,18 @@ def records():
     return [by_name[name][0] for name in names]
 
 
-# What `python -m analysis figures|tables` write (analysis/figures.py FIGURES, analysis/tables.py TABLE_NAMES);
-# each figure has a caption in workflow/report/<name>.rst for `snakemake --report`.
-FIGURES = ["context_ppl", "loss_vs_active_params", "loss_vs_flops", "loss_vs_total_params", "training_curves",
-           "expert_load"]
-TABLES = ["runs", "fits", "claims", "downstream", "ablations"]
-ANALYSIS_OUTPUTS = (
-    [f"{ANALYSIS}/report.html", f"{ANALYSIS}/report.md"]
-    + [f"{ANALYSIS}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
-    + [f"{ANALYSIS}/tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md", "tex")]
-)
+# What the analysis writes: the one list of figure and table names (and their captions) in analysis/outputs.py,
+# importable here because the toolkit is installed (pyproject.toml packages rom* and analysis*).
+from analysis import outputs as ANALYSIS_NAMES
+
+FIGURES = list(ANALYSIS_NAMES.FIGURES)
+TABLES = list(ANALYSIS_NAMES.TABLES)
+ANALYSIS_OUTPUTS = ANALYSIS_NAMES.all_files(ANALYSIS)
+
+
+def report_labels(name, captions):
+    """Labels of one figure or table in Snakemake's report: its name and caption (braces escaped for Snakemake)."""
+    return {"name": name, "caption": captions[name].replace("{", "{{").replace("}", "}}")}
 
 
 def regenerate_target(wildcards):
