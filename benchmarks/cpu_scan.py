@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 
 from rom.io import atomic_write_json
-from rom.kernels.scan_reference import (
+from rom.kernels.reference.scan import (
     BLOCK_BYTES,
     CHUNK,
     selective_scan_reference,

@@ -72,7 +72,7 @@ def _mamba_ssm() -> Callable | None:
 
 def _reference() -> Callable | None:
     try:
-        from rom.kernels.scan_reference import selective_scan_reference as selective_scan
+        from rom.kernels.reference.scan import selective_scan_reference as selective_scan
     except Exception as err:  # noqa: BLE001
         print(f"reference scan not importable: {err}")
         return None

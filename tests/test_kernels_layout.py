@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from rom import kernels
-from rom.kernels.experts import channels_to_rows_reference, rows_to_channels_reference
+from rom.kernels.reference.experts import channels_to_rows_reference, rows_to_channels_reference
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

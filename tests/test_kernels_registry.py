@@ -13,15 +13,16 @@ import pytest
 import torch
 
 import rom.kernels as K
-from rom.kernels import registry
-from rom.kernels.registry import BackendUnavailableError, resolve
+from rom.kernels import backends, mamba_ops, registry
+from rom.kernels.backends import BackendUnavailableError
+from rom.kernels.registry import resolve
 
 
 @pytest.fixture(autouse=True)
 def fresh_probes():
-    registry.clear_probe_cache()
+    backends.clear_probe_cache()
     yield
-    registry.clear_probe_cache()
+    backends.clear_probe_cache()
 
 
 def scan_inputs() -> tuple[torch.Tensor, ...]:
@@ -58,7 +59,7 @@ def test_auto_on_cpu_is_reference_for_every_op() -> None:
 def test_auto_on_cuda_without_triton_is_reference(monkeypatch) -> None:
     hide_module(monkeypatch, "triton")
     assert resolve("selective_scan", "auto", "cuda") == "reference"
-    assert "triton not importable" in registry.probe_triton().reason
+    assert "triton not importable" in backends.probe_triton().reason
 
 
 def test_forcing_triton_on_cpu_is_a_clear_error() -> None:
@@ -83,7 +84,7 @@ def test_forcing_mamba_ssm_is_a_clear_error_when_missing(monkeypatch) -> None:
 )
 def test_broken_mamba_ssm_build_is_reported_not_raised(tmp_path, monkeypatch, error: str) -> None:
     broken_package(tmp_path, monkeypatch, "mamba_ssm", error)
-    probe = registry.probe_mamba_ssm()
+    probe = backends.probe_mamba_ssm()
     assert not probe.available
     assert error.split("(")[0] in probe.reason
     info = registry.describe(("cpu", "cuda"))  # reporting must not raise
@@ -101,7 +102,7 @@ def test_mamba_ssm_importable_without_cuda_is_unavailable(tmp_path, monkeypatch)
     (pkg / "ops" / "selective_scan_interface.py").write_text("def selective_scan_fn(*a, **k):\n    return 'fake'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    probe = registry.probe_mamba_ssm()
+    probe = backends.probe_mamba_ssm()
     assert not probe.available and "CUDA is not available" in probe.reason
 
 
@@ -197,7 +198,7 @@ def test_return_last_state_falls_back_when_backend_lacks_it(monkeypatch) -> None
         sys.modules, "rom.kernels.triton_scan", types.SimpleNamespace(selective_scan_triton=selective_scan_triton)
     )
     # CPU tensors but resolution for the device "cuda" is what matters: patch the device lookup
-    monkeypatch.setattr(K, "get_impl", lambda op, backend, device: registry.get_impl(op, backend, "cuda"))
+    monkeypatch.setattr(mamba_ops, "get_impl", lambda op, backend, device: registry.get_impl(op, backend, "cuda"))
     y, h = K.selective_scan(*scan_inputs(), return_last_state=True)
     assert h.shape == (1, 2, 3)
     with pytest.raises(AssertionError, match="must not be called"):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from rom.kernels import selective_scan, selective_scan_sequential
-from rom.kernels.scan_reference import CHUNK, selective_scan_reference
+from rom.kernels.reference.scan import CHUNK, selective_scan_reference
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rom import kernels
-from rom.kernels.weight_cast import upcast_reference
+from rom.kernels.reference.weight_cast import upcast_reference
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -12,7 +12,7 @@ from torch import nn
 
 from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
-from rom.kernels.adamw import adamw_step_one
+from rom.kernels.reference.adamw import adamw_step_one
 from rom.layers.expert_linear import ExpertLinear
 from rom.models.lm import LanguageModel
 from rom.train import factory

@@ -32,13 +32,14 @@ import triton.runtime.interpreter as interpreter  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rom.kernels import (  # noqa: E402
-    experts, inner_path, mamba_inner_reference, triton_adamw, triton_cast, triton_combine, triton_conv, triton_dispatch,
+    inner_path, mamba_inner_reference, triton_adamw, triton_cast, triton_combine, triton_conv, triton_dispatch,
     triton_gather, triton_router, triton_scan)
-from rom.kernels.routing import (  # noqa: E402
+from rom.kernels.reference import experts  # noqa: E402
+from rom.kernels.reference.routing import (  # noqa: E402
     route_top1_reference, router_inputs_backward_reference, router_inputs_reference)
-from rom.kernels.adamw import adamw_step_reference  # noqa: E402
-from rom.kernels.conv_reference import causal_conv1d_reference  # noqa: E402
-from rom.kernels.scan_reference import selective_scan_reference  # noqa: E402
+from rom.kernels.reference.adamw import adamw_step_reference  # noqa: E402
+from rom.kernels.reference.conv import causal_conv1d_reference  # noqa: E402
+from rom.kernels.reference.scan import selective_scan_reference  # noqa: E402
 
 TOL_OUT, TOL_GRAD = 1e-5, 1e-4   # fp32 kernels (interpreted in numpy fp32) against float64
 
@@ -257,7 +258,7 @@ def run_inner() -> list[dict]:
             def project(x):
                 dt, B, C = torch.einsum("od,bdl->bol", w_x, x).split([r, n, n], dim=1)
                 return torch.einsum("do,bol->bdl", w_dt, dt), B, C, dt_bias
-            return fn(xz, conv_w, conv_b, A, D, project, backend)
+            return fn(xz, conv_w, conv_b, A, D, project, *([] if backend is None else [backend]))
 
         inputs = [torch.randn(batch, 2 * d, L), torch.randn(d, 4) * 0.5, torch.randn(d),
                   -torch.exp(torch.randn(d, n) * 0.5), torch.randn(d), torch.randn(r + 2 * n, d) * d**-0.5,
@@ -265,7 +266,7 @@ def run_inner() -> list[dict]:
         inner_path._scan_forward_v2 = lambda *a, **k: fwd(*a, config=fwd_cfg, **k)
         inner_path._scan_backward_v2 = lambda *a, **k: bwd(*a, config=bwd_cfg, **k)
         try:
-            errors = _compare(lambda *x: inner(inner_path.mamba_inner_triton, *x, "triton"),
+            errors = _compare(lambda *x: inner(inner_path.mamba_inner_triton, *x, None),
                               lambda *x: inner(mamba_inner_reference, *x, "reference"), inputs)
         finally:
             inner_path._scan_forward_v2, inner_path._scan_backward_v2 = fwd, bwd

@@ -12,7 +12,7 @@ scan's du goes to the conv's backward instead, which adds it to the other inside
 The buffer and du pass from the scan's backward to the conv's through a ``_GradLink`` that only these two autograd
 nodes share (both are made in ``mamba_inner_triton``). The engine runs the scan's node first: the conv's output
 is the scan's input u. The scan's node returns no gradient for ``xz`` or u; the conv's returns the whole buffer.
-Under ``torch.compile`` or tracing the composed path (``rom.kernels.mamba_inner_reference``) runs instead.
+Under ``torch.compile`` or tracing the composed path (rom.kernels.reference.inner) runs instead.
 
 Tried first and measured slower (H200, 2026-12-02): keeping the RoM layer's x, z and y in the expert-sorted
 rows, read and written by the conv and the scan through the row index instead of the layout kernels. The
@@ -22,17 +22,15 @@ forward and 0.18 ms backward, and the conv backward 0.12 ms, more than the 0.28 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from rom.kernels.triton_conv import conv_backward, conv_forward
-from rom.kernels.triton_scan import _check_inputs, _scan_backward_v2, _scan_forward_v2
+from rom.kernels.reference.inner import Conv, Project, Scan, mamba_inner_composed
+from rom.kernels.triton_conv import causal_conv1d_triton, conv_backward, conv_forward
+from rom.kernels.triton_scan import _check_inputs, _scan_backward_v2, _scan_forward_v2, selective_scan_triton
 from rom.kernels.triton_support import check_launchable
-
-# project(x) -> (delta, B, C, delta_bias): the mixer's x_proj / dt_proj between the conv and the scan
-Project = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]]
 
 
 class _GradLink:
@@ -97,12 +95,15 @@ class _ScanOnZHalf(torch.autograd.Function):
 
 
 def mamba_inner_triton(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, A: Tensor, D: Tensor,
-                       project: Project, backend: str = "auto") -> Tensor:
-    """xz (batch, 2 De, L) -> y (batch, De, L); contract of ``rom.kernels.mamba_inner_reference``."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        from rom.kernels import mamba_inner_reference  # the package imports this module lazily
+                       project: Project, conv: Conv | None = None, scan: Scan | None = None) -> Tensor:
+    """xz (batch, 2 De, L) -> y (batch, De, L); contract of ``rom.kernels.mamba_inner_reference``.
 
-        return mamba_inner_reference(xz, conv_weight, conv_bias, A, D, project, backend)
+    Under ``torch.compile`` or tracing the path is composed of ``conv`` and ``scan`` instead (what
+    rom.kernels.mamba_inner passes: the caller's backend's ops; by default the Triton conv and scan).
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return mamba_inner_composed(xz, conv_weight, conv_bias, A, D, project, conv or causal_conv1d_triton,
+                                    scan or selective_scan_triton)
     check_launchable(xz, "mamba_inner_triton")
     d_inner = conv_weight.shape[0]
     if xz.dim() != 3 or xz.shape[1] != 2 * d_inner or xz.stride(-1) != 1:

@@ -1,6 +1,6 @@
 """Adapters from our kernel signatures to the optional state-spaces CUDA kernels.
 
-Imported only when backend "mamba_ssm" resolves (see registry); never at package import. mamba_ssm's
+Imported only when backend "mamba_ssm" resolves (see rom.kernels.registry); never at package import. mamba_ssm's
 ``selective_scan_fn`` has our exact semantics and signature (it is where ``selective_scan_ref`` comes from);
 it wants A, D and delta_bias in float32 and contiguous-in-time inputs, which these adapters arrange.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from rom.kernels.conv_reference import check_conv_inputs
-from rom.kernels.registry import BackendUnavailableError, probe_causal_conv1d, probe_mamba_ssm
-from rom.kernels.scan_reference import check_scan_inputs
+from rom.kernels.backends import BackendUnavailableError, probe_causal_conv1d, probe_mamba_ssm
+from rom.kernels.reference.conv import check_conv_inputs
+from rom.kernels.reference.scan import check_scan_inputs
 
 
 def _contiguous_time(t: Tensor | None) -> Tensor | None:

@@ -16,6 +16,8 @@ output columns and a copy forward, and a GEMM, an add and a widening copy backwa
 Top-1 routing (op "route_top1"): softmax, selection of the top expert and its probability, and the mean
 probability per expert for the load-balancing loss, one Triton pass forward and one backward instead of
 about ten small torch kernels.
+
+The references (the semantics) are in rom.kernels.reference.routing.
 """
 
 from __future__ import annotations
@@ -25,25 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rom.kernels.reference.routing import route_top1_reference, router_inputs_reference
 from rom.kernels.registry import get_impl
-
-
-def router_inputs_reference(x: Tensor, weight_c: Tensor) -> tuple[Tensor, Tensor]:
-    """x (T, d) any float dtype, weight_c (E, d) already in the matmul dtype -> (h, fp32 logits; fp64 in fp64)."""
-    h = x.to(weight_c.dtype)
-    return h, (h @ weight_c.t()).to(torch.promote_types(h.dtype, torch.float32))
-
-
-def router_inputs_backward_reference(grad_h: Tensor | None, grad_logits: Tensor | None, weight_c: Tensor,
-                                     x_dtype: torch.dtype, like: Tensor) -> Tensor:
-    """dx = dh + dlogits @ weight_c, summed in fp32 (or x's wider dtype), in ``x_dtype`` (``like``: x's shape)."""
-    acc = torch.promote_types(x_dtype, torch.float32)
-    dx = torch.zeros(like.shape, dtype=acc, device=like.device)
-    if grad_h is not None:
-        dx += grad_h.to(acc)
-    if grad_logits is not None:
-        dx += grad_logits.to(weight_c.dtype).to(acc) @ weight_c.to(acc)
-    return dx.to(x_dtype)
 
 
 class _RouterInputs(torch.autograd.Function):
@@ -78,14 +63,6 @@ def router_inputs(x: Tensor, weight: Tensor, dtype: torch.dtype, backend: str = 
     return _RouterInputs.apply(x, weight, dtype, backend)
 
 
-def route_top1_reference(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The "route_top1" op: softmax of fp32 logits (T, E) -> (top-1 probability (T, 1), its expert (T, 1)
-    int64, mean probability per expert (E,), for the load-balancing loss); differentiable through torch."""
-    probs = torch.softmax(logits, dim=-1)
-    weights, indices = probs.max(dim=-1, keepdim=True)
-    return weights, indices, probs.mean(0)
-
-
 def route_top1(logits: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
     """Top-1 routing from fp32 logits; see ``route_top1_reference`` (Triton: rom.kernels.triton_router)."""
     if logits.dim() != 2:
@@ -95,5 +72,4 @@ def route_top1(logits: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor, T
     return get_impl("route_top1", backend, logits.device)(logits)
 
 
-__all__ = ["route_top1", "route_top1_reference", "router_inputs", "router_inputs_backward_reference",
-           "router_inputs_reference"]
+__all__ = ["route_top1", "router_inputs"]

@@ -1,5 +1,5 @@
 """The "adamw_step" op in Triton: the weights of the list updated in few launches (semantics:
-rom.kernels.adamw.adamw_step_reference).
+rom.kernels.reference.adamw.adamw_step_reference).
 
 Per element one pass reads the fp32 master and moments and the gradient as it is (bf16, or fp32 where
 gradient accumulation folded it), and writes the master, the moments and the bf16 working copy: 14 bytes read
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from rom.kernels.adamw import adamw_step_one
+from rom.kernels.reference.adamw import adamw_step_one
 from rom.kernels.triton_support import HAS_TRITON, cdiv, interpreting, tl, triton
 
 # one block per program: looping over 4 blocks per program (fewer programs searching the table) took the

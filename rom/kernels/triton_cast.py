@@ -1,6 +1,6 @@
 """Widening cast (bf16 / fp16 -> fp32) of a contiguous tensor in Triton: 16-byte loads and stores.
 
-The "upcast" and "upcast_add" ops of the Triton backend (semantics: rom.kernels.weight_cast's
+The "upcast" and "upcast_add" ops of the Triton backend (semantics: rom.kernels.reference.weight_cast's
 ``upcast_reference`` and ``upcast_add_reference``; the second adds the cast into an fp32 gradient). torch's own
 bf16 -> fp32 copy is its generic dtype-converting kernel; this one moves the same bytes at close to the copy
 bandwidth. Other dtype pairs and tensors with gaps go to ``Tensor.to``.

@@ -10,7 +10,7 @@ necessary traffic. Here every program owns a block of tokens and reads each of i
     backward:  grad_rows[inverse_index[t * k + j]] = w[t, j] * grad[t]
                grad_w[t, j] = <rows[inverse_index[t * k + j]], grad[t]>       (fp32, one program per token block)
 
-Products and sums in fp32, rounded once to the rows' dtype. Semantics: rom.kernels.experts'
+Products and sums in fp32, rounded once to the rows' dtype. Semantics: rom.kernels.reference.experts'
 ``combine_rows_reference`` / ``combine_rows_backward_reference``.
 """
 

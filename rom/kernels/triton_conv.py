@@ -1,6 +1,6 @@
 """Causal depthwise conv1d (+ optional SiLU) in Triton: forward one kernel, backward two.
 
-Semantics are those of ``rom.kernels.conv_reference.causal_conv1d`` (docs/interfaces.md, "Kernels"):
+Semantics are those of ``rom.kernels.reference.conv.causal_conv1d_reference`` (docs/interfaces.md, "Kernels"):
 
     y[b, d, t] = act(bias[d] + sum_k weight[d, k] * x[b, d, t - (W - 1) + k]),   x[t < 0] = 0
 

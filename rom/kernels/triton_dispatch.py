@@ -12,8 +12,8 @@ router at 16k tokens on an H200) becomes two launches:
 
     slot_index[pos] = i,  inverse_index[i] = pos,  pos = start[e_i] + #{i' < i : e_i' = e_i}
 
-Semantics: rom.kernels.experts.expert_positions_reference. Ids must lie in [0, num_experts): on the GPU they are
-not checked (make_dispatch checks them on CPU, where the check costs no synchronisation).
+Semantics: rom.kernels.reference.experts.expert_positions_reference. Ids must lie in [0, num_experts): on the GPU
+they are not checked (make_dispatch checks them on CPU, where the check costs no synchronisation).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ rows along channels, the channels-first tensor along time. No atomics: every per
     rows_to_channels:  out[b, c, l] = scale * sum_j src[inverse_index[t * k + j], c],   t = b * L + l
     channels_to_rows:  out[inverse_index[t * k + j], c] = scale * src[b, c, l]         for every slot j
 
-They are each other's adjoint (the backward of one is the other); semantics: rom.kernels.experts'
+They are each other's adjoint (the backward of one is the other); semantics: rom.kernels.reference.experts'
 ``rows_to_channels_reference`` / ``channels_to_rows_reference``.
 """
 

@@ -1,4 +1,4 @@
-"""The router's kernels (Triton): semantics rom.kernels.routing' references.
+"""The router's kernels (Triton): semantics rom.kernels.reference.routing.
 
 Router inputs, one pass each way:
     forward:   h = x.to(dtype) and logits = h @ W^T (fp32 accumulation) from one read of x

@@ -7,8 +7,8 @@ weights (50M elements at d_model 1024), those casts took 0.31 ms of the layer's 
 H200. The Triton backend does it with 16-byte loads and stores instead (rom.kernels.triton_cast).
 
     cast_weight(w, dtype, backend)    forward w.to(dtype); backward the gradient cast to w.dtype (exact)
-    upcast_reference(t, dtype)        t.to(dtype): the semantics of the "upcast" op
-    upcast_add_reference(out, t)      out += t in out's dtype: the semantics of the "upcast_add" op
+    op "upcast":      t.to(dtype)                 (semantics: rom.kernels.reference.weight_cast)
+    op "upcast_add":  out += t in out's dtype
 
 Inside ``weight_grads_accumulate_in_place()`` (what a CUDA-graph capture of a training step uses, see
 rom.train.cuda_graph) the backward adds the cast gradient straight into an existing ``w.grad`` in one pass
@@ -30,16 +30,6 @@ from torch import Tensor
 from rom.kernels.registry import get_impl
 
 _ACCUMULATE_IN_PLACE = contextvars.ContextVar("rom_weight_grads_accumulate_in_place", default=False)
-
-
-def upcast_reference(t: Tensor, dtype: torch.dtype) -> Tensor:
-    """``t`` in ``dtype`` (a widening cast is exact)."""
-    return t.to(dtype)
-
-
-def upcast_add_reference(out: Tensor, t: Tensor) -> None:
-    """``out += t`` in out's dtype (t widened first, exactly)."""
-    out.add_(t.to(out.dtype))
 
 
 @contextlib.contextmanager
@@ -80,4 +70,4 @@ def cast_weight(weight: Tensor, dtype: torch.dtype, backend: str = "auto") -> Te
     return _CastWeight.apply(weight, dtype, backend)
 
 
-__all__ = ["cast_weight", "upcast_add_reference", "upcast_reference", "weight_grads_accumulate_in_place"]
+__all__ = ["cast_weight", "weight_grads_accumulate_in_place"]

@@ -27,9 +27,10 @@ def poison_cuda_cache(n_bytes: int = 512 * 2**20) -> None:
 
 
 def selective_scan_f64(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Float64 sequential ground truth; the project's own (scan_reference.selective_scan_sequential) when present."""
+    """Float64 sequential ground truth; the project's own (rom.kernels.reference.scan.selective_scan_sequential)
+    when present."""
     try:
-        from rom.kernels.scan_reference import selective_scan_sequential
+        from rom.kernels.reference.scan import selective_scan_sequential
     except ImportError:
         selective_scan_sequential = None
     args = [t.double() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]

@@ -26,7 +26,7 @@ def _grad(t: torch.Tensor) -> torch.Tensor:
     return t.grad if t.grad is not None else torch.zeros_like(t)
 
 
-def _run(fn, n, tensors, backend, seen=None):
+def _run(fn, n, tensors, backend, seen=None):  # backend None: fn takes none (mamba_inner_triton)
     xz, conv_w, conv_b, A, D, w_x, w_dt, dt_bias = tensors
 
     def project(x):
@@ -35,7 +35,7 @@ def _run(fn, n, tensors, backend, seen=None):
         dt, B, C = torch.einsum("od,bdl->bol", w_x, x).split([4, n, n], dim=1)
         return torch.einsum("do,bol->bdl", w_dt, dt), B, C, dt_bias
 
-    return fn(xz, conv_w, conv_b, A, D, project, backend)
+    return fn(xz, conv_w, conv_b, A, D, project, *([] if backend is None else [backend]))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 16, 16), (2, 131, 32, 16), (4, 1000, 128, 16), (2, 77, 64, 64)],
@@ -52,7 +52,7 @@ def test_inner_path_matches_composed_float64_forward_and_gradients(shape, dtype)
     ours = [t.clone().requires_grad_(True) for t in tensors]
     ref = [t.detach().double().requires_grad_(True) for t in tensors]
     poison_cuda_cache()
-    y = _run(mamba_inner_triton, n, ours, "triton")
+    y = _run(mamba_inner_triton, n, ours, None)
     y_ref = _run(kernels.mamba_inner_reference, n, ref, "reference")
     assert y.shape == (batch, d, L) and y.dtype == dtype
     tol_out, tol_grad = (1e-4, 1e-3) if dtype == torch.float32 else (2e-2, 3e-2)
@@ -75,7 +75,7 @@ def test_inner_path_without_scan_gradient_leaves_a_zero_z_gradient():
     tensors = [t.requires_grad_(True) for t in _inputs(2, 32, 50, 16, torch.float32, seed=1)]
     seen: dict = {}
     poison_cuda_cache()
-    _run(mamba_inner_triton, 16, tensors, "triton", seen)
+    _run(mamba_inner_triton, 16, tensors, None, seen)
     seen["x"].sum().backward()
     grad = tensors[0].grad
     assert torch.isfinite(grad).all()

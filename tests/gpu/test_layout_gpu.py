@@ -24,7 +24,7 @@ def _dispatch(T: int, k: int, E: int, seed: int):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_triton_layout_kernels_equal_reference_exactly(shape, top_k, dtype):
     pytest.importorskip("triton")
-    from rom.kernels.experts import channels_to_rows_reference, rows_to_channels_reference
+    from rom.kernels.reference.experts import channels_to_rows_reference, rows_to_channels_reference
     from rom.kernels.triton_gather import channels_to_rows_triton, rows_to_channels_triton
 
     b, L, C = shape

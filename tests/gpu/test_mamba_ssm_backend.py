@@ -15,7 +15,7 @@ NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 
 
 def _require_mamba_ssm():
-    from rom.kernels.registry import clear_probe_cache, probe_mamba_ssm
+    from rom.kernels.backends import clear_probe_cache, probe_mamba_ssm
 
     clear_probe_cache()
     probe = probe_mamba_ssm()

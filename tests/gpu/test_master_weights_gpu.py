@@ -22,7 +22,7 @@ def test_fused_adamw_step_matches_float64(weight_decay: float) -> None:
     transposed weight (the reference's) in one call, four steps on the same tensors (the cached address table),
     against float64; working copies poisoned first and then exactly the masters rounded to nearest."""
     pytest.importorskip("triton")
-    from rom.kernels.adamw import adamw_step_reference
+    from rom.kernels.reference.adamw import adamw_step_reference
     from rom.kernels.triton_adamw import adamw_step_triton
 
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("skewed", [False, True], ids=["uniform", "skewed"])
 def test_counting_sort_dispatch_equals_torch_stable_sort(n, n_experts, skewed):
     pytest.importorskip("triton")
-    from rom.kernels.experts import expert_positions_reference
+    from rom.kernels.reference.experts import expert_positions_reference
     from rom.kernels.triton_dispatch import expert_positions_triton
 
     g = torch.Generator(device="cuda").manual_seed(n + n_experts)
@@ -50,7 +50,7 @@ def test_make_dispatch_auto_uses_the_counting_sort_and_matches_reference():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_combine_rows_forward_and_gradients_match_float64(n_tok, d, top_k, weighted, dtype):
     pytest.importorskip("triton")
-    from rom.kernels.experts import combine_rows_backward_reference, combine_rows_reference
+    from rom.kernels.reference.experts import combine_rows_backward_reference, combine_rows_reference
     from rom.kernels.triton_combine import combine_rows_backward_triton, combine_rows_triton
 
     g = torch.Generator(device="cuda").manual_seed(n_tok + d + top_k)
@@ -104,7 +104,7 @@ def test_unpermute_auto_equals_reference_through_autograd_with_strided_gradient(
 def test_router_inputs_forward_and_backward_match_float64(n_tok, d, n_experts, dtype, with_grad_h):
     """Cast tokens and logits from one read; the input gradient dh + dlogits @ W in one pass (fp32 x)."""
     pytest.importorskip("triton")
-    from rom.kernels.routing import router_inputs_backward_reference, router_inputs_reference
+    from rom.kernels.reference.routing import router_inputs_backward_reference, router_inputs_reference
     from rom.kernels.triton_router import router_inputs_backward_triton, router_inputs_triton
 
     g = torch.Generator(device="cuda").manual_seed(n_tok + d)
@@ -130,7 +130,7 @@ def test_router_inputs_forward_and_backward_match_float64(n_tok, d, n_experts, d
 def test_route_top1_forward_and_gradient_match_float64(n_tok, n_experts):
     """Softmax, top-1 choice, mean probabilities and their joint backward in one pass each."""
     pytest.importorskip("triton")
-    from rom.kernels.routing import route_top1_reference
+    from rom.kernels.reference.routing import route_top1_reference
     from rom.kernels.triton_router import route_top1_triton
 
     g = torch.Generator(device="cuda").manual_seed(n_tok + n_experts)
