@@ -165,3 +165,28 @@ def test_diverged_and_other_roles_are_listed_not_dropped(tmp_path: Path) -> None
     assert "role=ablation" in reasons[recs[-1]["run_id"]]
     assert fit.n_points == 3
     assert np.isfinite(fit.objective)
+
+
+def test_default_objective_is_least_squares(tmp_path: Path) -> None:
+    fit = fit_family(_dense(tmp_path, 0.003, seed=3), "mamba", FitKind.PARAMS, bootstrap=0)
+    assert math.isinf(fit.huber_delta)
+    assert fit.objective == pytest.approx(0.5 * sum(p.log_residual ** 2 for p in fit.points), rel=1e-9)
+    back = FitResult.from_dict(json.loads(json.dumps(fits_document([fit])["fits"][0], default=str)))
+    assert math.isinf(back.huber_delta)
+
+
+def test_profile_over_E_when_the_fit_sits_at_a_bound(tmp_path: Path) -> None:
+    """Few sizes of a law with a small true E, noisy: E is poorly determined; the profile accepts a wide range
+    of E that contains the truth, each accepted E with a usable curve."""
+    from analysis.fit import profile_E
+
+    df = _table(tmp_path, scaling_study(E=0.3, A=40.0, alpha=0.2, sizes=(1_000_000, 3_000_000, 9_000_000,
+                                                                           27_000_000),
+                                        rom_sizes=(), noise=0.004, seed=5, hybrids=False, downstream=False))
+    prof = profile_E(df, "mamba", FitKind.PARAMS, sigma_log=0.004)
+    lo, hi = prof.E_range
+    assert lo <= 0.3 <= hi and hi - lo > 0.2
+    assert len(prof.accepted_params()) == sum(prof.accepted) > 3
+    assert "sigma_log = 0.004" in prof.criterion
+    no_sigma = profile_E(df, "mamba", FitKind.PARAMS)
+    assert no_sigma.E_range is not None and "residuals" in no_sigma.criterion
