@@ -1,5 +1,8 @@
 """Parameters and FLOPs by component, active vs total: the toolkit's one source of truth. Torch-free.
 
+Each mixer's own parameters and FLOPs sit beside its constructor in the mixer map (``rom.layers.mixers``);
+this module adds the embedding, norms, MLPs and LM head, and sums.
+
 Parameter conventions
 - ``total``: every parameter (tied embedding counted once).
 - ``active``: parameters a single token touches in a forward pass: shared parts, the router, and ``top_k`` of
@@ -26,7 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rom.config import Mixer, Mlp, ModelConfig, Projection, Routing
+from rom.config import Mlp, ModelConfig
+from rom.layers.mixers import mean_attended_keys, mixer_spec
+
+__all__ = ["Component", "FlopCount", "ParamCount", "count_flops", "count_params", "mean_attended_keys", "summary"]
 
 
 @dataclass
@@ -83,21 +89,13 @@ class FlopCount:
 NON_MATMUL_FLOP_COMPONENTS = ("conv1d", "scan", "attention.scores")
 
 
-def _bank(total_one: int, cfg_experts: int, top_k: int, is_expert: bool) -> tuple[int, int]:
-    """(total, active) parameters of a projection that may be an expert bank."""
-    if not is_expert:
-        return total_one, total_one
-    return total_one * cfg_experts, total_one * top_k
-
-
 def count_params(cfg: ModelConfig) -> ParamCount:
     comps: dict[str, Component] = {}
 
     def add(name: str, total: int, active: int | None = None) -> None:
         comps.setdefault(name, Component()).add(total, active)
 
-    Dm, De, N, R, V = cfg.d_model, cfg.d_inner, cfg.mamba.d_state, cfg.dt_rank, cfg.vocab_size
-    w = cfg.mamba.d_conv
+    Dm, V = cfg.d_model, cfg.vocab_size
     embedding = V * Dm
     add("embedding", embedding)
     if not cfg.tie_embeddings:
@@ -105,32 +103,7 @@ def count_params(cfg: ModelConfig) -> ParamCount:
     add("norms", Dm)  # final norm
     for mixer, mlp in cfg.layers():
         add("norms", Dm)
-        if mixer == Mixer.MAMBA:
-            bias = cfg.mamba.proj_bias
-            add("mixer.in_proj", Dm * 2 * De + (2 * De if bias else 0))
-            add("mixer.conv1d", De * w + (De if cfg.mamba.conv_bias else 0))
-            add("mixer.x_proj", De * (R + 2 * N))
-            add("mixer.dt_proj", R * De + De)
-            add("mixer.A_log_D", De * N + De)
-            add("mixer.out_proj", De * Dm + (Dm if bias else 0))
-        elif mixer == Mixer.ROM:
-            r = cfg.rom
-            E, k = r.num_experts, r.top_k
-            n_routers = 1 if r.routing == Routing.SHARED else len(r.expert_projections)
-            add("mixer.router", n_routers * E * Dm)
-            for proj, name in ((Projection.CONV, "mixer.conv_proj"), (Projection.GATE, "mixer.gate_proj")):
-                add(name, *_bank(Dm * De, E, k, r.is_expert(proj)))
-            if r.is_expert(Projection.CONV1D):
-                add("mixer.conv1d", *_bank(De * w + De, E, k, True))
-            else:
-                add("mixer.conv1d", De * w + (De if cfg.mamba.conv_bias else 0))
-            add("mixer.x_proj", *_bank(De * (R + 2 * N), E, k, r.is_expert(Projection.X)))
-            add("mixer.dt_proj", *_bank(R * De + De, E, k, r.is_expert(Projection.DT)))
-            add("mixer.A_log_D", De * N + De)
-            add("mixer.out_proj", *_bank(De * Dm, E, k, r.is_expert(Projection.OUT)))
-        else:
-            add("attention.qkv", 3 * Dm * Dm)
-            add("attention.out_proj", Dm * Dm)
+        mixer_spec(mixer).count_params(cfg, add)  # rom/layers/mixers.py: each mixer's own accounting
         if mlp != Mlp.NONE:
             add("norms", Dm)
             F = cfg.ffn_dim
@@ -145,42 +118,15 @@ def count_params(cfg: ModelConfig) -> ParamCount:
     return ParamCount(total=total, active=active, embedding=embedding, components=comps)
 
 
-def mean_attended_keys(seq_len: int, window: int) -> float:
-    """Mean over positions t < seq_len of min(t + 1, window): keys per query under a causal window."""
-    L, w = seq_len, min(window, seq_len)
-    full = L - w  # positions that see the whole window
-    ramp = w * (w + 1) / 2  # positions 0..w-1 see t+1 keys
-    return (ramp + full * w) / L
-
-
 def count_flops(cfg: ModelConfig, seq_len: int) -> FlopCount:
     comps: dict[str, float] = {}
 
     def add(name: str, value: float) -> None:
         comps[name] = comps.get(name, 0.0) + float(value)
 
-    Dm, De, N, R, V = cfg.d_model, cfg.d_inner, cfg.mamba.d_state, cfg.dt_rank, cfg.vocab_size
-    w = cfg.mamba.d_conv
+    Dm, V = cfg.d_model, cfg.vocab_size
     for mixer, mlp in cfg.layers():
-        if mixer in (Mixer.MAMBA, Mixer.ROM):
-            if mixer == Mixer.ROM:
-                r = cfg.rom
-                k = r.top_k
-                n_routers = 1 if r.routing == Routing.SHARED else len(r.expert_projections)
-                add("router", 2 * Dm * r.num_experts * n_routers)
-                mult = {p: (k if r.is_expert(p) else 1) for p in Projection}
-            else:
-                mult = {p: 1 for p in Projection}
-            add("conv_proj", 2 * Dm * De * mult[Projection.CONV])
-            add("gate_proj", 2 * Dm * De * mult[Projection.GATE])
-            add("conv1d", 2 * De * w * mult[Projection.CONV1D])
-            add("x_proj", 2 * De * (R + 2 * N) * mult[Projection.X])
-            add("dt_proj", 2 * R * De * mult[Projection.DT])
-            add("scan", 8 * De * N + 3 * De)
-            add("out_proj", 2 * De * Dm * mult[Projection.OUT])
-        else:
-            add("attention.proj", 2 * 4 * Dm * Dm)
-            add("attention.scores", 4 * Dm * mean_attended_keys(seq_len, cfg.attention.window))
+        mixer_spec(mixer).count_flops(cfg, seq_len, add)  # rom/layers/mixers.py: each mixer's own accounting
         if mlp == Mlp.DENSE:
             add("mlp", 2 * 3 * Dm * cfg.ffn_dim)
         elif mlp == Mlp.MOE:

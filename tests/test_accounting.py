@@ -139,3 +139,34 @@ def test_measure_counts_the_paper_rom_model_without_its_weights():
     out = measure(cfg, seq_len=64)
     assert out["torch"]["matmul_per_token"] == pytest.approx(out["analytic_matmul_per_token"], rel=0.02)
     assert "skipped" in out["fvcore"]
+
+
+def test_every_mixer_has_one_entry_in_the_mixer_map():
+    from rom.config import Mixer
+    from rom.layers.mixers import MIXERS
+
+    assert set(MIXERS) == set(Mixer), "each Mixer needs its constructor and accounting in rom/layers/mixers.py"
+
+
+def test_a_mixer_without_an_entry_is_a_clear_error(monkeypatch):
+    from rom.config import ConfigError, Mixer
+    from rom.layers import mixers
+    from rom.layers.block import build_mixer
+
+    cfg = ModelConfig(d_model=64, n_layer=2, vocab_size=128)
+    monkeypatch.delitem(mixers.MIXERS, Mixer.MAMBA)
+    with pytest.raises(ConfigError, match="mixer 'mamba' has no entry in rom/layers/mixers.py MIXERS"):
+        count_params(cfg)
+    with pytest.raises(ConfigError, match="mixer 'mamba' has no entry"):
+        count_flops(cfg, 64)
+    with pytest.raises(ConfigError, match="mixer 'mamba' has no entry"):
+        build_mixer(Mixer.MAMBA, cfg, "reference")
+
+
+def test_accounting_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, rom.accounting; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -6,20 +6,15 @@ import torch
 from torch import nn
 
 from rom.config import Mixer, Mlp, ModelConfig
-from rom.layers.attention import SlidingWindowAttention
 from rom.layers.aux import RouterStats
 from rom.layers.ffn import MoEFFN, SwiGLU
-from rom.layers.mamba import MambaMixer
+from rom.layers.mixers import mixer_spec
 from rom.layers.norm import RMSNorm
-from rom.layers.rom import RoMMixer
 
 
 def build_mixer(kind: Mixer, cfg: ModelConfig, backend: str) -> nn.Module:
-    if kind == Mixer.MAMBA:
-        return MambaMixer(cfg.d_model, cfg.mamba, cfg.dt_rank, backend)
-    if kind == Mixer.ROM:
-        return RoMMixer(cfg.d_model, cfg.mamba, cfg.rom, cfg.dt_rank, backend)
-    return SlidingWindowAttention(cfg.d_model, cfg.attention)
+    """The mixer of one layer, from the mixer map (rom/layers/mixers.py); an unknown kind is a ConfigError."""
+    return mixer_spec(kind).build(cfg, backend)
 
 
 def build_mlp(kind: Mlp, cfg: ModelConfig, backend: str) -> nn.Module | None:
