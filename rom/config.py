@@ -374,6 +374,11 @@ class TrainConfig:
     # recorded as its own point (rom.train.loop): its decay over decay_fraction of its own steps, to the same
     # final lr, with the main run's warmup; the main run continues as if the branch never happened
     cooldown_branches: tuple[float, ...] = ()
+    # deterministic training: torch.use_deterministic_algorithms (warn_only: an op without a deterministic
+    # version warns in train.log's stderr instead of failing), cuBLAS's fixed workspace, and attention on CUDA
+    # through SDPA's math backend (its fused backwards use atomics: rom.layers.attention), so two identical
+    # trainings give identical weights. Slower attention on CUDA; no effect on what a CPU run computes
+    deterministic: bool = False
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1
@@ -505,7 +510,7 @@ class EvalConfig:
 
 
 # TrainConfig fields hashed only when they differ from their defaults (see RunConfig.config_hash)
-_TRAIN_FIELDS_ADDED_LATER = ("master_weights", "schedule", "decay_fraction", "cooldown_branches")
+_TRAIN_FIELDS_ADDED_LATER = ("master_weights", "schedule", "decay_fraction", "cooldown_branches", "deterministic")
 
 
 @dataclass(frozen=True)

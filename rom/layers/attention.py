@@ -5,6 +5,12 @@ mask is plain causal (SDPA's fused causal path). Longer sequences are attended i
 each against the ``2 * window`` keys of its own and the previous block under one small banded mask
 (``banded_attention``): O(L * window) memory and work, where a full (L, L) mask would cost O(L^2) (the paper's
 8K-16K contexts with a 2K window) and keep SDPA off its fused kernels.
+
+Determinism: SDPA's fused CUDA backends (flash, memory-efficient) accumulate the backward's dq / dk / dv with
+atomics, so two identical trainings of a hybrid differ (the gpu study measured up to 0.028 nats). While
+``torch.are_deterministic_algorithms_enabled()`` (the trainer's ``train.deterministic``), attention on CUDA
+runs SDPA's math backend (matmuls and a softmax, no atomics; it materialises the (L, L) or banded (W, 2W)
+scores, so it is slower and uses more memory). The CPU path is the same either way.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rom.config import AttentionConfig
 
@@ -34,6 +41,14 @@ def sliding_window_mask(length: int, window: int, device) -> torch.Tensor:
     return (diff >= 0) & (diff < window)
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+    """F.scaled_dot_product_attention; on CUDA under deterministic algorithms, its math backend (see above)."""
+    if q.is_cuda and torch.are_deterministic_algorithms_enabled():
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
     """Causal attention of each query to itself and the window - 1 keys before it; q, k, v: (b, h, L, hd).
 
@@ -45,8 +60,8 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     b, h, L, hd = q.shape
     W = window
     if L <= W:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    y0 = F.scaled_dot_product_attention(q[:, :, :W], k[:, :, :W], v[:, :, :W], is_causal=True)
+        return sdpa(q, k, v, is_causal=True)
+    y0 = sdpa(q[:, :, :W], k[:, :, :W], v[:, :, :W], is_causal=True)
     nb = -(-L // W)
     pad = nb * W - L
     qb = F.pad(q[:, :, W:], (0, 0, 0, pad)).reshape(b, h * (nb - 1), W, hd)
@@ -58,7 +73,7 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     p_idx = torch.arange(W, device=q.device)[:, None]
     j_idx = torch.arange(2 * W, device=q.device)[None, :]
     band = (j_idx > p_idx) & (j_idx <= p_idx + W)  # (W, 2W)
-    y_rest = F.scaled_dot_product_attention(qb, key_blocks(k), key_blocks(v), attn_mask=band)
+    y_rest = sdpa(qb, key_blocks(k), key_blocks(v), attn_mask=band)
     return torch.cat([y0, y_rest.view(b, h, (nb - 1) * W, hd)], dim=2)[:, :, :L]
 
 
@@ -96,7 +111,7 @@ class SlidingWindowAttention(nn.Module):
         cos, sin = self._rope(L, x.device, q.dtype)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if L <= self.window:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = sdpa(q, k, v, is_causal=True)
         else:
             y = banded_attention(q, k, v, self.window)
         return self.out_proj(y.transpose(1, 2).reshape(b, L, d)), []

@@ -7,6 +7,7 @@ RUN_DIR/metrics.jsonl, train.log, checkpoint/ (removed after a completed run), m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -218,9 +219,34 @@ def train(cfg: RunConfig, data_dir: str | Path, out_dir: str | Path, device: str
     """Train ``cfg`` on the shards in ``data_dir``; write the run into ``out_dir``; return the train part."""
     info = D.init_distributed(device)
     try:
-        return _train(cfg, Path(data_dir), Path(out_dir), info)
+        with deterministic_mode(cfg.train.deterministic):
+            return _train(cfg, Path(data_dir), Path(out_dir), info)
     finally:
         D.shutdown(info)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # the cuBLAS workspace setting that makes its GEMMs deterministic
+
+
+@contextlib.contextmanager
+def deterministic_mode(on: bool):
+    """train.deterministic: deterministic torch algorithms (warn_only: an op that has no deterministic version
+    warns instead of failing), cuDNN without autotuning, cuBLAS with a fixed workspace (set before the first
+    CUDA matmul of the process, unless the environment already sets it); attention then takes a deterministic
+    path on CUDA (rom.layers.attention.sdpa). The previous settings are restored on exit."""
+    if not on:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 def cuda_graphs_decision(t: TrainConfig, info: D.DistInfo) -> tuple[bool, str]:
@@ -358,6 +384,9 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         s, c = D.all_reduce_sum(info, [s, float(c)])
         return s / c
 
+    if t.deterministic:
+        log.info("deterministic algorithms on (warn_only), CUBLAS_WORKSPACE_CONFIG=%s, attention through SDPA's math "
+                 "backend on CUDA", os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     if t.cuda_graphs is True and not use_graphs:
         log.warning("train.cuda_graphs=true ignored: %s", graphs_reason)
     else:
@@ -667,6 +696,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             "world_size": info.world_size,
             "parallelism": t.parallelism.value if info.distributed else "none",
             "diverged": diverged,
+            "deterministic": t.deterministic,
             "schedule": schedule.describe(),
             "branch_time_s": sum(b["branch_time_s"] for b in branches),
         },
