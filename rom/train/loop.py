@@ -39,6 +39,9 @@ from rom.train.optim import build_optimizer
 from rom.train.peaks import mfu, peak_flops
 from rom.train.schedule import LRSchedule
 
+# Passes over the training split above which a run is warned about (train.log and stderr): repeated tokens
+# stop being as good as fresh ones (Muennighoff et al. 2023: up to ~4 epochs is nearly as good as unique data)
+MAX_PASSES = 4
 TRAIN_PART = "train.json"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
@@ -309,6 +312,14 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     D.barrier(info)
     log = _setup_log(run_dir, main)
     metrics = MetricsWriter(run_dir / METRICS_FILE, enabled=main)
+    planned_passes = total_steps * tokens_per_step / max(1, len(train_shard.tokens))
+    if planned_passes > MAX_PASSES:
+        message = (f"{run_id}: {total_steps * tokens_per_step} training tokens are {planned_passes:.2f} passes over the "
+                   f"{len(train_shard.tokens)}-token training split, more than {MAX_PASSES} (repeated data: the "
+                   f"loss is no longer that of fresh tokens); lower train.tokens or use a larger corpus")
+        log.warning(message)
+        if main:
+            print(f"warning: {message}", file=sys.stderr)
 
     torch.manual_seed(t.seed)
     np.random.seed(t.seed % (2**32))
