@@ -19,7 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from analysis._io import AnalysisError, read_json, write_json
+from analysis.errors import AnalysisError, read_json
+from rom.io import atomic_write_json_safe as write_json
 from rom.records import RecordError
 
 log = logging.getLogger("analysis")

@@ -16,7 +16,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from analysis._io import AnalysisError, atomic_path
+from analysis.errors import AnalysisError
+from rom.io import atomic_path
 from analysis.families import family_columns, family_of_record
 from rom.records import RecordError, load_record
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis._io import AnalysisError
+from analysis.errors import AnalysisError
 
 HEAD_COLUMN = "flops_per_token_fwd_head"
 

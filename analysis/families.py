@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from analysis._io import AnalysisError
+from analysis.errors import AnalysisError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis._io import AnalysisError, atomic_path, write_json  # noqa: E402
+from analysis.errors import AnalysisError  # noqa: E402
+from rom.io import atomic_path, atomic_write_json_safe as write_json  # noqa: E402
 from analysis.claims import Claim  # noqa: E402
 from analysis.collect import runs_at_train_length  # noqa: E402
 from analysis.families import Family, families_in  # noqa: E402

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis._io import as_float
+from rom.io import as_float
 
 SEED_ROLE = "seed"
 GROUP_ROLES = ("scaling", "seed")

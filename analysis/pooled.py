@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from analysis._io import AnalysisError, as_float
+from analysis.errors import AnalysisError
+from rom.io import as_float
 from analysis.fit import (BOUND_TOL, EXPONENT_BOUNDS, LOGCOEF_BOUNDS, FitStatus, FlopConvention, ParamConvention,
                           _with_single_blas_thread, select_points)
 from analysis.noise import NoiseEstimate, estimate_noise, residual_noise

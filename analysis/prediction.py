@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from analysis._io import as_float
+from rom.io import as_float
 from analysis.pooled import (PAPER_N_ACTIVE, PooledFit, PooledX, envelope, percentile_interval, quantity, x_ratio)
 
 

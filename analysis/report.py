@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis._io import AnalysisError, read_json, write_text
+from analysis.errors import AnalysisError, read_json
+from rom.io import atomic_write_text as write_text
 from analysis.claims import Claim, Verdict, report_sections
 from analysis.fit import FitResult
 from analysis.outputs import FIGURES_MANIFEST

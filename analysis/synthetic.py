@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analysis._io import AnalysisError, write_json, write_text
+from analysis.errors import AnalysisError
+from rom.io import atomic_write_json_safe as write_json, atomic_write_text as write_text
 from analysis.families import SSM_MIXERS, Family
 
 # Family name -> Family: the families a synthetic record can be (names are looked up here, never parsed).

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis._io import AnalysisError, write_text
+from analysis.errors import AnalysisError
+from rom.io import atomic_write_text as write_text
 from analysis.claims import Claim
 from analysis.claims.downstream import DOWNSTREAM_COLUMNS, downstream_table
 from analysis.collect import runs_at_train_length

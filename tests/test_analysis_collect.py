@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis._io import AnalysisError
+from analysis.errors import AnalysisError
 from analysis.collect import COLUMNS, collect, expand_record_paths, read_table, runs_at_train_length, write_table
 from analysis.synthetic import scaling_study, synthetic_record, write_study
 from rom.records import RecordError, validate_record

@@ -204,7 +204,7 @@ def test_outputs_list_imports_no_third_party_module() -> None:
 
 
 def test_unknown_claim_id_is_an_error() -> None:
-    from analysis._io import AnalysisError
+    from analysis.errors import AnalysisError
     from analysis.claims import claim_module
 
     with pytest.raises(AnalysisError, match="unknown claim id 'z'"):

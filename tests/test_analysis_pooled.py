@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis._io import read_json, write_json
+from analysis.errors import read_json
+from rom.io import atomic_write_json_safe as write_json
 from analysis.conventions import HEAD_COLUMN, flops_without_head
 from analysis.fit import FitStatus
 from analysis.noise import estimate_noise, seed_groups

@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis._io import AnalysisError, as_float, restore_floats
+from analysis.errors import AnalysisError
+from rom.io import as_float, restore_floats
 from analysis.collect import runs_at_train_length
 from analysis.families import Family, families_in
 from analysis.fit import (FIT_ROLES, FitKind, FitResult, FitStatus, FlopConvention, ParamConvention, fit_key,

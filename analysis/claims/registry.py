@@ -12,7 +12,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis._io import AnalysisError
+from analysis.errors import AnalysisError
 from analysis.claims.common import Claim, ReportSection, claim_inputs
 from analysis.claims.context import CONTEXT_TOLERANCE
 from analysis.claims.downstream import DOWNSTREAM_MARGIN

@@ -23,13 +23,15 @@ from typing import Any, Callable
 
 import torch
 
+from rom.errors import RomError
+
 BACKENDS = ("auto", "reference", "triton", "mamba_ssm", "loop")
 AUTO_ON_CUDA = "triton"  # the backend "auto" picks on CUDA where the op has it and it imports
 # errors a missing or broken optional build raises on import
 _IMPORT_ERRORS = (ImportError, OSError, RuntimeError, AttributeError)
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(RomError, RuntimeError):
     """A backend was requested explicitly but cannot run; the message names it and says why."""
 
 
