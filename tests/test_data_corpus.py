@@ -192,3 +192,14 @@ def test_chunk_text_cuts_at_paragraphs() -> None:
     assert "".join(pieces) == text and len(pieces) > 5
     assert all(len(p) <= 1000 and p.endswith("\n") for p in pieces)
     assert chunk_text("short") == ["short"]
+
+
+def test_every_source_has_a_reader() -> None:
+    from rom.config import CorpusSource
+    from rom.data.corpus import SOURCES, source_reader
+
+    assert set(SOURCES) == set(CorpusSource)
+    for source in CorpusSource:
+        assert callable(source_reader(source))
+    with pytest.raises(DataError, match="has no reader"):
+        source_reader("nonexistent")

@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import importlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rom.config import CorpusSource, DataConfig, to_dict
 from rom.data.document import DataError, Document
@@ -35,21 +36,30 @@ FORMAT_VERSION = 1
 # --------------------------------------------------------------------------------------------- sources
 
 
+# data.source -> "module:function" of its reader, imported when used (a source may need an optional package)
+SOURCES: dict[CorpusSource, str] = {
+    CorpusSource.SOTU: "rom.data.source_sotu:iter_sotu",
+    CorpusSource.FILES: "rom.data.source_files:iter_files",
+    CorpusSource.HF: "rom.data.source_hf:iter_hf",
+    CorpusSource.OFFLINE_MIX: "rom.data.source_offline_mix:iter_offline_mix",
+}
+
+
+def source_reader(source: CorpusSource) -> Callable[[DataConfig], Iterator[Document]]:
+    """The reader of a ``data.source`` (its SOURCES entry), imported now."""
+    entry = SOURCES.get(source)
+    if entry is None:
+        raise DataError(f"data.source={source!r} has no reader")
+    module, function = entry.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def iter_documents(cfg: DataConfig) -> Iterator[Document]:
     """Documents of the configured source, in a deterministic order, bounded by ``cfg.max_documents``.
 
     Documents whose text is empty or whitespace only are dropped here (they carry no tokens).
     """
-    if cfg.source == CorpusSource.SOTU:
-        from rom.data.source_sotu import iter_sotu as it
-    elif cfg.source == CorpusSource.FILES:
-        from rom.data.source_files import iter_files as it
-    elif cfg.source == CorpusSource.HF:
-        from rom.data.source_hf import iter_hf as it
-    elif cfg.source == CorpusSource.OFFLINE_MIX:
-        from rom.data.source_offline_mix import iter_offline_mix as it
-    else:  # pragma: no cover - the enum is closed
-        raise DataError(f"data.source={cfg.source!r} has no reader")
+    it = source_reader(cfg.source)
     count = 0
     for doc in it(cfg):
         if not doc.text.strip():
