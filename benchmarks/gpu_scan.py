@@ -122,10 +122,10 @@ def main() -> None:
     args = ap.parse_args()
     dtype = DTYPES[args.dtype]
     b, d, L, N = args.batch, args.d_inner, args.seq_len, args.d_state
-    import rom.kernels.triton_scan as triton_scan
+    import rom.kernels.triton_scan_fwd as triton_scan_fwd
 
     if args.fwd_prefetch is not None:
-        triton_scan.V2_FWD_PREFETCH = args.fwd_prefetch
+        triton_scan_fwd.V2_FWD_PREFETCH = args.fwd_prefetch
 
     facts = device_facts()
     bw = measure_copy_bandwidth()
@@ -196,7 +196,7 @@ def main() -> None:
 
     payload = {"benchmark": "selective_scan", "shape": {"batch": b, "d_inner": d, "seq_len": L, "d_state": N,
                "dtype": args.dtype, "z": True, "delta_bias": True, "delta_softplus": True,
-               "v2_fwd_prefetch": triton_scan.V2_FWD_PREFETCH},
+               "v2_fwd_prefetch": triton_scan_fwd.V2_FWD_PREFETCH},
                "device": facts, "floors": floors, "results": rows, "sweep": sweep_rows,
                "quoted_mamba_ssm_ms": {"fwd": 0.724, "fwd_bwd": 3.52,
                                        "note": "issue 6's figures, H100 80GB, another run"}}

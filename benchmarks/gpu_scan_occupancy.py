@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_common import bench_ms, device_facts, print_table, write_result  # noqa: E402
 from gpu_scan import make_inputs  # noqa: E402
 
-import rom.kernels.triton_scan as ts  # noqa: E402
+from rom.kernels.scan_plan import V2_CHUNK, v2_launch  # noqa: E402
+from rom.kernels.triton_scan_bwd import scan_backward_v2  # noqa: E402
+from rom.kernels.triton_scan_fwd import scan_forward_v2  # noqa: E402
 
 # (batch, d_inner, L): the anchor and the three gpu_step.py model shapes (15M, 115M, 350M)
 SHAPES = [(8, 2048, 2048), (16, 512, 2048), (8, 1536, 2048), (4, 2048, 2048)]
@@ -47,19 +49,19 @@ def _fold(x: dict, s: int) -> dict:
 def _time_kernels(x: dict, fwd_cfg, bwd_cfg) -> dict[str, float]:
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
     dout = torch.randn_like(x["u"])
-    fwd = bench_ms(lambda: ts._scan_forward_v2(*args, store_ckpt=False, config=fwd_cfg))
-    fwd_ck = bench_ms(lambda: ts._scan_forward_v2(*args, store_ckpt=True, config=fwd_cfg))
-    _, ckpt, Bt, Ct = ts._scan_forward_v2(*args, store_ckpt=True, config=fwd_cfg)
+    fwd = bench_ms(lambda: scan_forward_v2(*args, store_ckpt=False, config=fwd_cfg))
+    fwd_ck = bench_ms(lambda: scan_forward_v2(*args, store_ckpt=True, config=fwd_cfg))
+    _, ckpt, Bt, Ct = scan_forward_v2(*args, store_ckpt=True, config=fwd_cfg)
     u, delta, A, B, C, D, z, bias, sp = args
-    bwd = bench_ms(lambda: ts._scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, bias, sp, ckpt,
-                                                config=bwd_cfg))
+    bwd = bench_ms(lambda: scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, bias, sp, ckpt,
+                                            config=bwd_cfg))
     return {"fwd_ms": fwd, "fwd_ckpt_ms": fwd_ck, "bwd_ms": bwd}
 
 
 def _auto_plans(x: dict) -> str:
     b, d, L = x["u"].shape
-    n_chunks = -(-L // ts.V2_CHUNK)
-    plans = [ts._v2_launch(16, bwd, b, d, n_chunks, x["u"].device, None) for bwd in (False, True)]
+    n_chunks = -(-L // V2_CHUNK)
+    plans = [v2_launch(16, bwd, b, d, n_chunks, x["u"].device, None) for bwd in (False, True)]
     return "/".join(f"{blk}x{p.n_seg}" for blk, _, p in plans)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rom.kernels.triton_scan import ScanOccupancy, SegmentPlan, _v2_launch, plan_cost, plan_segments
+from rom.kernels.scan_plan import ScanOccupancy, SegmentPlan, plan_cost, plan_segments, v2_launch
 
 
 def _chunk_ranges(plan: SegmentPlan, n_chunks: int) -> tuple[list[range], list[range]]:
@@ -59,7 +59,7 @@ def test_cost_model_counts_waves_and_summaries():
     (16, 512, True, 1),     # ~15M: 0.84 ms unsplit, 0.91 at 2
 ])
 def test_plan_picks_the_measured_best_split(batch, d_inner, backward, segments):
-    _, _, plan = _v2_launch(16, backward, batch, d_inner, 256, torch.device("cpu"), None)   # 132 SMs assumed
+    _, _, plan = v2_launch(16, backward, batch, d_inner, 256, torch.device("cpu"), None)   # 132 SMs assumed
     assert plan.n_seg == segments
 
 
@@ -70,7 +70,7 @@ def test_plan_picks_the_measured_best_split(batch, d_inner, backward, segments):
     (64, True, 4),
 ])
 def test_default_block_shapes(d_state, backward, block_d):
-    got, num_warps, _ = _v2_launch(d_state, backward, 8, 2048, 256, torch.device("cpu"), None)
+    got, num_warps, _ = v2_launch(d_state, backward, 8, 2048, 256, torch.device("cpu"), None)
     assert (got, num_warps) == (block_d, 1)
 
 
@@ -84,12 +84,12 @@ def test_short_sequences_are_not_split():
 def test_fp32_contiguous_copies_at_most_once(dtype, transposed):
     from torch.profiler import profile
 
-    from rom.kernels.triton_scan import _fp32_contiguous
+    from rom.kernels.triton_scan_common import fp32_contiguous
 
     base = torch.randn(2, 16, 37).to(dtype)
     t = base.transpose(1, 2) if transposed else base
     with profile() as prof:
-        out = _fp32_contiguous(t)
+        out = fp32_contiguous(t)
     copies = sum(e.count for e in prof.key_averages() if e.key == "aten::copy_")
     assert out.dtype == torch.float32 and out.is_contiguous() and out.shape == t.shape
     assert torch.equal(out, t.float())

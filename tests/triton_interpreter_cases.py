@@ -4,7 +4,7 @@
 before the kernels are defined and the rest of the suite imports them compiled. The interpreter executes each
 program instance with numpy, so what it checks is the kernels' algorithm: indexing, masks, the chunked
 recurrence and its adjoint, segment carries, the per-chunk dB / dC tiles, every block shape. It does not check
-what only a GPU can: layouts, shuffles, the inline-PTX fast math (``_fast_math()`` is off here) or speed; the
+what only a GPU can: layouts, shuffles, the inline-PTX fast math (``fast_math()`` is off here) or speed; the
 GPU suite (``tests/gpu``) does that.
 
     TRITON_INTERPRET=1 python tests/triton_interpreter_cases.py scan|conv|layout|cast|routing|inner
@@ -250,7 +250,7 @@ def run_inner() -> list[dict]:
     """``inner_path.mamba_inner_triton`` (the conv's and the scan's gradients written into the halves of one
     d xz buffer) against the composed float64 reference, forward and every gradient."""
     rows = []
-    fwd, bwd = inner_path._scan_forward_v2, inner_path._scan_backward_v2
+    fwd, bwd = inner_path.scan_forward_v2, inner_path.scan_backward_v2
     for batch, d, L, n, fwd_cfg, bwd_cfg in INNER_CASES:
         r = 3
 
@@ -263,13 +263,13 @@ def run_inner() -> list[dict]:
         inputs = [torch.randn(batch, 2 * d, L), torch.randn(d, 4) * 0.5, torch.randn(d),
                   -torch.exp(torch.randn(d, n) * 0.5), torch.randn(d), torch.randn(r + 2 * n, d) * d**-0.5,
                   torch.randn(d, r) * r**-0.5, torch.rand(d) * -3.0 - 1.0]
-        inner_path._scan_forward_v2 = lambda *a, **k: fwd(*a, config=fwd_cfg, **k)
-        inner_path._scan_backward_v2 = lambda *a, **k: bwd(*a, config=bwd_cfg, **k)
+        inner_path.scan_forward_v2 = lambda *a, **k: fwd(*a, config=fwd_cfg, **k)
+        inner_path.scan_backward_v2 = lambda *a, **k: bwd(*a, config=bwd_cfg, **k)
         try:
             errors = _compare(lambda *x: inner(inner_path.mamba_inner_triton, *x, None),
                               lambda *x: inner(mamba_inner_reference, *x, "reference"), inputs)
         finally:
-            inner_path._scan_forward_v2, inner_path._scan_backward_v2 = fwd, bwd
+            inner_path.scan_forward_v2, inner_path.scan_backward_v2 = fwd, bwd
         rows.append({"case": f"inner {batch}x{d}x{L} N{n} fwd {fwd_cfg} bwd {bwd_cfg}", "errors": errors})
     return rows
 

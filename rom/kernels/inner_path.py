@@ -29,7 +29,10 @@ from torch import Tensor
 
 from rom.kernels.reference.inner import Conv, Project, Scan, mamba_inner_composed
 from rom.kernels.triton_conv import causal_conv1d_triton, conv_backward, conv_forward
-from rom.kernels.triton_scan import _check_inputs, _scan_backward_v2, _scan_forward_v2, selective_scan_triton
+from rom.kernels.triton_scan import selective_scan_triton
+from rom.kernels.triton_scan_bwd import scan_backward_v2
+from rom.kernels.triton_scan_common import check_inputs
+from rom.kernels.triton_scan_fwd import scan_forward_v2
 from rom.kernels.triton_support import check_launchable
 
 
@@ -74,8 +77,8 @@ class _ScanOnZHalf(torch.autograd.Function):
     def forward(ctx: Any, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, xz: Tensor,
                 delta_bias: Tensor | None, link: _GradLink, needs_grad: bool) -> Tensor:  # type: ignore[override]
         d_inner = u.shape[1]
-        out, ckpt, Bt, Ct = _scan_forward_v2(u, delta, A, B, C, D, xz[:, d_inner:], delta_bias, True,
-                                             store_ckpt=needs_grad)
+        out, ckpt, Bt, Ct = scan_forward_v2(u, delta, A, B, C, D, xz[:, d_inner:], delta_bias, True,
+                                            store_ckpt=needs_grad)
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, xz, delta_bias, ckpt, Bt, Ct)
             ctx.link = link
@@ -88,7 +91,7 @@ class _ScanOnZHalf(torch.autograd.Function):
         if delta.stride(-1) != 1:  # as SelectiveScanTriton: a time-strided delta slows the backward kernel
             delta = delta.contiguous()
         grad = torch.empty_like(xz, memory_format=torch.contiguous_format)  # dz here, dx in the conv's node
-        du, ddelta, dA, dB, dC, dD, _, dbias = _scan_backward_v2(
+        du, ddelta, dA, dB, dC, dD, _, dbias = scan_backward_v2(
             dout, u, delta, A, Bt, Ct, B, C, D, xz[:, d_inner:], delta_bias, True, ckpt, dz_out=grad[:, d_inner:])
         ctx.link.put(grad, du)
         return None, ddelta, dA, dB, dC, dD, None, dbias, None, None
@@ -112,7 +115,7 @@ def mamba_inner_triton(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None
     link = _GradLink()
     x = _ConvOnXHalf.apply(xz, conv_weight, conv_bias, link)
     delta, B, C, delta_bias = project(x)
-    _check_inputs(x, delta, A, B, C, D, None, delta_bias)
+    check_inputs(x, delta, A, B, C, D, None, delta_bias)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, delta, A, B, C, D, xz, delta_bias))
     return _ScanOnZHalf.apply(x, delta, A, B, C, D, xz, delta_bias, link, needs_grad)

@@ -95,16 +95,17 @@ def test_segmented_scan_matches_float64(case, dtype, full):
     forward and every gradient against the float64 reference."""
     pytest.importorskip("triton")
     import rom.kernels.triton_scan as ts
+    from rom.kernels.scan_plan import V2_CHUNK, v2_launch
 
     *shape, segments = case
     batch, d_inner, seq_len, d_state = shape
-    n_chunks = -(-seq_len // ts.V2_CHUNK)
+    n_chunks = -(-seq_len // V2_CHUNK)
     fwd_cfg = bwd_cfg = None
     if segments is not None:
         fwd_cfg = (32 if d_state <= 16 else 8, 1, segments)
         bwd_cfg = (8 if d_state <= 16 else 4, 1, segments)   # the default block shapes at full occupancy
     else:  # the automatic plan must split this one, or the case tests nothing new
-        _, _, plan = ts._v2_launch(d_state, True, batch, d_inner, n_chunks, torch.device("cuda"), None)
+        _, _, plan = v2_launch(d_state, True, batch, d_inner, n_chunks, torch.device("cuda"), None)
         assert plan.n_seg > 1, plan
     x = _inputs(*shape, dtype=dtype, full=full, seed=hash((tuple(case), str(dtype), full)) % 2**31)
     out, out_ref, ours, ref = _forward_against_float64(x, dtype, full, fwd_config=fwd_cfg, bwd_config=bwd_cfg)
