@@ -118,13 +118,6 @@ def _profile(layer: torch.nn.Module, x: torch.Tensor, top: int = 16, backward: b
              "calls": e.count} for e in events[:top]]
 
 
-def _composed_inner(layer: torch.nn.Module) -> torch.nn.Module:
-    """The mixer with its inner path composed of the separate ops (the conv's and the scan's gradients
-    concatenated into d xz), side by side with the default (rom.kernels.inner_path: written in place)."""
-    layer.fused_inner = False
-    return layer
-
-
 def _working_weights(layer: torch.nn.Module) -> torch.nn.Module:
     """The mixer as ``train.master_weights`` runs it: projection weights in bf16, used without casts."""
     to_working_weights(layer)
@@ -144,8 +137,10 @@ def main() -> None:
 
     layers: dict[str, Callable[[], tuple[torch.nn.Module | None, str]]] = {
         "dense mamba, ours (auto)": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda(), "triton"),
-        "dense mamba, ours, composed inner": lambda: (_composed_inner(
-            MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda()), "triton"),
+        # "composed inner": the mixer's inner path composed of the separate ops (the conv's and the scan's
+        # gradients concatenated into d xz), beside the default (rom.kernels.inner_path: written in place)
+        "dense mamba, ours, composed inner": lambda: (
+            MambaMixer(dm, mcfg, dt_rank, backend="auto", fused_inner=False).cuda(), "triton"),
         "dense mamba, ours, master weights": lambda: (_working_weights(
             MambaMixer(dm, mcfg, dt_rank, backend="auto").cuda()), "triton, bf16 working weights"),
         "dense mamba, torch reference": lambda: (MambaMixer(dm, mcfg, dt_rank, backend="reference").cuda(), "torch"),
@@ -153,8 +148,9 @@ def main() -> None:
         "dense mamba, mamba-ssm fused + our conv": lambda: mamba_ssm_fused_with_our_conv(dm),
         f"RoM e{args.experts} top-1, ours (auto)": lambda: (RoMMixer(dm, mcfg, RoMConfig(num_experts=args.experts,
                                                             top_k=1), dt_rank, backend="auto").cuda(), "triton"),
-        f"RoM e{args.experts} top-1, ours, composed inner": lambda: (_composed_inner(RoMMixer(
-            dm, mcfg, RoMConfig(num_experts=args.experts, top_k=1), dt_rank, backend="auto").cuda()), "triton"),
+        f"RoM e{args.experts} top-1, ours, composed inner": lambda: (RoMMixer(
+            dm, mcfg, RoMConfig(num_experts=args.experts, top_k=1), dt_rank, backend="auto",
+            fused_inner=False).cuda(), "triton"),
         f"RoM e{args.experts} top-1, ours, master weights": lambda: (_working_weights(RoMMixer(
             dm, mcfg, RoMConfig(num_experts=args.experts, top_k=1), dt_rank, backend="auto").cuda()),
             "triton, bf16 working weights"),

@@ -14,11 +14,11 @@ Kernels compared, each run eagerly and with forward+backward replayed as one CUD
   (~570 s for sm_90), so our Triton conv stands in for its CUDA conv (``mamba_ssm_anchor``): that is mamba-ssm's
   fastest path available, 1.25x faster than its path without causal-conv1d in the layer benchmark;
 - ``mamba_ssm``: our model with mamba-ssm's ``selective_scan_fn`` as the scan (the mixers' modules called in
-  turn, ``fused_inner`` off; everything else ours). mamba-ssm has no RoM layer, so for RoM models this is the
-  only anchor.
+  turn: each mixer swapped for its twin built with ``fused_inner=False``, which shares all its weights;
+  everything else ours). mamba-ssm has no RoM layer, so for RoM models this is the only anchor.
 
-``auto`` and ``mamba_ssm`` run in the *same* model instance, with the same optimizer; ``mamba_ssm_layers`` is
-a second instance of the same config. (Until 2026-12-03 only the SelectiveScan modules were switched, which
+``auto`` and ``mamba_ssm`` run in the *same* model instance (the same parameters), with the same optimizer;
+``mamba_ssm_layers`` is a second instance of the same config. (Until 2026-12-03 only the SelectiveScan modules were switched, which
 the fused inner path added on 2026-12-02 does not read: the 2026-12-03 call that showed this compared our scan
 with itself, graphed ratios 0.999-1.001, and was discarded.)
 
@@ -49,7 +49,8 @@ from mamba_ssm_anchor import mamba_ssm_fused_with_our_conv  # noqa: E402
 
 from rom.accounting import count_flops, count_params  # noqa: E402
 from rom.config import MambaConfig, ModelConfig, Pattern, Precision, RoMConfig  # noqa: E402
-from rom.layers.mamba import SelectiveScan  # noqa: E402
+from rom.layers.mamba import MambaMixer, SelectiveScan  # noqa: E402
+from rom.layers.rom import RoMMixer  # noqa: E402
 from rom.models import build_model  # noqa: E402
 from rom.train.cuda_graph import CapturedStep, micro_batch_loss  # noqa: E402
 
@@ -64,15 +65,30 @@ def _cfg(d_model: int, n_layer: int, rom: bool) -> ModelConfig:
                        rom=RoMConfig(num_experts=8, top_k=1))
 
 
-def _set_scan_backend(model: torch.nn.Module, backend: str) -> None:
+def _unfused_twin(mixer: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+    """``mixer`` built again with ``fused_inner=False`` (its conv, projection and scan modules called in turn),
+    holding the very same parameters and submodules: one optimizer and one set of gradients serve both."""
+    with torch.device("meta"):  # its own weights are replaced by the mixer's below
+        if isinstance(mixer, RoMMixer):
+            twin = RoMMixer(cfg.d_model, cfg.mamba, cfg.rom, cfg.dt_rank, mixer.backend, fused_inner=False)
+        else:
+            twin = MambaMixer(cfg.d_model, cfg.mamba, cfg.dt_rank, mixer.backend, fused_inner=False)
+    for name, child in mixer.named_children():
+        setattr(twin, name, child)
+    for name, param in mixer.named_parameters(recurse=False):
+        setattr(twin, name, param)
+    return twin
+
+
+def _set_scan_backend(trainee: "_Trainee", backend: str) -> None:
     """Our scan ("auto") runs inside the mixers' fused inner path (rom.kernels.inner_path), which does not go
-    through the SelectiveScan modules; any other scan backend runs with the mixers' modules called in turn
-    (``fused_inner`` off), where the SelectiveScan modules' backend applies and everything else stays ours."""
-    for m in model.modules():
+    through the SelectiveScan modules; any other scan backend runs in the mixers' unfused twins (their modules
+    called in turn), where the SelectiveScan modules' backend applies and everything else stays ours."""
+    for block, fused, unfused in trainee.mixers:
+        block.mixer = fused if backend == "auto" else unfused
+    for m in trainee.model.modules():
         if isinstance(m, SelectiveScan):
             m.backend = backend
-        if hasattr(m, "fused_inner"):
-            m.fused_inner = backend == "auto"
 
 
 class _MambaSsmMixer(torch.nn.Module):
@@ -104,8 +120,11 @@ def _build(cfg: ModelConfig, mamba_ssm_layers: bool) -> torch.nn.Module:
 class _Trainee:
     """One model and its optimizer, stepped eagerly or through one captured graph per scan backend."""
 
-    def __init__(self, model: torch.nn.Module, ids: list[torch.Tensor]) -> None:
+    def __init__(self, model: torch.nn.Module, ids: list[torch.Tensor], cfg: ModelConfig) -> None:
         self.model, self.ids = model, ids
+        # our mixers beside their unfused twins (the scan backend switch swaps them, see _set_scan_backend)
+        self.mixers = [(block, block.mixer, _unfused_twin(block.mixer, cfg)) for block in model.layers
+                       if isinstance(block.mixer, (MambaMixer, RoMMixer))]
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         self.static_ids = ids[0].clone()
         self.captured: dict[str, CapturedStep] = {}
@@ -149,7 +168,7 @@ def _time_rounds(cfg: ModelConfig, kernels: list[str], batch: int, seq_len: int,
     ``train.cuda_graphs`` runs it): "<kernels>" and "<kernels>+graph".
     """
     ids = [torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda") for _ in range(2)]
-    trainees = {name: _Trainee(_build(cfg, name == "mamba_ssm_layers"), ids)
+    trainees = {name: _Trainee(_build(cfg, name == "mamba_ssm_layers"), ids, cfg)
                 for name in dict.fromkeys(KERNELS[k][0] for k in kernels)}
     variants = kernels + ([f"{k}+graph" for k in kernels] if graphs else [])
     skipped: dict[str, str] = {}
@@ -158,7 +177,7 @@ def _time_rounds(cfg: ModelConfig, kernels: list[str], batch: int, seq_len: int,
         kernel, _, graph = variant.partition("+")
         name, backend = KERNELS[kernel]
         trainee = trainees[name]
-        _set_scan_backend(trainee.model, backend)
+        _set_scan_backend(trainee, backend)
         if graph:
             trainee.graph_step(backend, i)
         else:
@@ -170,7 +189,7 @@ def _time_rounds(cfg: ModelConfig, kernels: list[str], batch: int, seq_len: int,
     if graphs:
         for kernel in kernels:
             name, backend = KERNELS[kernel]
-            _set_scan_backend(trainees[name].model, backend)
+            _set_scan_backend(trainees[name], backend)
             try:
                 trainees[name].capture(backend)
             except Exception as err:  # noqa: BLE001 - e.g. a host synchronisation in a third-party kernel

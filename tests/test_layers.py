@@ -223,11 +223,10 @@ def test_unfused_inner_path_runs_the_modules_and_computes_the_same_function(kind
     scan's that way), and gives the fused path's output and gradients."""
     torch.manual_seed(0)
     mcfg = MambaConfig(d_state=8)
-    make = (lambda: MambaMixer(32, mcfg, 4)) if kind == "dense" else (
-        lambda: RoMMixer(32, mcfg, RoMConfig(num_experts=3, top_k=1), 4))
-    fused, unfused = make(), make()
+    make = (lambda **kw: MambaMixer(32, mcfg, 4, **kw)) if kind == "dense" else (
+        lambda **kw: RoMMixer(32, mcfg, RoMConfig(num_experts=3, top_k=1), 4, **kw))
+    fused, unfused = make(), make(fused_inner=False)
     unfused.load_state_dict(fused.state_dict())
-    unfused.fused_inner = False
     calls = {"scan": 0, "conv": 0}
     for name, module in (("scan", unfused.ssm.scan), ("conv", unfused.conv1d)):
         module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))

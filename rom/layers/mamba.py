@@ -85,7 +85,8 @@ class SSMCore(nn.Module):
 
 
 class MambaMixer(nn.Module):
-    def __init__(self, d_model: int, cfg: MambaConfig, dt_rank: int, backend: str = "auto") -> None:
+    def __init__(self, d_model: int, cfg: MambaConfig, dt_rank: int, backend: str = "auto",
+                 fused_inner: bool = True) -> None:
         super().__init__()
         self.d_model = d_model
         self.backend = backend
@@ -103,10 +104,10 @@ class MambaMixer(nn.Module):
         self.ssm = SSMCore(self.d_inner, cfg.d_state, backend)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=cfg.proj_bias)
         self.out_proj._is_residual_out = True
-        # conv -> projections -> scan through kernels.mamba_inner (on CUDA: d xz written in place, no
-        # concatenation); False runs the conv1d, projection and ssm modules in turn, each with its own backend
+        # fused_inner: conv -> projections -> scan through kernels.mamba_inner (on CUDA: d xz written in place,
+        # no concatenation); False runs the conv1d, projection and ssm modules in turn, each with its own backend
         # (benchmarks compare the two; gpu_step.py switches the scan's backend alone that way)
-        self.fused_inner = True
+        self.fused_inner = fused_inner
 
     def _project(self, x: torch.Tensor):
         """Conv output x (b, De, L) -> the scan's (delta, B, C, delta_bias)."""

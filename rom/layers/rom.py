@@ -35,7 +35,8 @@ from rom.layers.router import Router, RouterDecision
 
 class RoMMixer(nn.Module):
     def __init__(
-        self, d_model: int, mcfg: MambaConfig, rcfg: RoMConfig, dt_rank: int, backend: str = "auto"
+        self, d_model: int, mcfg: MambaConfig, rcfg: RoMConfig, dt_rank: int, backend: str = "auto",
+        fused_inner: bool = True,
     ) -> None:
         super().__init__()
         E = rcfg.num_experts
@@ -106,7 +107,7 @@ class RoMMixer(nn.Module):
         # conv -> projections -> scan through kernels.mamba_inner where x and z are the halves of one tensor
         # (shared routing, both expert or both dense, one conv); False runs the conv1d, projection
         # and ssm modules in turn, each with its own backend (benchmarks)
-        self.fused_inner = True
+        self.fused_inner = fused_inner
 
     # ------------------------------------------------------------------------------------------ routing
     def _indicator_scale(self) -> float:

@@ -96,11 +96,10 @@ def test_mixer_with_fused_inner_matches_composed_inner_under_bf16(kind):
 
     torch.manual_seed(0)
     mcfg = MambaConfig(d_state=16)
-    make = (lambda: MambaMixer(256, mcfg, 16)) if kind == "dense" else (
-        lambda: RoMMixer(256, mcfg, RoMConfig(num_experts=4, top_k=1), 16))
-    fused, composed = make().cuda(), make().cuda()
+    make = (lambda **kw: MambaMixer(256, mcfg, 16, **kw)) if kind == "dense" else (
+        lambda **kw: RoMMixer(256, mcfg, RoMConfig(num_experts=4, top_k=1), 16, **kw))
+    fused, composed = make().cuda(), make(fused_inner=False).cuda()
     composed.load_state_dict(fused.state_dict())
-    composed.fused_inner = False
     x = torch.randn(4, 512, 256, device="cuda")
     grads = []
     for layer in (fused, composed):
