@@ -2,22 +2,19 @@
 
 Both mixers (dense and RoM) produce x and z as the two channel halves of one in-projection output ``xz``
 (batch, 2 De, L). Split by autograd, their gradients come back separately (the conv's dx, the scan's dz) and
-are concatenated into d xz: one more pass over the largest activation, 64 us per layer step at d_model 1024,
-8 x 2048 tokens on an H200 (the ``CatArrayBatchedCopy`` in benchmarks/results/gpu_layer_kernels_h200.json).
-Here the scan's backward writes dz into the z half of one (batch, 2 De, L) buffer and the conv's backward writes
-dx into its x half; the buffer is d xz, with no concatenation. The conv's output u has two gradients, the
-scan's du and the one through x_proj; autograd would add them (one more pass over u, 44 us at that shape). The
-scan's du goes to the conv's backward instead, which adds it to the other inside its kernel.
+are concatenated into d xz: one more pass over the largest activation. Here the scan's backward writes dz into
+the z half of one (batch, 2 De, L) buffer and the conv's backward writes dx into its x half; the buffer is d xz,
+with no concatenation. The conv's output u has two gradients, the scan's du and the one through x_proj;
+autograd would add them (one more pass over u). The scan's du goes to the conv's backward instead, which adds it
+to the other inside its kernel.
 
 The buffer and du pass from the scan's backward to the conv's through a ``_GradLink`` that only these two autograd
 nodes share (both are made in ``mamba_inner_triton``). The engine runs the scan's node first: the conv's output
 is the scan's input u. The scan's node returns no gradient for ``xz`` or u; the conv's returns the whole buffer.
 Under ``torch.compile`` or tracing the composed path (rom.kernels.reference.inner) runs instead.
 
-Tried first and measured slower (H200, 2026-12-02): keeping the RoM layer's x, z and y in the expert-sorted
-rows, read and written by the conv and the scan through the row index instead of the layout kernels. The
-layer step went from 4.54 to 4.69 ms (graphed): the gathered accesses cost the latency-bound scan 0.09 ms
-forward and 0.18 ms backward, and the conv backward 0.12 ms, more than the 0.28 ms of layout passes saved.
+The costs avoided, and a variant that kept the RoM layer's activations in the expert-sorted rows and measured
+slower, are in docs/gpu_kernels.md ("Measurements behind choices in the kernel code").
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The scan and the conv work on channels-first tensors (batch, d, L) whose time axis is contiguous; the
 residual stream and the expert rows are token-major (tokens, d). A plain ``F.linear`` on a transposed view
-and ``.transpose(1, 2).contiguous()`` afterwards cost one uncoalesced copy per tensor and direction (about
-0.15 ms per 64 MB on an H200, seven of them per dense layer step). ``linear_channels`` instead writes the
+and ``.transpose(1, 2).contiguous()`` afterwards cost one uncoalesced copy per tensor and direction (seven
+per dense layer step; docs/gpu_kernels.md has the cost). ``linear_channels`` instead writes the
 layout the next op wants straight from a batched GEMM (cuBLAS reads either operand transposed for free) and
 its backward returns every gradient in the layout its input arrived in:
 

@@ -27,14 +27,12 @@ V2_CHUNK = 8  # steps per checkpoint in v2 (the backward keeps the chunk's 8 sta
 # v2 block shapes per d_state: (BLOCK_D, num_warps) for forward and backward; from benchmarks/gpu_scan.py --sweep
 V2_FWD_CONFIGS: dict[int, tuple[int, int]] = {}
 V2_BWD_CONFIGS: dict[int, tuple[int, int]] = {}
-# Segments along time. The v2 time loop is latency-bound per warp and its occupancy register-bound: one-warp
-# programs resident per SM (H200, d_state 16: 168 registers forward, 255 backward, 96 / 127 for the summary
-# kernels). Per program a step costs about the same from one resident warp to a full SM, so a kernel's time is
-# about (waves of programs) x (steps per program); the summaries' cost per chunk-step relative to the main
-# kernel's was measured with benchmarks/gpu_scan_occupancy.py (segments vs fold rows). The shortest segment,
-# in chunks; sub-segments per summary pass. The backward's 1.2 is for its 4-lane (8-channel) programs, whose
-# chunk-step is 3.4x cheaper than the 2-lane (16-channel) ones the earlier 0.36 was relative to (H200, 2026-12-02:
-# at 8 x 1536 x 2048, 1.56 ms unsplit, 1.32 at 2 segments, 1.38 at 4).
+# Segments along time. The v2 time loop is latency-bound per warp and its occupancy register-bound. Per program a
+# step costs about the same from one resident warp to a full SM, so a kernel's time is about (waves of programs)
+# x (steps per program). V2_RESIDENT_PER_SM: one-warp programs resident per SM at d_state 16 (set by their
+# register counts); V2_SUMMARY_COST: a summary kernel's time per chunk-step over its main kernel's (measured
+# with benchmarks/gpu_scan_occupancy.py; docs/gpu_kernels.md); V2_MIN_SEGMENT_CHUNKS: the shortest segment, in
+# chunks; V2_SUMMARY_SUBSEGMENTS: sub-segments per summary pass.
 V2_RESIDENT_PER_SM = {"fwd": 12, "bwd": 8, "fwd_summary": 21, "bwd_summary": 16}
 V2_SUMMARY_COST = {"fwd": 1.3, "bwd": 1.2}
 V2_MIN_SEGMENT_CHUNKS = 16

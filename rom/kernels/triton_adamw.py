@@ -8,8 +8,8 @@ master back in separate passes.
 
 A model has hundreds of weights (a 48-layer RoM model: 192 projection weights), and one launch each leaves the
 GPU waiting on the host for the small ones, so the weights under 2^20 elements share one launch per gradient
-dtype; the large ones get a launch each, because the shared kernel reaches only 2.3 TB/s on an H200 against
-3.9-4.0 TB/s with the tensors passed as arguments (measured on the RoM-350M weights, 2.4G elements). Each
+dtype; the large ones get a launch each, because the shared kernel moves their bytes markedly slower than a
+kernel given the tensors as arguments (docs/gpu_kernels.md has the figures). Each
 weight's five tensors go in a small int64 table as element offsets from the first weight's tensors, passed as
 arguments (cached while the tensors stay the same: a captured CUDA graph's gradients never move); the programs
 walk a flat index over all blocks of all weights (one block of 2048 elements each) and find their weight by
@@ -24,11 +24,11 @@ import torch
 from rom.kernels.reference.adamw import adamw_step_one
 from rom.kernels.triton_support import HAS_TRITON, cdiv, interpreting, tl, triton
 
-# one block per program: looping over 4 blocks per program (fewer programs searching the table) took the
-# shared launch from 30.1 to 38.8 ms on the RoM-350M weights (H200)
+# one block per program (looping over several blocks per program, fewer programs searching the table, measured
+# slower: docs/gpu_kernels.md)
 _BLOCK = 2048
-# weights of at least this many elements get a launch of their own (arguments as pointers: 3.9-4.0 TB/s on an
-# H200 against 2.3 TB/s through the table); their update takes longer on the GPU than the launch on the host
+# weights of at least this many elements get a launch of their own (arguments as pointers, faster than through
+# the table); their update takes longer on the GPU than the launch on the host
 _OWN_LAUNCH = 1 << 20
 _NUM_WARPS = 8
 _GRAD_DTYPES = (torch.bfloat16, torch.float16, torch.float32)

@@ -3,8 +3,8 @@
 The out projection's expert rows (sorted by expert) return to token order weighted by the router
 probabilities. In torch that is a gather, a broadcast multiply (which PyTorch runs unvectorised) and, in the
 backward, a gather, a multiply, two fp32 casts of (tokens x d) tensors, a product and a sum for the weights'
-gradient: about 0.3 ms per RoM layer forward + backward at 16k tokens x 1024 on an H200, for about 100 MB of
-necessary traffic. Here every program owns a block of tokens and reads each of its rows once:
+gradient: several passes where the necessary traffic is one read of the rows and one write (docs/gpu_kernels.md
+has the cost). Here every program owns a block of tokens and reads each of its rows once:
 
     forward:   out[t] = sum_j w[t, j] * rows[inverse_index[t * k + j]]        (w = 1 when weights is None)
     backward:  grad_rows[inverse_index[t * k + j]] = w[t, j] * grad[t]

@@ -12,11 +12,12 @@ Semantics are those of ``rom.kernels.reference.conv.causal_conv1d_reference`` (d
   is added on load); (2) dx[t] = sum_j w[W-1-j] g[t+j] from W shifted reads of g, with dweight / dbias
   reduced over the tile's time steps in registers from the same reads and one aligned read of x, written as
   per-(batch, time block) fp32 partials that one torch sum adds up (deterministic; atomics on the few (d, W)
-  addresses serialised badly: 0.8-1.0 ms). One kernel that recomputed the pre-activation at every t + j took
-  0.49 ms at 8 x 2048 x 2048 bf16 on an H200, and one that shifted g in registers with ``tl.gather`` 0.45-0.85
-  ms; the two passes take 0.21 ms, g's round trip through memory included (docs/gpu_kernels.md);
+  addresses serialise). Two passes beat one kernel that recomputed the pre-activation at every t + j and one
+  that shifted g in registers with ``tl.gather``, g's round trip through memory included;
 - tiles wholly inside the sequence (and channel counts that fill the channel blocks) take a path without
-  per-element bounds tests: the forward went from 0.069 to 0.051 ms, the backward from 0.256 to 0.227.
+  per-element bounds tests.
+
+The timings behind these choices are in docs/gpu_kernels.md ("Measurements behind choices in the kernel code").
 
 Whether this or cuDNN is used on CUDA is decided by benchmarks/gpu_layers.py (see docs/gpu_kernels.md).
 """
@@ -173,7 +174,7 @@ if HAS_TRITON:
 _BLOCK_D = 16
 _BLOCK_L = 128
 _NUM_WARPS = 4
-# the backward's tiles: 8 channels x 128 steps measured best of nine (0.215 ms against 0.227 for 16 x 128)
+# the backward's tiles: 8 channels x 128 steps, the best of nine shapes measured (docs/gpu_kernels.md)
 _BWD_BLOCK_D = 8
 
 

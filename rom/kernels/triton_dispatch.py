@@ -1,8 +1,8 @@
 """Stable sort of token-slots by expert as a two-kernel counting sort (Triton): the "dispatch" op.
 
 Expert ids are small integers, so the sort a RoM layer needs is a counting sort. torch's path (a 4-pass radix
-sort, an arange, two scatters, a fill, a scatter-add histogram and a cumsum: about 20 small kernels, 55 us per
-router at 16k tokens on an H200) becomes two launches:
+sort, an arange, two scatters, a fill, a scatter-add histogram and a cumsum: about 20 small kernels per router;
+docs/gpu_kernels.md has their cost) becomes two launches:
 
 1. ``_expert_histogram_kernel``: every block of BLOCK_N slots counts its slots per expert (a one-hot sum).
 2. ``_expert_scatter_kernel``: every block adds up the counts of the blocks before it and of all blocks (the

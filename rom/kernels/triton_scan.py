@@ -64,8 +64,8 @@ class SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx: Any, dout):
         u, delta, A, B, C, D, z, delta_bias, ckpt, Bt, Ct = ctx.saved_tensors
         if ctx.impl == "v2":
-            # a time-strided delta (the dense layer passes F.linear(...).transpose(1, 2)) made the backward
-            # kernel 1.5x slower in the layer benchmark (3.93 vs 2.63 ms); one copy costs ~0.05 ms
+            # a time-strided delta (the dense layer passes F.linear(...).transpose(1, 2)) is copied contiguous
+            # first: the backward kernel reads it much faster that way than the copy costs (docs/gpu_kernels.md)
             if delta.stride(-1) != 1:
                 delta = delta.contiguous()
             grads = scan_backward_v2(dout, u, delta, A, Bt, Ct, B, C, D, z, delta_bias, ctx.delta_softplus, ckpt,

@@ -59,7 +59,7 @@ if HAS_TRITON:
         g = dy[None, :] * Cv[:, None] + q
         # the decay again, rounded differently from the recompute's exp2(dt * A2) on purpose: with the identical
         # expression the compiler keeps the chunk's 8 decay tiles alive from the recompute to here, which spilled
-        # (one more exponential per state is cheaper: 2.78 -> 2.56 ms at the anchor shape)
+        # (one more exponential per state is cheaper; docs/gpu_kernels.md)
         q = ex2((dt[None, :] * A) * 1.4426950408889634, FAST) * g
         gh = q * h_prev                                     # g_t * a_t * h_{t-1}
         gb_buf = tl.where(sel, tl.sum(g * Bv[:, None], axis=0)[None, :], gb_buf)
@@ -87,8 +87,8 @@ if HAS_TRITON:
         FAST: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
     ):
         # du, ddt: contiguous (batch, d, L); dz: (batch, d, L) with batch stride s_dz_b, e.g. a half of a wider
-        # gradient buffer (rom.kernels.inner_path); its offsets are du's plus a per-program scalar (a pointer
-        # vector of its own cost the backward 3.6%). dA: fp32 (batch, n_seg, N, d) partials (summed outside).
+        # gradient buffer (rom.kernels.inner_path); its offsets are du's plus a per-program scalar (cheaper than
+        # a pointer vector of its own). dA: fp32 (batch, n_seg, N, d) partials (summed outside).
         # dB, dC: fp32 (batch, n_dblocks, L, N) partials (summed over channel blocks outside: no atomics).
         # dD, dbias: fp32 (batch, n_seg, d) partials. T must be 8: the chunk's states are 8 named register tiles.
         # Grid (batch, channel blocks, segments): program s walks chunks [s * span, (s + 1) * span) backwards,

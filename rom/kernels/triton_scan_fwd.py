@@ -15,8 +15,7 @@ from rom.kernels.triton_scan_common import HAS_TRITON, fast_math, fp32_contiguou
 from rom.kernels.triton_support import cdiv, tl, triton
 
 # steps of lookahead for the forward's B_t / C_t loads (1 or 2; see the kernel); None: 2 when no checkpoints are
-# written, 1 when they are (H200, benchmarks/results/gpu_scan_occupancy.json: 2 steps made the checkpointing
-# forward 10% slower and the plain one 3% faster)
+# written, 1 when they are (the faster of the two for each; docs/gpu_kernels.md)
 V2_FWD_PREFETCH: int | None = None
 
 
@@ -107,8 +106,8 @@ if HAS_TRITON:
         # (sum_h: fp32 (batch, n_sub, N, d), the sub-segment's end state from zero; sum_dt: fp32 (batch, n_sub, d),
         # its sum of delta', so its decay is exp(A * sum_dt)); with one segment that loop is empty.
         # PREFETCH (1 or 2): how many steps ahead B_t and C_t are loaded. Each SM's first read of a row is an
-        # L2 hit (~250 cycles), while one step of the recurrence is ~130 cycles of exponentials for the one
-        # warp a scheduler has: loaded when needed, that latency was 56% of the forward's cycles (ncu).
+        # L2 hit that takes longer than one step of the recurrence for the one warp a scheduler has, so loaded
+        # when needed its latency would dominate the forward (docs/gpu_kernels.md).
         pid_b, pid_d, offs_d, mask_d, offs_n, offs_t, A, A2 = v2_program(
             A_ptr, s_A_n, s_A_d, n_channels, N, BLOCK_D, T)
         pid_s = tl.program_id(2)

@@ -2,9 +2,9 @@
 
 Under bf16 autocast an fp32 weight is cast to bf16 for its matmul, and its bf16 gradient is cast back to
 fp32 in the backward. torch runs that bf16 -> fp32 copy through its generic dtype-converting kernel
-(``unrolled_elementwise_kernel``, not vectorised): for a RoM layer's expert banks, 8x the dense layer's
-weights (50M elements at d_model 1024), those casts took 0.31 ms of the layer's 5.2 ms forward+backward on an
-H200. The Triton backend does it with 16-byte loads and stores instead (rom.kernels.triton_cast).
+(``unrolled_elementwise_kernel``, not vectorised), a visible share of a RoM layer's step for its expert banks
+(8x the dense layer's weights; docs/gpu_kernels.md has the figure). The Triton backend does it with 16-byte
+loads and stores instead (rom.kernels.triton_cast).
 
     cast_weight(w, dtype, backend)    forward w.to(dtype); backward the gradient cast to w.dtype (exact)
     op "upcast":      t.to(dtype)                 (semantics: rom.kernels.reference.weight_cast)

@@ -37,9 +37,9 @@ Two implementations:
 
   Speed on CPU is bound by memory traffic, not arithmetic: the (batch, d_inner, L, N) intermediates are
   processed in channel blocks of ``BLOCK_BYTES`` (unblocked, every intermediate is a fresh page-faulted
-  allocation and the scan is 2.5-3.5x slower). CHUNK=8 / 8 MiB blocks were chosen by measurement
-  (benchmarks/cpu_scan.py, 2-core machine while idle, batch 4 x 512 x 512 x 16 fwd+bwd: chunk 8 ~300 ms,
-  chunk 4 ~360 ms, chunk 2 ~620 ms; chunk 16 ~255 ms but its floor of -7.5 costs 1.6e-4 relative error).
+  allocation and the scan is several times slower). CHUNK=8 / 8 MiB blocks were chosen by measurement with
+  benchmarks/cpu_scan.py (docs/gpu_kernels.md has the timings; chunk 16 is faster but its decay floor of -7.5
+  costs 1.6e-4 relative error).
 
 * ``selective_scan_sequential``: the plain per-timestep loop in whatever dtype it is given (tests run it in
   float64 as ground truth).
