@@ -51,7 +51,9 @@ def _parse_fixed(items: list[str]) -> dict[str, float]:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from analysis.collect import read_table
+    from analysis.families import families_in
     from analysis.fit import FlopConvention, ParamConvention, fit_all, fits_document
+    from analysis.pooled import pooled_all
 
     df = read_table(args.table)
     pc, fc = ParamConvention(args.param_convention), FlopConvention(args.flop_convention)
@@ -60,7 +62,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     fits = fit_all(df, pc, fc, args.bootstrap, args.seed, args.ci_level, fixed, progress=sys.stderr.isatty())
     settings = {"table": str(args.table), "param_convention": pc.value, "flop_convention": fc.value,
                 "bootstrap": args.bootstrap, "seed": args.seed, "ci_level": args.ci_level, "fixed_E": fixed}
-    write_json(args.out, fits_document(fits, **settings))
+    doc = fits_document(fits, **settings)
+    # Pooled dense + RoM fits (issue 24) for every routed family whose dense counterpart is in the table.
+    fams = families_in(df)
+    pairs = [(f.dense_counterpart().name, f.name) for f in sorted(fams.values(), key=lambda f: f.name)
+             if f.routed and f.dense_counterpart().name in fams]
+    doc["pooled"] = [p.to_dict() for p in pooled_all(df, pairs, pc, fc, args.bootstrap, args.seed, args.ci_level)]
+    write_json(args.out, doc)
     return 0
 
 
@@ -78,8 +86,11 @@ def _load_inputs(args: argparse.Namespace, claims: bool = True) -> tuple:
 def _cmd_claims(args: argparse.Namespace) -> int:
     from analysis.claims import claims_document, compute_claims
 
+    from analysis.pooled import load_pooled
+
     df, fits, _ = _load_inputs(args, claims=False)
-    claims = compute_claims(df, fits, args.context_tolerance, args.downstream_margin)
+    pooled = load_pooled(read_json(args.fits, "fits"), str(args.fits))
+    claims = compute_claims(df, fits, args.context_tolerance, args.downstream_margin, pooled)
     write_json(args.out, claims_document(claims, table=str(args.table), fits=str(args.fits),
                                          context_tolerance=args.context_tolerance,
                                          downstream_margin=args.downstream_margin))

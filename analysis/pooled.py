@@ -652,9 +652,9 @@ def fit_pooled(
 
     lof = lack_of_fit(pts, noise, len(pts) - n_free)
     if lof and lof["p_value"] < 0.01:
-        notes.append(f"residuals exceed the seed noise (chi2 {lof['chi2']:.3g} on {int(lof['dof'])} dof, "
-                     f"p = {lof['p_value']:.2g}): the form misfits or a run is off; intervals from noise alone "
-                     "would be too narrow")
+        notes.append(f"residuals exceed the seed noise (F = {lof['F']:.3g} on {int(lof['dof'])} and "
+                     f"{int(lof['seed_dof'])} dof, p = {lof['p_value']:.2g}): the form misfits or a run is off; "
+                     "intervals from noise alone would be too narrow")
     if any(noise.get(f) is None or noise[f].dof <= 0 for f in families) and dof > 0:
         res = residual_noise("+".join(families), [p.log_residual for p in pts], dof, float(logy_raw.mean()))
         noise = {f: noise[f] if f in noise and noise[f].dof > 0 else
@@ -694,22 +694,27 @@ def fit_pooled(
 
 
 def lack_of_fit(points: Sequence[PooledPoint], noise: dict[str, NoiseEstimate], dof: int) -> dict[str, float]:
-    """chi2 = sum (r_i / sigma_f)^2 of the log residuals against the seed noise, on ``dof`` degrees of freedom,
-    and its upper-tail p-value; empty without seed-measured noise for every point's family or without dof."""
-    from scipy.stats import chi2 as chi2_dist
+    """Do the residuals exceed the seed noise? F = (sum (r_i / s_f)^2 / dof) against F(dof, seed dof): the
+    seed spread is itself an estimate (often from 3 runs), so a chi-square test would overstate the
+    evidence. Returns {chi2, dof, seed_dof, F, p_value, residual_sigma_log}; empty without seed-measured noise
+    for every point's family or without residual degrees of freedom."""
+    from scipy.stats import f as f_dist
 
     if dof <= 0 or not points:
         return {}
-    sig = []
+    sig, groups = [], {}
     for p in points:
         e = noise.get(p.family)
         if e is None or e.dof <= 0 or not e.source.startswith("seeds") or not e.sigma_log > 0:
             return {}
         sig.append(e.sigma_log)
+        groups[e.groups] = e.dof
+    seed_dof = sum(groups.values())
     r = np.asarray([p.log_residual for p in points])
     stat = float(np.sum((r / np.asarray(sig)) ** 2))
-    return {"chi2": stat, "dof": float(dof), "p_value": float(chi2_dist.sf(stat, dof)),
-            "residual_sigma_log": float(math.sqrt(float(r @ r) / dof))}
+    F = stat / dof
+    return {"chi2": stat, "dof": float(dof), "seed_dof": float(seed_dof), "F": F,
+            "p_value": float(f_dist.sf(F, dof, seed_dof)), "residual_sigma_log": float(math.sqrt(float(r @ r) / dof))}
 
 
 def _pooled_sigma(noise: dict[str, NoiseEstimate], families: Sequence[str]) -> float:
@@ -872,3 +877,66 @@ def _noise_bootstrap(problem: _Problem, pred: np.ndarray, fam_idx: np.ndarray, n
     rows = _raw_rows(problem, th[ok], families, ref, ref_d, free)
     note = "; ".join(f"{e.family}: sigma_log {e.sigma_log:.3g} ({e.source}, dof {e.dof})" for e in est)
     return PooledBootstrap("noise", n_boot, len(rows), seed, tuple(rows), note)
+
+
+# ------------------------------------------------------------------------------------- every pair of a table
+
+
+# (x kind, shared exponent, parameter convention or None for the fits' own): the pooled fits made per pair.
+POOLED_VARIANTS: tuple[tuple[PooledX, bool, ParamConvention | None], ...] = (
+    (PooledX.PARAMS, True, None),
+    (PooledX.PARAMS, False, None),
+    (PooledX.PARAMS, True, ParamConvention.ACTIVE),  # the paper's convention: embeddings included
+    (PooledX.FLOPS, True, None),
+    (PooledX.FLOPS, False, None),
+    (PooledX.FLOPS_NO_HEAD, True, None),
+    (PooledX.WALL, True, None),
+)
+
+
+def pooled_key(kind: PooledX, shared: bool, dense: str, rom: str, convention: str | None = None) -> str:
+    """Key of a pooled fit; ``convention`` set when the parameter convention differs from the other fits'."""
+    return f"{'pooled' if shared else 'pooled-free'}:{kind.value}:{dense}+{rom}" + (f"@{convention}" if convention
+                                                                                   else "")
+
+
+def pooled_all(
+    df: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
+    flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    ci_level: float = 0.95,
+) -> list[PooledFit]:
+    """Every variant of ``POOLED_VARIANTS`` for every (dense, rom) family pair, noise measured once."""
+    from dataclasses import replace
+
+    noise = estimate_noise(df)
+    out = []
+    for dense, rom in pairs:
+        for kind, shared, conv in POOLED_VARIANTS:
+            pc = conv or param_convention
+            suffix = conv.value if conv is not None and conv != param_convention else None
+            if conv is not None and suffix is None:
+                continue  # the same fit as the default-convention one
+            fit = fit_pooled(df, dense, rom, kind, shared, pc, flop_convention, noise=noise, bootstrap=bootstrap,
+                             seed=seed, ci_level=ci_level)
+            if suffix:
+                fit = replace(fit, key=pooled_key(kind, shared, dense, rom, suffix))
+            if suffix or kind in (PooledX.FLOPS_NO_HEAD, PooledX.WALL):
+                # Views only (their intervals are in ``derived``): the replicates are not stored, to keep
+                # fits.json small; predictions and bands use the other fits.
+                fit = replace(fit, bootstraps=tuple(replace(b, samples=(), note="; ".join(
+                    x for x in (b.note, "replicates not stored (a view)") if x)) for b in fit.bootstraps))
+            log.info("pooled fit %s: %s (%s)", fit.key, fit.status.value, fit.message)
+            out.append(fit)
+    return out
+
+
+def load_pooled(doc: dict[str, Any], source: str = "<fits>") -> dict[str, PooledFit]:
+    """The pooled fits of a fits document (``{}`` for a document written before they existed)."""
+    entries = doc.get("pooled", []) if isinstance(doc, dict) else []
+    if not isinstance(entries, list):
+        raise AnalysisError(f"{source}: 'pooled' must be a list of pooled fits")
+    return {f.key: f for f in (PooledFit.from_dict(d, source) for d in entries)}

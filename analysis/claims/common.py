@@ -26,7 +26,10 @@ from rom.io import as_float, restore_floats
 from analysis.collect import runs_at_train_length
 from analysis.families import Family, families_in
 from analysis.fit import (FIT_ROLES, FitKind, FitResult, FitStatus, FlopConvention, ParamConvention, fit_key,
-                          inverse, power_law_inverse)
+                          inverse, power_law_inverse, profile_E)
+from analysis.noise import estimate_noise
+from analysis.pooled import PooledFit, PooledX, pooled_key
+from analysis.prediction import choose_prediction
 
 
 class Verdict(str, enum.Enum):
@@ -43,7 +46,13 @@ RULE_INTERVAL = (
     "both {null} and {paper}), as it is when there is no usable fit, no CI, or no inverse at the point "
     "estimate. A verdict may only rest on measured ground: when the headline read-off lies outside the dense "
     "fit's measured range ('extrapolated'), when a CI bound is infinite, or when the dense fit did not "
-    "converge, a 'supported' or 'not supported' verdict becomes inconclusive at this scale, with the reason."
+    "converge, a 'supported' or 'not supported' verdict becomes inconclusive at this scale, with the reason. "
+    "A verdict also needs an interval narrow enough to decide: {width_rule}; a wider interval is inconclusive "
+    "at this scale. When the dense fit's only bound is its asymptote E and the read-off is interpolated, the "
+    "interval joins the bootstrap CI with the read-offs over every E a likelihood-ratio profile accepts "
+    "(instead of an automatic inconclusive). The headline uses the pooled fit (dense and RoM together, E and the "
+    "exponent shared) when it converged and its read-off is interpolated; the per-family read-off is then listed "
+    "as a view."
 )
 
 
@@ -79,6 +88,13 @@ class Claim:
     extrapolated: bool
     headline: str  # what "ours" is (which run / family / length)
     details: list[dict[str, Any]] = field(default_factory=list)
+    # Issue 24: the read-off carried to the paper's scale (analysis.prediction.Prediction.to_dict()) or None;
+    # the fit the headline uses ("pooled:..." or "params:..."/"flops:..."); other views of the same claim
+    # (per-family read-off, exponent per family with its slope, FLOPs without the LM head, wall-clock, the
+    # paper's parameter convention), each {what, value, interval, method, status, note}.
+    prediction: dict[str, Any] | None = None
+    headline_fit: str = ""
+    views: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,6 +109,9 @@ class Claim:
             ci_label=d["ci_label"], verdict=Verdict(d["verdict"]), reason=d["reason"], rule=d["rule"],
             extrapolated=bool(d["extrapolated"]), headline=d["headline"],
             details=restore_floats(list(d["details"])),  # numeric details only: inf/nan were written as strings
+            prediction=None if d.get("prediction") is None else restore_floats(dict(d["prediction"])),
+            headline_fit=d.get("headline_fit", ""),
+            views=restore_floats(list(d.get("views", []))),
         )
 
 
@@ -108,6 +127,7 @@ class ClaimInputs:
     families: dict[str, Family]  # family name -> its typed family, from the table's columns
     context_tolerance: float
     downstream_margin: float
+    pooled: dict[str, PooledFit] = field(default_factory=dict)  # pooled fits by key (fits.json "pooled")
 
     def routed(self) -> list[Family]:
         """The routed (RoM) families of the table, sorted by name."""
@@ -115,14 +135,14 @@ class ClaimInputs:
 
 
 def claim_inputs(df: pd.DataFrame, fits: dict[str, FitResult], context_tolerance: float = 0.05,
-                 downstream_margin: float = 0.01) -> ClaimInputs:
+                 downstream_margin: float = 0.01, pooled: dict[str, PooledFit] | None = None) -> ClaimInputs:
     conventions = {(f.param_convention, f.flop_convention) for f in fits.values()}
     if len(conventions) > 1:
         raise AnalysisError(f"fits mix conventions {sorted(conventions)}; fit them in one run")
     pc, fc = next(iter(conventions)) if conventions else ("active_nonembedding", "train_total")
     return ClaimInputs(df=df, runs=runs_at_train_length(df), fits=fits, params=ParamConvention(pc),
                        flops=FlopConvention(fc), families=families_in(df), context_tolerance=context_tolerance,
-                       downstream_margin=downstream_margin)
+                       downstream_margin=downstream_margin, pooled=dict(pooled or {}))
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,38 @@ def interval_verdict(ci: tuple[float, float] | None, null: float, paper: float) 
     if lo > null:
         return Verdict.SUPPORTED, f"CI lower bound {lo:.3g} > {null:g} and upper bound {hi:.3g} >= {paper:g}"
     return Verdict.INCONCLUSIVE, f"CI [{lo:.3g}, {hi:.3g}] contains both {null:g} and the paper's {paper:g}"
+
+
+@dataclass(frozen=True)
+class WidthRule:
+    """The widest interval that can carry a verdict: half-width of ln(value) (``log``) or of the value."""
+
+    max_half_width: float
+    log: bool
+
+    def half_width(self, ci: tuple[float, float]) -> float:
+        lo, hi = ci
+        if self.log:
+            return (math.log(hi) - math.log(lo)) / 2 if lo > 0 and math.isfinite(hi) else math.inf
+        return (hi - lo) / 2 if math.isfinite(hi - lo) else math.inf
+
+    def text(self) -> str:
+        what = "ln(value)" if self.log else "the value"
+        return f"the CI's half-width on {what} at most {self.max_half_width:g}"
+
+
+def width_verdict(ci: tuple[float, float] | None, null: float, paper: float,
+                  width: WidthRule | None) -> tuple[Verdict, str]:
+    """``interval_verdict``, then inconclusive when the CI is wider than ``width`` allows."""
+    verdict, why = interval_verdict(ci, null, paper)
+    if width is None or ci is None or verdict == Verdict.INCONCLUSIVE:
+        return verdict, why
+    hw = width.half_width(ci)
+    if hw > width.max_half_width:
+        return Verdict.INCONCLUSIVE, (f"would be {verdict.value} ({why}), but the CI is too wide to decide: "
+                                      f"half-width {hw:.3g} > {width.max_half_width:g}"
+                                      + (" on ln(value)" if width.log else ""))
+    return verdict, why + f"; half-width {hw:.3g} <= {width.max_half_width:g}" + (" on ln(value)" if width.log else "")
 
 
 # ------------------------------------------------------------------- read-offs against a dense fit
@@ -192,6 +244,32 @@ def _read_off(fit: FitResult, run_id: str, family: str, x_run: float, loss: floa
                    extrapolated, note)
 
 
+def _only_E_at_bound(fit: FitResult) -> bool:
+    hits = [h for h in fit.message.split("; ") if "bound" in h]
+    return fit.status == FitStatus.HIT_BOUND and bool(hits) and all(h.startswith("E=") for h in hits)
+
+
+def _profiled(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind, value_kind: str) -> ReadOff:
+    """The read-off's interval joined with its values over every E the profile accepts (see profile_E)."""
+    dense = fit.family
+    noise = estimate_noise(inputs.df, [dense]).get(dense)
+    sigma = noise.sigma_log if noise is not None and noise.dof > 0 else None
+    prof = profile_E(inputs.df, dense, kind, inputs.params, inputs.flops, level=fit.ci_level, sigma_log=sigma)
+    vals = []
+    for p in prof.accepted_params():
+        x = inverse(fit, head.loss, p)
+        vals.append(x / head.x_run if value_kind == "ratio" else 1.0 - head.x_run / x)
+    if not vals:
+        return head
+    pool = vals + ([head.value] if head.value is not None else []) + (list(head.ci) if head.ci else [])
+    ci = (float(min(pool)), float(max(pool)))
+    e_lo, e_hi = prof.E_range
+    note = (f"E at a bound: interval = bootstrap CI joined with the read-offs over the {len(vals)} profiled E in "
+            f"[{e_lo:.4g}, {e_hi:.4g}] ({prof.criterion})")
+    return ReadOff(head.run_id, head.family, head.fit_key, head.x_run, head.loss, head.x_dense, head.value, ci,
+                   head.replicates_without_inverse, head.extrapolated, "; ".join(n for n in (head.note, note) if n))
+
+
 def interval_claim(
     claim_id: str,
     title: str,
@@ -204,12 +282,14 @@ def interval_claim(
     x_of: Callable[[pd.Series], float],
     value_kind: str,
     fallback_note: str = "",
+    width: WidthRule | None = None,
 ) -> Claim:
     """A claim read off the dense counterpart's ``kind`` fit for every run of ``families`` (in preference
     order: the headline is the largest run of the first family with a read-off), with RULE_INTERVAL."""
     runs, fits = inputs.runs, inputs.fits
     level = next((f.ci_level for f in fits.values()), 0.95)
-    rule = RULE_INTERVAL.format(level=f"{100 * level:.0f}%", null=null, paper=paper)
+    rule = RULE_INTERVAL.format(level=f"{100 * level:.0f}%", null=null, paper=paper,
+                                width_rule=width.text() if width else "no width limit")
     readoffs: list[ReadOff] = []
     skipped: list[str] = []
     for family in families:
@@ -233,7 +313,14 @@ def interval_claim(
     fam = next(f.name for f in families if any(r.family == f.name for r in readoffs))
     sizes = runs.set_index("run_id")["params_active_nonembedding"]
     head = max((r for r in readoffs if r.family == fam), key=lambda r: (sizes[r.run_id], -r.loss))
-    verdict, why = interval_verdict(head.ci, null, paper)
+    head_fit = fits[head.fit_key]
+    profiled = head.value is not None and not head.extrapolated and _only_E_at_bound(head_fit)
+    if profiled:
+        new = _profiled(head, head_fit, inputs, kind, value_kind)
+        profiled = new is not head
+        readoffs = [new if r is head else r for r in readoffs]
+        head = new
+    verdict, why = width_verdict(head.ci, null, paper, width)
     if head.value is None:
         verdict, why = Verdict.INCONCLUSIVE, head.note
     elif head.ci is None:
@@ -243,10 +330,12 @@ def interval_claim(
         why += f"; extrapolated: {head.note}"
     if fits[head.fit_key].status != FitStatus.CONVERGED:
         why += f"; dense fit {head.fit_key} {fits[head.fit_key].status.value}: {fits[head.fit_key].message}"
+    if profiled:
+        why += f"; {head.note}"
     unmeasured = (
         head.extrapolated
         or (head.ci is not None and not all(np.isfinite(head.ci)))
-        or fits[head.fit_key].status != FitStatus.CONVERGED
+        or (fits[head.fit_key].status != FitStatus.CONVERGED and not profiled)
     )
     if verdict != Verdict.INCONCLUSIVE and unmeasured:
         why = f"would be {verdict.value}, but rests on an extrapolated, unbounded or unconverged fit: {why}"
@@ -256,9 +345,96 @@ def interval_claim(
         why += "; " + "; ".join(notes)
     headline = f"{head.run_id} ({fam} vs fit {head.fit_key})"
     details = [{**asdict(r), "headline": r is head} for r in readoffs]
-    return Claim(claim_id, title, paper_text, paper, head.value, head.ci,
-                 f"{100 * level:.0f}% bootstrap CI" if head.ci else "", verdict, why, rule, head.extrapolated,
-                 headline, details)
+    label = (f"{100 * level:.0f}% bootstrap CI" + (" joined with the profile over E" if profiled else "")
+             if head.ci else "")
+    return Claim(claim_id, title, paper_text, paper, head.value, head.ci, label, verdict, why, rule,
+                 head.extrapolated, headline, details, headline_fit=head.fit_key)
+
+
+def _pooled_view(fit: PooledFit, what: str) -> dict[str, Any]:
+    d = fit.get(fit.x_kind.quantity)
+    out = {"what": what, "fit_key": fit.key, "value": None if d is None else d.value,
+           "interval": None if d is None or d.interval is None else [d.interval.lo, d.interval.hi],
+           "at": None if d is None else d.at,
+           "method": (f"{fit.form}; " + (d.interval.method if d is not None and d.interval else "no interval")),
+           "status": fit.status.value, "note": fit.message}
+    sl = fit.get("slope")
+    if sl is not None:
+        out["slope"] = sl.value
+        out["slope_interval"] = None if sl.interval is None else [sl.interval.lo, sl.interval.hi]
+    return out
+
+
+def with_pooled(claim: Claim, inputs: ClaimInputs, families: Sequence[Family], kind: PooledX, null: float,
+                paper: float, width: WidthRule | None) -> Claim:
+    """Make the pooled fit of the claim's family pair the headline when it converged and its read-off is
+    interpolated; keep the per-family read-off (and the other pooled fits) as views; add the prediction at
+    the paper's scale. Without a usable pooled fit the per-family claim stays, with the reason why."""
+    from dataclasses import replace
+
+    from analysis.pooled import x_ratio
+
+    head = next((d["family"] for d in claim.details if d.get("headline")), None)
+    if head is None:
+        head = next((f.name for f in families if not rom_runs(inputs.runs, f).empty), None)
+    if head is None:
+        return claim
+    dense = inputs.families[head].dense_counterpart().name
+    key = pooled_key(kind, True, dense, head)
+    fit = inputs.pooled.get(key)
+    free = inputs.pooled.get(pooled_key(kind, False, dense, head))
+    views = []
+    if claim.details:
+        views.append({"what": "per-family read-off of the largest RoM run (dense fit alone)",
+                      "fit_key": claim.headline_fit, "value": claim.ours,
+                      "interval": None if claim.ci is None else list(claim.ci), "at": None,
+                      "method": claim.ci_label, "status": claim.verdict.value, "note": claim.reason})
+    extra = [(free, "pooled fit, exponent per family (the ratio may change with size: slope d ln k / d ln x)")]
+    if kind == PooledX.PARAMS:
+        extra.append((inputs.pooled.get(pooled_key(kind, True, dense, head, "active")),
+                      "pooled fit, parameters with embeddings (the paper's convention)"))
+    if kind == PooledX.FLOPS:
+        extra += [(inputs.pooled.get(pooled_key(PooledX.FLOPS_NO_HEAD, True, dense, head)),
+                   "pooled fit, FLOPs without the LM head (and the FLOP-free embedding)"),
+                  (inputs.pooled.get(pooled_key(PooledX.WALL, True, dense, head)),
+                   "pooled fit, measured training wall-clock time (saving in seconds)")]
+    views += [_pooled_view(f, what) for f, what in extra if f is not None]
+    usable = [f for f in (fit, free) if f is not None and f.status == FitStatus.CONVERGED]
+    pred = choose_prediction(usable)
+    prediction = None if pred is None else pred.to_dict()
+    d = fit.get(kind.quantity) if fit is not None else None
+    if fit is None or fit.status != FitStatus.CONVERGED or d is None or d.value is None or d.interval is None:
+        why = "absent" if fit is None else (f"{fit.status.value}: {fit.message}" if fit.status != FitStatus.CONVERGED
+                                            else f"no interval ({fit.ci_note})")
+        return replace(claim, reason=f"{claim.reason}; pooled fit {key} not the headline ({why})", views=views,
+                       prediction=prediction)
+    rom_pts = [p for p in fit.points if p.family == head]
+    largest = max(rom_pts, key=lambda p: (p.n_params, p.x))
+    x_dense = x_ratio(fit.params, dense, head) * largest.x
+    lo, hi = fit.x_range[dense]
+    extrapolated = not lo <= x_dense <= hi
+    ci = (d.interval.lo, d.interval.hi)
+    verdict, why = width_verdict(ci, null, paper, width)
+    if verdict != Verdict.INCONCLUSIVE and (extrapolated or not all(np.isfinite(ci))):
+        why = (f"would be {verdict.value}, but the read-off of the largest RoM run lies at {x_dense:.4g}, outside "
+               f"the dense range [{lo:.4g}, {hi:.4g}], or the CI is unbounded: {why}")
+        verdict = Verdict.INCONCLUSIVE
+    notes = [f"headline: pooled fit {key} ({fit.form}, {fit.loss_fn.name}, converged)"]
+    lof = fit.lack_of_fit
+    if lof:
+        notes.append(f"residuals against the seed noise: F = {lof['F']:.3g} on {int(lof['dof'])} and "
+                     f"{int(lof['seed_dof'])} dof, p = {lof['p_value']:.2g}"
+                     + (" (the form misfits: the interval's envelope with the run bootstrap carries it)"
+                        if lof["p_value"] < 0.01 else ""))
+    per_family = ("per-family read-off " + (f"{claim.ours:.4g}" if claim.ours is not None else "none")
+                  + (f" [{claim.ci[0]:.4g}, {claim.ci[1]:.4g}]" if claim.ci else "") + f": {claim.verdict.value}")
+    reason = "; ".join([why] + notes + [per_family])
+    level = f"{100 * fit.ci_level:.0f}%"
+    headline = (f"pooled fit {key}: {dense} and {head} together ({fit.n_points} runs), one "
+                f"{kind.quantity} for every RoM size")
+    return replace(claim, ours=d.value, ci=ci, ci_label=f"{level} envelope of run and noise bootstraps (pooled fit)",
+                   verdict=verdict, reason=reason, extrapolated=extrapolated, headline=headline, headline_fit=key,
+                   views=views, prediction=prediction)
 
 
 def readoff_section(claim: Claim) -> list[ReportSection]:

@@ -17,6 +17,7 @@ from analysis.claims.common import Claim, ReportSection, claim_inputs
 from analysis.claims.context import CONTEXT_TOLERANCE
 from analysis.claims.downstream import DOWNSTREAM_MARGIN
 from analysis.fit import FitResult
+from analysis.pooled import PooledFit
 from analysis.outputs import CLAIMS
 
 
@@ -32,9 +33,9 @@ def claim_module(claim_id: str) -> ModuleType:
 
 
 def compute_claims(df: pd.DataFrame, fits: dict[str, FitResult], tol: float = CONTEXT_TOLERANCE,
-                   margin: float = DOWNSTREAM_MARGIN) -> list[Claim]:
+                   margin: float = DOWNSTREAM_MARGIN, pooled: dict[str, PooledFit] | None = None) -> list[Claim]:
     """Every claim, in the order of ``analysis.outputs.CLAIMS``."""
-    inputs = claim_inputs(df, fits, context_tolerance=tol, downstream_margin=margin)
+    inputs = claim_inputs(df, fits, context_tolerance=tol, downstream_margin=margin, pooled=pooled)
     return [claim_module(cid).compute(cid, inputs) for cid in CLAIMS]
 
 
