@@ -101,17 +101,22 @@ def _cmd_claims(args: argparse.Namespace) -> int:
 
 def _cmd_figures(args: argparse.Namespace) -> int:
     from analysis.figures import make_figures
+    from analysis.pooled import load_pooled
 
     df, fits, claims = _load_inputs(args)
-    make_figures(df, fits, claims, args.out, args.records_dir)
+    pooled = load_pooled(read_json(args.fits, "fits"), str(args.fits))  # the prediction figure reads them
+    make_figures(df, fits, claims, args.out, args.records_dir, pooled=pooled)
     return 0
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:
     from analysis.tables import all_tables, write_tables
 
+    from analysis.pooled import load_pooled
+
     df, fits, claims = _load_inputs(args)
-    written = write_tables(all_tables(df, list(fits.values()), claims), args.out)
+    pooled = load_pooled(read_json(args.fits, "fits"), str(args.fits))
+    written = write_tables(all_tables(df, list(fits.values()), claims, list(pooled.values())), args.out)
     log.info("wrote %d table files to %s", len(written), args.out)
     return 0
 
@@ -119,9 +124,13 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
+    from analysis.pooled import load_pooled
+
     df, fits, claims = _load_inputs(args)
+    pooled = load_pooled(read_json(args.fits, "fits"), str(args.fits))
     md = args.markdown or Path(args.out).with_suffix(".md")
-    build_report(df, list(fits.values()), claims, args.figures, args.out, md, title=args.title)
+    build_report(df, list(fits.values()), claims, args.figures, args.out, md, title=args.title,
+                 pooled=list(pooled.values()))
     log.info("report written: %s (+ %s)", args.out, md)
     return 0
 

@@ -12,17 +12,28 @@ from pathlib import Path
 
 # Figure name -> caption (order = order in the report). Each name has a builder in ``analysis.figures``.
 FIGURES: dict[str, str] = {
-    "context_ppl": "Validation perplexity against evaluation context length, one panel per training length "
-                   "(the paper's Figure 3): RoM (solid) vs dense (dashed); the open marker is the training length.",
+    "context_ppl": "Perplexity at evaluation length L relative to the training length T, ppl(L) / ppl(T), one "
+                   "panel per training length (the paper's Figure 3, normalised): RoM solid, dense dashed, darker "
+                   "= larger; a seed group is its mean with a bar of +-1 std; 1 = as good as at T.",
     "loss_vs_active_params": "Validation loss at the training length against active parameters (the fits' "
-                             "parameter convention) with each family's L(N) fit, its bootstrap band, and the "
-                             "equivalence read-off of claim (a) for the headline RoM run.",
-    "loss_vs_flops": "Validation loss against training FLOPs with each family's L(C) fit and band; the arrow "
-                     "marks the FLOPs saving of claim (b) at the headline run's loss.",
-    "loss_vs_total_params": "Validation loss against total parameters (experts included): RoM's extra "
-                            "capacity is visible as a shift to the right.",
-    "training_curves": "Training loss (lines) and validation loss (markers) against training tokens, per run, "
-                       "from each run's metrics JSONL.",
+                             "parameter convention) with each family's own L(N) fit and its bootstrap band (95% "
+                             "percentile over runs); fits with a parameter at a bound are grey and say which. "
+                             "Seed groups: mean +- std; open markers: runs no fit uses. The arrow is the "
+                             "per-family read-off of claim (a); the box gives the claim's headline.",
+    "prediction_at_paper_scale": "The pooled dense + RoM fit behind claim (a)'s prediction, carried to the "
+                                 "paper's 1.3B active parameters: left, both families' laws with the envelope "
+                                 "of the run and noise bootstrap bands (grey: beyond the data); right, the "
+                                 "equivalence ratio N_eq / N_rom against size with its band, the paper's value "
+                                 "and the prediction with its interval.",
+    "loss_vs_flops": "Validation loss against training FLOPs with each family's L(C) fit and band (as in the "
+                     "active-parameter figure); the arrow marks the per-family FLOPs saving of claim (b), the "
+                     "box the claim's headline.",
+    "loss_vs_total_params": "Validation loss against total parameters (experts included): lines join each "
+                            "family's scaling runs only (a seed group's mean standing for its run); ablations "
+                            "and other training lengths are named open markers.",
+    "training_curves": "Training cross-entropy (without the auxiliary router losses) against tokens, one panel "
+                       "per family, darker = larger, line style by role; dots: validation loss; crosses: the "
+                       "final validation loss of WSD cooldown branches, which stay off the main curve.",
     "expert_load": "Per-layer expert load of RoM runs at the last logged step: coefficient of variation of "
                    "tokens per expert (left) and the most and least loaded expert's share as logged (right; "
                    "dotted: the uniform share 1/E when the trainer logs fractions).",
@@ -34,9 +45,15 @@ FIGURES_MANIFEST = "figures.json"
 # ``analysis.tables``.
 TABLES: dict[str, str] = {
     "runs": "Per-run results at the training context length",
-    "fits": "Scaling-law fits (log-space Huber, L-BFGS-B; CIs: percentile bootstrap over runs)",
-    "claims": "The paper's claims against this study",
-    "downstream": "Downstream accuracy (lm-eval defaults) in the paper's column order",
+    "fits": "Per-family scaling-law fits (least squares on log residuals, L-BFGS-B); intervals: percentile "
+            "bootstrap over runs",
+    "pooled": "Pooled dense + RoM fits (E shared, A per family; exponent shared or per family) and what they "
+              "read off (equivalence ratio, saving, slope of the ratio with size); intervals: each bootstrap's "
+              "percentile interval and their envelope (the headline)",
+    "claims": "The paper's claims against this study, and the read-off carried to the paper's scale (each "
+              "interval column names its convention)",
+    "downstream": "Downstream accuracy (lm-eval, zero-shot) in the paper's column order, ± lm-eval's standard "
+                  "error; the first row is the accuracy of guessing",
     "ablations": "Ablations and seeds against the scaling run of the same family and shape (validation loss at "
                  "the training length; seed std over that run and its seed replicates)",
 }

@@ -8,9 +8,12 @@ configs, package versions, hardware: all read from the records via the collected
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
+import importlib.metadata
 import json
 import os
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +25,15 @@ from rom.io import atomic_write_text as write_text
 from analysis.claims import Claim, Verdict, report_sections
 from analysis.fit import FitResult
 from analysis.outputs import FIGURES_MANIFEST
-from analysis.tables import Table, ablations_table, claims_table, downstream_results_table, fmt, runs_table
+from analysis.pooled import PooledFit
+from analysis.prediction import Prediction
+from analysis.tables import (Table, ablations_table, claims_table, downstream_results_table, fmt, interval_columns,
+                             interval_label, pooled_table, runs_table)
+
+# Packages that shape the analysis' numbers, figures and tables (and the pipeline that ran it), reported with the
+# versions installed where the analysis ran; the runs' own packages (torch, triton, ...) come from the records.
+ANALYSIS_PACKAGES = ("numpy", "pandas", "scipy", "matplotlib", "jinja2", "threadpoolctl", "snakemake", "lm_eval",
+                     "torch", "triton", "tokenizers")
 
 VERDICT_CLASS = {Verdict.SUPPORTED: "ok", Verdict.NOT_SUPPORTED: "bad", Verdict.INCONCLUSIVE: "meh"}
 CSS = """
@@ -35,7 +46,7 @@ text-align:left;vertical-align:top}th{background:#f0f0f0}tr:nth-child(even) td{b
 .ok{background:#d4edda;color:#155724}.bad{background:#f8d7da;color:#721c24}.meh{background:#fff3cd;color:#856404}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#444}
 .note{font-size:.85em;color:#8a5a00}code,pre{background:#f5f5f5;font-size:.85em}pre{padding:.5em;overflow-x:auto}
-.summary li{margin:.2em 0}
+.summary li{margin:.2em 0}.toc ul{list-style:none;padding-left:0}.toc li.toc3{padding-left:1.5em;font-size:.9em}
 """
 
 
@@ -82,6 +93,40 @@ def _provenance(df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git(args: Sequence[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def analysis_provenance() -> dict[str, Any]:
+    """Where and when the analysis ran: the commit of the analysis code (its git working tree, with a note when
+    it has uncommitted changes; "unknown" outside a git checkout), the UTC time (``SOURCE_DATE_EPOCH`` when set,
+    for reproducible builds) and the versions of ``ANALYSIS_PACKAGES`` installed here. Only the report shows
+    these; claims.json does not carry them (CI compares claims across regenerations)."""
+    code_dir = Path(__file__).resolve().parent
+    sha = _git(["rev-parse", "HEAD"], code_dir)
+    if sha:
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], code_dir)
+        commit = sha + (" (with uncommitted changes)" if dirty else "")
+    else:
+        commit = "unknown (the analysis code is not in a git checkout)"
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch and epoch.isdigit()
+            else _dt.datetime.now(_dt.timezone.utc))
+    return {"commit": commit, "generated": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "packages": {name: _package_version(name) for name in ANALYSIS_PACKAGES}}
+
+
 def _fit_rows(f: FitResult) -> list[tuple[Any, ...]]:
     rows = []
     for name in f.param_names:
@@ -112,44 +157,137 @@ def _summary(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim
     ]
     for c in claims:
         ours = fmt(c.ours) + (f", {c.ci_label} {fmt(c.ci)}" if c.ci else "")
-        items.append(f"Claim ({c.id}) {c.title}: paper {c.paper_text}; ours {ours} → {c.verdict.value}"
-                     + (" (extrapolated)" if c.extrapolated else "") + ".")
+        line = (f"Claim ({c.id}) {c.title}: paper {c.paper_text}; ours {ours} → {c.verdict.value}"
+                + (" (extrapolated)" if c.extrapolated else "") + ".")
+        if c.prediction:
+            p = Prediction.from_dict(c.prediction)
+            line += (f" Carried to {p.n_active:.3g} active parameters: {fmt(p.value)}"
+                     + (f" [{fmt(p.interval[0])}, {fmt(p.interval[1])}]" if p.interval else "")
+                     + f" ({100 * p.level:.0f}%, {p.fit_key}, {p.extrapolation:.3g}x beyond the largest RoM run).")
+        items.append(line)
     return items
 
 
+def _views_table(claim: Claim) -> Table | None:
+    """The other views of an interval claim (per-family read-off, exponent per family, other conventions), one
+    interval column per convention."""
+    if not claim.views:
+        return None
+    cells = [(str(v.get("method", "")).split("; ")[-1],
+              None if v.get("interval") is None else tuple(v["interval"])) for v in claim.views]
+    headers, ivs = interval_columns(cells)
+    rows = tuple((v.get("what", ""), v.get("fit_key", ""), v.get("value"), *iv, v.get("slope"),
+                  None if v.get("slope_interval") is None else tuple(v["slope_interval"]), v.get("status", ""),
+                  v.get("note", "")) for v, iv in zip(claim.views, ivs))
+    slope_label = next((h for h in headers if "envelope" in h), "interval")
+    return Table("views", f"Claim ({claim.id}): other views of the same read-off", (
+        "view", "fit", "value", *headers, "slope d ln k / d ln N", f"slope: {slope_label}", "status", "note"), rows)
+
+
+def _prediction_table(claims: Sequence[Claim]) -> Table:
+    preds = [(c, Prediction.from_dict(c.prediction)) for c in claims if c.prediction]
+    cells = [(interval_label(p.level, "envelope of run and noise bootstraps" if "envelope" in p.method
+                             else "bootstrap"), p.interval) for _, p in preds]
+    headers, ivs = interval_columns(cells)
+    rows = tuple((f"({c.id})", p.quantity, p.n_active, p.value, *iv, p.extrapolation, p.fit_key, p.method, p.note)
+                 for (c, p), iv in zip(preds, ivs))
+    return Table("prediction", "Read-offs carried to the paper's scale", (
+        "claim", "quantity", "RoM active parameters", "predicted", *headers, "x beyond the largest RoM run",
+        "fit", "method", "note"), rows)
+
+
+class _Doc:
+    """The report built twice at once (HTML and Markdown), with a table of contents of its sections."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.h: list[str] = []
+        self.md: list[str] = []
+        self.toc: list[tuple[int, str, str]] = []  # (level, anchor, title)
+
+    def section(self, anchor: str, title: str, level: int = 2) -> None:
+        self.toc.append((level, anchor, title))
+        self.h.append(f"<h{level} id='{html.escape(anchor)}'>{html.escape(title)}</h{level}>")
+        self.md += [f"<a id='{anchor}'></a>", "", f"{'#' * level} {title}", ""]
+
+    def table(self, t: Table, raw_html: dict[tuple[int, int], str] | None = None, caption: bool = False) -> None:
+        if caption and t.caption:
+            self.h.append(f"<p><b>{html.escape(t.caption)}</b></p>")
+            self.md += [f"**{t.caption}**", ""]
+        self.h.append(_html_table(t, raw_html))
+        self.md += [_md_table(t.columns, t.rows), ""]
+
+    def para(self, text: str, cls: str = "") -> None:
+        self.h.append(f"<p{f' class={cls!r}' if cls else ''}>{html.escape(text)}</p>")
+        self.md += [("> " if cls == "note" else "") + text, ""]
+
+    def bullets(self, items: Sequence[str], cls: str = "") -> None:
+        self.h.append(f"<ul{f' class={cls!r}' if cls else ''}>" +
+                      "".join(f"<li>{html.escape(s)}</li>" for s in items) + "</ul>")
+        self.md += [f"- {s}" for s in items] + [""]
+
+    def render(self) -> tuple[str, str]:
+        toc_h = "<nav class='toc'><h2>Contents</h2><ul>" + "".join(
+            f"<li class='toc{lvl}'><a href='#{html.escape(a)}'>{html.escape(t)}</a></li>" for lvl, a, t in self.toc
+        ) + "</ul></nav>"
+        toc_md = ["## Contents", ""] + [f"{'  ' * (lvl - 2)}- [{t}](#{a})" for lvl, a, t in self.toc] + [""]
+        head = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(self.title)}"
+                f"</title><style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>")
+        return (head + toc_h + "\n".join(self.h) + "</body></html>\n",
+                "\n".join([f"# {self.title}", ""] + toc_md + self.md) + "\n")
+
+
 def build_report(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim], figures_dir: str | Path,
-                 html_path: str | Path, md_path: str | Path, title: str = "RoM scaling study") -> None:
+                 html_path: str | Path, md_path: str | Path, title: str = "RoM scaling study",
+                 pooled: Sequence[PooledFit] = ()) -> None:
     figures_dir = Path(figures_dir)
     manifest = read_json(figures_dir / FIGURES_MANIFEST, "figures manifest")
     if not isinstance(manifest, dict) or "figures" not in manifest:
         raise AnalysisError(f"{figures_dir / 'figures.json'}: not a figures manifest (run `analysis figures`)")
     prov = _provenance(df)
-    summary = _summary(df, fits, claims)
-    h: list[str] = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
-                    f"</title><style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
-    md: list[str] = [f"# {title}", ""]
+    here = analysis_provenance()
+    doc = _Doc(title)
 
-    h.append("<h2 id='summary'>Summary</h2><ul class='summary'>" +
-             "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>")
-    md += ["## Summary", ""] + [f"- {s}" for s in summary] + [""]
+    doc.section("summary", "Summary")
+    doc.bullets(_summary(df, fits, claims), "summary")
 
     # Claims.
+    doc.section("claims", "Claims")
     ct = claims_table(claims)
-    badges = {(i, 4): f"<span class='verdict {VERDICT_CLASS[c.verdict]}'>{html.escape(c.verdict.value)}</span>"
+    vcol = ct.columns.index("verdict")
+    badges = {(i, vcol): f"<span class='verdict {VERDICT_CLASS[c.verdict]}'>{html.escape(c.verdict.value)}</span>"
               for i, c in enumerate(claims)}
-    h.append("<h2 id='claims'>Claims</h2>" + _html_table(ct, badges))
-    h.append("<h3>Verdict rules</h3><ul>" + "".join(
-        f"<li><b>({c.id})</b> {html.escape(c.rule)}</li>" for c in claims) + "</ul>")
-    md += ["## Claims", "", _md_table(ct.columns, ct.rows), "", "### Verdict rules", ""]
-    md += [f"- **({c.id})** {c.rule}" for c in claims] + [""]
+    doc.table(ct, badges)
+    heads = [f"({c.id}) the headline uses {c.headline_fit}: {c.headline}" for c in claims if c.headline_fit]
+    if heads:
+        doc.section("headline-fits", "Which fit each headline uses, and why", 3)
+        doc.bullets(heads + ["A pooled fit (dense and RoM together, E shared) is the headline when it converged: "
+                             "it uses every run of both families for one ratio with one interval; the per-family "
+                             "read-off and the other conventions stay beside it as views."])
+    doc.section("rules", "Verdict rules", 3)
+    doc.bullets([f"({c.id}) {c.rule}" for c in claims])
     for section in report_sections(claims):  # each claim's own tables (analysis.claims.<module>)
-        t = Table("section", section.title, section.columns, section.rows)
-        h.append(f"<h3>{html.escape(section.title)}</h3>" + _html_table(t))
-        md += [f"### {section.title}", "", _md_table(section.columns, section.rows), ""]
+        doc.section(f"section-{len(doc.toc)}", section.title, 3)
+        doc.table(Table("section", section.title, section.columns, section.rows))
+    for c in claims:
+        vt = _views_table(c)
+        if vt is not None:
+            doc.section(f"views-{c.id}", vt.caption, 3)
+            doc.table(vt)
+
+    # The paper's scale.
+    doc.section("prediction", "At the paper's scale")
+    pt = _prediction_table(claims)
+    if pt.rows:
+        doc.para("Each read-off carried to the paper's 1.3B active parameters from its pooled fit; the interval "
+                 "is the fit's parameter uncertainty (bootstrap replicates evaluated at the same size), not the "
+                 "scatter of a new run. The verdicts above stand at this study's scale.")
+        doc.table(pt)
+    else:
+        doc.para("No claim carries a prediction (no usable pooled dense + RoM fit).", "note")
 
     # Figures.
-    h.append("<h2 id='figures'>Figures</h2>")
-    md += ["## Figures", ""]
+    doc.section("figures", "Figures")
     md_dir = Path(md_path).resolve().parent
     for i, (name, entry) in enumerate(manifest["figures"].items(), start=1):
         png = figures_dir / f"{name}.png"
@@ -157,59 +295,65 @@ def build_report(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[C
             raise AnalysisError(f"{png}: figure listed in the manifest is missing")
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         notes = entry.get("notes", [])
+        doc.toc.append((3, f"fig-{name}", f"Figure {i}: {name}"))
         note_html = "".join(f"<div class='note'>note: {html.escape(n)}</div>" for n in notes)
-        h.append(f"<figure id='fig-{name}'><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
-                 f"<figcaption><b>Figure {i}.</b> {html.escape(entry['caption'])}</figcaption>{note_html}</figure>")
+        doc.h.append(f"<figure id='fig-{name}'><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption><b>Figure {i}.</b> {html.escape(entry['caption'])}</figcaption>{note_html}"
+                     "</figure>")
         rel = os.path.relpath(png.resolve(), md_dir)
-        md += [f"![{name}]({rel})", "", f"*Figure {i}.* {entry['caption']}", ""] + [f"> note: {n}" for n in notes]
-        md.append("")
+        doc.md += [f"<a id='fig-{name}'></a>", "", f"![{name}]({rel})", "", f"*Figure {i}.* {entry['caption']}", ""]
+        doc.md += [f"> note: {n}" for n in notes] + [""]
 
     # Fit diagnostics.
-    h.append("<h2 id='fits'>Fit diagnostics</h2>")
-    md += ["## Fit diagnostics", ""]
+    doc.section("fits", "Fit diagnostics: per family")
     for f in fits:
         head = (f"{f.key}: {f.form} — status {f.status.value}; {f.n_points} points, {f.n_unique_x} distinct x, "
                 f"dof {f.dof}; objective {fmt(f.objective)}; {f.n_starts} starts; Huber delta {f.huber_delta:g}; "
                 f"N={f.param_convention}, C={f.flop_convention}")
-        h.append(f"<h3>{html.escape(f.key)}</h3><p>{html.escape(head)}</p>"
-                 f"<p>{html.escape(f.message)}. CI: {html.escape(f.ci_note)} (bootstrap seed "
-                 f"{f.bootstrap.seed}).</p>")
-        md += [f"### {f.key}", "", head, "", f"{f.message}. CI: {f.ci_note} (bootstrap seed {f.bootstrap.seed}).",
-               ""]
+        doc.section(f"fit-{f.key}", f.key, 3)
+        doc.para(head)
+        doc.para(f"{f.message}. CI: {f.ci_note} (bootstrap seed {f.bootstrap.seed}).")
         if f.params is not None:
-            pcols, prow = ("parameter", "value", "CI"), _fit_rows(f)
-            h.append(_html_table(Table("p", "", pcols, tuple(prow))))
-            md += [_md_table(pcols, prow), ""]
+            doc.table(Table("p", "", ("parameter", "value",
+                                      interval_label(f.ci_level, "percentile bootstrap over runs")),
+                            tuple(_fit_rows(f))))
         if f.points:
-            rcols, rrows = ("run", "x", "loss", "fit", "log residual"), _residual_rows(f)
-            h.append(_html_table(Table("r", "", rcols, tuple(rrows))))
-            md += [_md_table(rcols, rrows), ""]
+            doc.table(Table("r", "", ("run", "x", "loss", "fit", "log residual"), tuple(_residual_rows(f))))
         if f.excluded:
-            ex = "; ".join(f"{r}: {why}" for r, why in f.excluded)
-            h.append(f"<p class='note'>excluded: {html.escape(ex)}</p>")
-            md += [f"> excluded: {ex}", ""]
+            doc.para("excluded: " + "; ".join(f"{r}: {why}" for r, why in f.excluded), "note")
+    if pooled:
+        doc.section("pooled", "Fit diagnostics: pooled dense + RoM")
+        doc.table(pooled_table(pooled), caption=True)
+        for f in pooled:
+            if f.excluded:
+                doc.para(f"{f.key} excluded: " + "; ".join(f"{r}: {why}" for r, why in f.excluded), "note")
 
     # Runs, downstream and ablations.
-    for t in (runs_table(df), downstream_results_table(df), ablations_table(df)):
-        h.append(f"<h2 id='{t.name}'>{html.escape(t.caption)}</h2>" + _html_table(t))
-        md += [f"## {t.caption}", "", _md_table(t.columns, t.rows), ""]
+    for t, heading in ((runs_table(df), "Runs"), (downstream_results_table(df), "Downstream accuracy"),
+                       (ablations_table(df), "Ablations and seeds")):
+        doc.section(t.name, heading)
+        doc.table(t, caption=True)
 
     # Provenance.
-    prov_items = [("git SHA", ", ".join(prov["git_sha"])), ("devices", ", ".join(prov["devices"])),
-                  ("hardware", ", ".join(prov["hardware"])),
-                  ("python", ", ".join(prov["python"])), ("records created", ", ".join(prov["created"]))]
-    pkg_rows = [(k, ", ".join(v)) for k, v in prov["packages"].items()]
-    h.append("<h2 id='provenance'>Provenance</h2><ul>" + "".join(
-        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in prov_items) + "</ul>")
-    h.append(_html_table(Table("pkg", "", ("package", "version(s)"), tuple(pkg_rows))))
-    h.append("<h3>Run configs</h3>" + "".join(
-        f"<details><summary>{html.escape(rid)} ({html.escape(str(ch))})</summary><pre>"
-        f"{html.escape(json.dumps(json.loads(cfg), indent=1))}</pre></details>" for rid, ch, cfg in prov["configs"]))
-    md += ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in prov_items] + [""]
-    md += [_md_table(("package", "version(s)"), pkg_rows), "", "### Run configs", ""]
+    doc.section("provenance", "Provenance")
+    doc.bullets([f"analysis regenerated at {here['generated']} from commit {here['commit']}",
+                 f"runs: git SHA {', '.join(prov['git_sha'])}", f"devices: {', '.join(prov['devices'])}",
+                 f"hardware: {', '.join(prov['hardware'])}", f"python (runs): {', '.join(prov['python'])}",
+                 f"records created: {', '.join(prov['created'])}"])
+    names = sorted(set(prov["packages"]) | set(here["packages"]))
+    pkg_rows = tuple((k, ", ".join(prov["packages"].get(k, [])) or "not recorded",
+                      here["packages"].get(k, "—")) for k in names)
+    doc.table(Table("pkg", "", ("package", "version(s) in the run records (training, evaluation)",
+                                "installed where the analysis ran"), pkg_rows))
+    doc.para("The runs record the packages of training and perplexity evaluation; lm-eval's version for the "
+             "downstream scores is kept in each run's downstream.json part (downstream_meta.lm_eval_version), "
+             "not in final.json.", "note")
+    doc.section("configs", "Run configs", 3)
     for rid, ch, cfg in prov["configs"]:
-        md += [f"<details><summary>{rid} ({ch})</summary>", "", "```json", json.dumps(json.loads(cfg), indent=1),
-               "```", "", "</details>", ""]
-    h.append("</body></html>")
-    write_text(html_path, "\n".join(h) + "\n")
-    write_text(md_path, "\n".join(md) + "\n")
+        doc.h.append(f"<details><summary>{html.escape(rid)} ({html.escape(str(ch))})</summary><pre>"
+                     f"{html.escape(json.dumps(json.loads(cfg), indent=1))}</pre></details>")
+        doc.md += [f"<details><summary>{rid} ({ch})</summary>", "", "```json", json.dumps(json.loads(cfg), indent=1),
+                   "```", "", "</details>", ""]
+    page, markdown = doc.render()
+    write_text(html_path, page)
+    write_text(md_path, markdown)

@@ -1,8 +1,14 @@
-"""Tables as CSV, Markdown and LaTeX: per-run results, fit parameters with CIs, claims vs the paper,
-downstream accuracy in the paper's column order.
+"""Tables as CSV, Markdown and LaTeX: per-run results, fit parameters with intervals, pooled fits, claims vs the
+paper with the prediction at the paper's scale, downstream accuracy with standard errors and chance levels.
 
-Each table is built once as a list of string-valued rows (``Table``) and rendered three ways, so the three
-formats always agree. CSV keeps full precision for numbers; Markdown and LaTeX show 4 significant digits.
+Each table is built once as a list of rows (``Table``) and rendered three ways, so the three formats always
+agree. CSV keeps full precision for numbers (an estimate with a standard error becomes two columns, the
+second named ``<column> s.e.``); Markdown and LaTeX show 4 significant digits. LaTeX goes through pandas'
+``Styler.to_latex`` with booktabs rules and escaped symbols (``% _ & # $ { } ~ ^ \\``).
+
+Intervals: a column holds intervals of one convention only, and its header says which ("95% CI: percentile
+bootstrap over runs", "95% CI: envelope of run and noise bootstraps", "range over runs"); rows computed
+another way get their own column (``interval_columns``).
 """
 
 from __future__ import annotations
@@ -19,13 +25,23 @@ import pandas as pd
 from analysis.errors import AnalysisError
 from rom.io import atomic_write_text as write_text
 from analysis.claims import Claim
-from analysis.claims.downstream import DOWNSTREAM_COLUMNS, downstream_table
+from analysis.claims.downstream import CHANCE_LEVELS, DOWNSTREAM_COLUMNS, downstream_table
 from analysis.collect import runs_at_train_length
 from analysis.fit import FitResult
 from analysis.outputs import TABLE_FORMATS, TABLES
+from analysis.pooled import PooledFit
+from analysis.prediction import Prediction
 
 TABLE_NAMES = tuple(TABLES)  # names and captions: analysis.outputs.TABLES
 FORMATS = TABLE_FORMATS
+
+
+@dataclass(frozen=True)
+class Est:
+    """An estimate with its standard error (a table cell: "0.2565 ± 0.0044"; two CSV columns)."""
+
+    value: float | None
+    se: float | None
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,11 @@ class Table:
 def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "—"
+    if isinstance(value, Est):
+        if value.value is None or (isinstance(value.value, float) and math.isnan(value.value)):
+            return "—"
+        return fmt(value.value, digits) + ("" if value.se is None or math.isnan(value.se)
+                                           else f" ± {fmt(value.se, 2)}")
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int,)) and not isinstance(value, bool):
@@ -67,11 +88,22 @@ def _raw(value: Any) -> str:
 
 
 def to_csv(t: Table) -> str:
+    est_cols = {j for j in range(len(t.columns)) if any(isinstance(r[j], Est) for r in t.rows)}
+    header: list[str] = []
+    for j, c in enumerate(t.columns):
+        header += [c, f"{c} s.e."] if j in est_cols else [c]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(t.columns)
+    w.writerow(header)
     for row in t.rows:
-        w.writerow([_raw(v) for v in row])
+        cells: list[str] = []
+        for j, v in enumerate(row):
+            if j in est_cols:
+                e = v if isinstance(v, Est) else Est(v, None)
+                cells += [_raw(e.value), _raw(e.se)]
+            else:
+                cells.append(_raw(v))
+        w.writerow(cells)
     return buf.getvalue()
 
 
@@ -88,22 +120,47 @@ def to_markdown(t: Table) -> str:
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "∞": r"$\infty$", "—": "--", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+# Characters the tables print that LaTeX's default input encoding may lack (applied after escaping: the
+# escapes never produce them, and these replacements are meant to be LaTeX).
+_LATEX_UNICODE = {"∞": r"$\infty$", "—": "--", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "±": r"$\pm$",
+                  "→": r"$\rightarrow$", "≈": r"$\approx$", "−": "-"}
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    """Escape LaTeX's special characters and write the few non-ASCII symbols the tables use as LaTeX."""
+    return "".join(_LATEX_UNICODE.get(ch, _LATEX_ESCAPES.get(ch, ch)) for ch in text)
 
 
 def to_latex(t: Table) -> str:
-    lines = [r"\begin{table}[ht]", r"\centering", r"\small",
-             r"\begin{tabular}{" + "l" * len(t.columns) + "}", r"\hline",
-             " & ".join(latex_escape(c) for c in t.columns) + r" \\", r"\hline"]
-    lines += [" & ".join(latex_escape(fmt(v)) for v in row) + r" \\" for row in t.rows]
-    lines += [r"\hline", r"\end{tabular}", r"\caption{" + latex_escape(t.caption) + "}",
-              r"\label{tab:" + t.name + "}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    """A ``table`` float with booktabs rules through ``pandas.io.formats.style.Styler.to_latex``."""
+    frame = pd.DataFrame([[fmt(v) for v in row] for row in t.rows] or [["—"] * len(t.columns)],
+                         columns=list(t.columns))
+    # Duplicate or empty headers would confuse the Styler; the columns of a Table are unique by construction.
+    styler = frame.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    out = styler.to_latex(hrules=True, column_format="l" * len(t.columns), position="ht",
+                          position_float="centering", caption=latex_escape(t.caption), label=f"tab:{t.name}")
+    body_start = out.index(r"\begin{tabular}")
+    head, body = out[:body_start], out[body_start:]
+    for ch, tex in _LATEX_UNICODE.items():
+        body = body.replace(ch, tex)
+    return head + r"\small" + "\n" + body
+
+
+def interval_label(level: float | None, method: str) -> str:
+    """A column header for intervals of one convention, e.g. "95% CI: percentile bootstrap over runs"."""
+    return (f"{100 * level:.0f}% CI: {method}" if level is not None else method)
+
+
+def interval_columns(cells: Sequence[tuple[str, tuple[float, float] | None]]) -> tuple[list[str], list[list[Any]]]:
+    """Spread (convention, interval) cells over one column per convention (first-seen order), so that no column
+    mixes conventions. Returns the headers and, per input row, its cells (None outside its own column)."""
+    headers: list[str] = []
+    for label, iv in cells:
+        if iv is not None and label and label not in headers:
+            headers.append(label)
+    rows = [[(tuple(iv) if iv is not None and label == h else None) for h in headers] for label, iv in cells]
+    return headers, rows
 
 
 # --------------------------------------------------------------------------------------- the tables
@@ -111,9 +168,9 @@ def to_latex(t: Table) -> str:
 
 def runs_table(df: pd.DataFrame) -> Table:
     runs = runs_at_train_length(df)
-    cols = ("run", "family", "role", "params active non-emb", "params total", "train tokens", "train FLOPs",
+    cols = ("run", "run id", "family", "role", "params active non-emb", "params total", "train tokens", "train FLOPs",
             "seq len", "passes", "val loss (nats)", "val ppl", "bpb", "train wall (s)", "tokens/s", "diverged")
-    rows = tuple((r.run_id, r.family, r.role, int(r.params_active_nonembedding), int(r.params_total),
+    rows = tuple((r.name, r.run_id, r.family, r.role, int(r.params_active_nonembedding), int(r.params_total),
                   int(r.train_tokens), float(r.flops_train_total), int(r.train_seq_len), float(r.train_passes),
                   float(r.loss_nats), float(r.ppl), float(r.bpb), float(r.wall_time_s), float(r.tokens_per_s),
                   bool(r.diverged))
@@ -126,40 +183,135 @@ def runs_table(df: pd.DataFrame) -> Table:
 
 
 def fits_table(fits: Sequence[FitResult]) -> Table:
-    cols = ("fit", "form", "status", "parameter", "value", "CI", "n points", "dof", "x range", "conventions",
-            "message")
-    rows = []
+    """One row per parameter of every per-family fit; the interval column says its convention."""
+    cells, base = [], []
     for f in fits:
         conv = f"N={f.param_convention}, C={f.flop_convention}"
         xr = "; ".join(f"{k} {fmt(v[0])}..{fmt(v[1])}" for k, v in f.x_range.items())
+        label = interval_label(f.ci_level, "percentile bootstrap over runs")
         if f.params is None:
-            rows.append((f.key, f.form, f.status.value, "—", None, None, f.n_points, f.dof, xr, conv, f.message))
+            base.append((f.key, f.form, f.status.value, "—", None, f.n_points, f.dof, xr, conv, f.message))
+            cells.append((label, None))
             continue
         for name in f.param_names:
             ci = f.ci.get(name) if f.ci else None
-            value_note = "fixed" if name in f.fixed else None
-            rows.append((f.key, f.form, f.status.value, name + (" (fixed)" if value_note else ""),
-                         f.params[name], ci, f.n_points, f.dof, xr, conv,
-                         f.message + ("" if f.ci else f"; {f.ci_note}")))
-    return Table("fits", TABLES["fits"], cols, tuple(rows))
+            base.append((f.key, f.form, f.status.value, name + (" (fixed)" if name in f.fixed else ""),
+                         f.params[name], f.n_points, f.dof, xr, conv, f.message + ("" if f.ci else f"; {f.ci_note}")))
+            cells.append((label, ci))
+    headers, ivs = interval_columns(cells)
+    cols = ("fit", "form", "status", "parameter", "value", *headers, "n points", "dof", "x range", "conventions",
+            "message")
+    rows = tuple((*b[:5], *iv, *b[5:]) for b, iv in zip(base, ivs))
+    return Table("fits", TABLES["fits"], cols, rows)
+
+
+def _noise_text(f: PooledFit) -> str:
+    parts = []
+    for fam, n in sorted((k, v) for k, v in f.noise.items() if k in (f.dense_family, f.rom_family)):
+        if n.dof > 0 and math.isfinite(n.sigma_nats):
+            parts.append(f"{fam}: {n.sigma_nats:.2g} nats ({n.source}, dof {n.dof})")
+        else:
+            parts.append(f"{fam}: none")
+    return "; ".join(parts)
+
+
+def pooled_table(pooled: Sequence[PooledFit]) -> Table:
+    """Pooled dense + RoM fits: parameters, then the derived ratio / saving / slope, with their intervals (the
+    headline envelope and each bootstrap's in their own columns)."""
+    cells: list[tuple[str, tuple[float, float] | None]] = []
+    runs_cells, noise_cells, base = [], [], []
+    for f in pooled:
+        label = interval_label(f.ci_level, "envelope of run and noise bootstraps")
+        common = (f.n_points, f.n_units, f.dof, _noise_text(f), f.message)
+        if f.params is None:
+            base.append((f.key, f.status.value, "—", None, *common))
+            cells.append((label, None)), runs_cells.append((label, None)), noise_cells.append((label, None))
+            continue
+        for name in f.param_names:
+            ci = f.ci.get(name) if f.ci else None
+            base.append((f.key, f.status.value, name + (" (fixed)" if name in f.fixed else ""), f.params[name],
+                         *common))
+            cells.append((label, ci))
+            runs_cells.append(("", None))
+            noise_cells.append(("", None))
+        for d in f.derived:
+            at = "" if d.at is None or not math.isfinite(d.at) else f" at x = {fmt(d.at)}"
+            base.append((f.key, f.status.value, f"{d.name}{at}", d.value, *common))
+            iv = d.interval
+            cells.append((interval_label(iv.level, iv.method) if iv else label, (iv.lo, iv.hi) if iv else None))
+            by = {i.method: i for i in d.intervals if i is not None}
+            r, n = by.get("runs bootstrap") or by.get("run bootstrap"), by.get("noise bootstrap")
+            runs_cells.append((interval_label(r.level, "run bootstrap") if r else "", (r.lo, r.hi) if r else None))
+            noise_cells.append((interval_label(n.level, "noise bootstrap") if n else "", (n.lo, n.hi) if n else None))
+    h1, iv1 = interval_columns(cells)
+    h2, iv2 = interval_columns(runs_cells)
+    h3, iv3 = interval_columns(noise_cells)
+    cols = ("fit", "status", "parameter or read-off", "value", *h1, *h2, *h3, "points", "runs", "dof",
+            "seed noise (std of the loss)", "message")
+    rows = tuple((*b[:4], *a, *r, *n, *b[4:]) for b, a, r, n in zip(base, iv1, iv2, iv3))
+    return Table("pooled", TABLES["pooled"], cols, rows)
+
+
+def _prediction(c: Claim) -> Prediction | None:
+    return None if not c.prediction else Prediction.from_dict(c.prediction)
 
 
 def claims_table(claims: Sequence[Claim]) -> Table:
-    cols = ("claim", "paper", "ours", "interval", "verdict", "extrapolated", "headline", "reason")
-    rows = tuple((f"({c.id}) {c.title}", c.paper_text, c.ours, c.ci, c.verdict.value, c.extrapolated,
-                  c.headline, c.reason) for c in claims)
+    """Paper against ours, one interval column per convention, the prediction at the paper's scale."""
+    cells = [(c.ci_label, c.ci) for c in claims]
+    headers, ivs = interval_columns(cells)
+    preds = [_prediction(c) for c in claims]
+    scale = next((p.n_active for p in preds if p is not None), None)
+    p_cells = [((interval_label(p.level, "envelope of run and noise bootstraps" if "envelope" in p.method
+                                 else "bootstrap") + f" of the read-off at {_count(p.n_active)}"),
+                p.interval) if p is not None else ("", None) for p in preds]
+    p_headers, p_ivs = interval_columns(p_cells)
+    pred_col = f"predicted at {_count(scale)} active" if scale else "predicted at the paper's scale"
+    cols = ("claim", "paper", "ours", *headers, "verdict", "extrapolated", "headline", pred_col, *p_headers,
+            "reason")
+    rows = tuple((f"({c.id}) {c.title}", c.paper_text, c.ours, *iv, c.verdict.value, c.extrapolated, c.headline,
+                  None if p is None else p.value, *piv, c.reason)
+                 for c, iv, p, piv in zip(claims, ivs, preds, p_ivs))
     return Table("claims", TABLES["claims"], cols, rows)
 
 
+def _count(v: float | None) -> str:
+    if v is None:
+        return "—"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:g}"
+
+
 def downstream_results_table(df: pd.DataFrame) -> Table:
-    table = downstream_table(runs_at_train_length(df))
+    """Scores ± lm-eval's standard error per task in the paper's column order, the chance level as the first
+    row; the average's standard error treats the tasks as independent (sqrt(sum s.e.^2) / n)."""
+    runs = runs_at_train_length(df)
+    table = downstream_table(runs)
     titles = [t for _, _, t in DOWNSTREAM_COLUMNS]
     cols = ("run", "family", "params active non-emb", *titles, "Average", "partial")
-    rows = tuple((r["run_id"], r["family"], int(r["params_active_nonembedding"]),
-                  *[None if pd.isna(r[t]) else float(r[t]) for t in titles],
-                  None if pd.isna(r["Average"]) else float(r["Average"]), bool(r["partial"]))
-                 for _, r in table.iterrows())
-    return Table("downstream", TABLES["downstream"], cols, rows)
+    chance = [CHANCE_LEVELS.get(task) for task, _, _ in DOWNSTREAM_COLUMNS]
+    known = [c for c in chance if c is not None]
+    rows: list[tuple[Any, ...]] = [("chance level", "—", None, *[Est(c, None) if c is not None else None
+                                                                 for c in chance],
+                                    Est(sum(known) / len(known), None) if known else None, False)]
+    by_run = runs.set_index("run_id")
+    for _, r in table.iterrows():
+        src = by_run.loc[r["run_id"]]
+        ests, ses = [], []
+        for task, metric, title in DOWNSTREAM_COLUMNS:
+            value = None if pd.isna(r[title]) else float(r[title])
+            se_col = f"downstream.{task}.{metric}_stderr"
+            se = float(src[se_col]) if se_col in src.index and not pd.isna(src[se_col]) else None
+            ests.append(Est(value, se))
+            if value is not None:
+                ses.append(se)
+        avg = None if pd.isna(r["Average"]) else float(r["Average"])
+        avg_se = (math.sqrt(sum(s * s for s in ses)) / len(ses)) if ses and all(s is not None for s in ses) else None
+        rows.append((r["run_id"] if "name" not in src.index else src["name"], r["family"],
+                     int(r["params_active_nonembedding"]), *ests, Est(avg, avg_se), bool(r["partial"])))
+    return Table("downstream", TABLES["downstream"], cols, tuple(rows))
 
 
 def ablations_table(df: pd.DataFrame) -> Table:
@@ -181,15 +333,17 @@ def ablations_table(df: pd.DataFrame) -> Table:
             replicates = same[same["role"].isin(["scaling", "seed"])]["loss_nats"].astype(float)
             std = float(replicates.std(ddof=1)) if len(replicates) >= 2 else None
             diff = float(r.loss_nats) - ref_loss
-            comparison = (ref["run_id"].iloc[0], ref_loss, diff, std, diff / std if std else None)
-        rows.append((r.run_id, r.role, r.family, int(r.num_experts), int(r.top_k),
+            comparison = (ref["name"].iloc[0], ref_loss, diff, std, diff / std if std else None)
+        rows.append((r.name, r.role, r.family, int(r.num_experts), int(r.top_k),
                      int(r.params_active_nonembedding), float(r.loss_nats), *comparison))
     return Table("ablations", TABLES["ablations"], cols, tuple(rows))
 
 
-def all_tables(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim]) -> list[Table]:
+def all_tables(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim],
+               pooled: Sequence[PooledFit] = ()) -> list[Table]:
     """Every table of ``analysis.outputs.TABLES``, in that order."""
     builders = {"runs": lambda: runs_table(df), "fits": lambda: fits_table(fits),
+                "pooled": lambda: pooled_table(pooled),
                 "claims": lambda: claims_table(claims), "downstream": lambda: downstream_results_table(df),
                 "ablations": lambda: ablations_table(df)}
     if set(builders) != set(TABLES):

@@ -17,6 +17,7 @@ from analysis.claims import compute_claims
 from analysis.collect import collect
 from analysis.figures import FIGURES, STYLE, _save, fig_expert_load, fig_training_curves, make_figures, router_load
 from analysis.fit import fit_all
+from analysis.pooled import pooled_all
 from analysis.report import build_report
 from analysis.synthetic import metrics_lines, scaling_study, write_study
 from analysis.tables import FORMATS, TABLE_NAMES, all_tables, latex_escape, write_tables
@@ -32,11 +33,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (paths[1].parent / "metrics.jsonl").unlink()
     df = collect(paths)
     fits = {f.key: f for f in fit_all(df, bootstrap=20, seed=0)}
-    claims = compute_claims(df, fits)
-    manifest = make_figures(df, fits, claims, root / "figures")
-    write_tables(all_tables(df, list(fits.values()), claims), root / "tables")
-    build_report(df, list(fits.values()), claims, root / "figures", root / "report.html", root / "report.md")
-    return {"root": root, "df": df, "fits": fits, "claims": claims, "manifest": manifest, "paths": paths}
+    pooled = {f.key: f for f in pooled_all(df, [("mamba", "rom")], bootstrap=20, seed=0)}
+    claims = compute_claims(df, fits, pooled=pooled)
+    manifest = make_figures(df, fits, claims, root / "figures", pooled=pooled)
+    write_tables(all_tables(df, list(fits.values()), claims, list(pooled.values())), root / "tables")
+    build_report(df, list(fits.values()), claims, root / "figures", root / "report.html", root / "report.md",
+                 pooled=list(pooled.values()))
+    return {"root": root, "df": df, "fits": fits, "claims": claims, "manifest": manifest, "paths": paths,
+            "pooled": pooled}
 
 
 def test_every_figure_written_non_empty(pipeline: dict) -> None:
@@ -80,6 +84,13 @@ def test_tables_in_three_formats(pipeline: dict) -> None:
     assert "(a) Active-parameter equivalence" in claims_md and "2.3x" in claims_md
     tex = (tab / "fits.tex").read_text()
     assert r"\begin{tabular}" in tex and "params:mamba".replace("_", r"\_") in tex
+    for name in TABLE_NAMES:  # booktabs rules, escaped symbols, no raw non-ASCII symbol left
+        tex = (tab / f"{name}.tex").read_text()
+        assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule")) and r"\hline" not in tex
+        assert not any(ch in tex for ch in "∞—±≥≤×"), name
+        body = tex[tex.index(r"\begin{tabular}"):]
+        text = re.sub(r"\$[^$]*\$", "", body).replace(" & ", " ")  # math and the column separators aside
+        assert not re.search(r"(?<!\\)[%#&_]", text), name
     header = (tab / "downstream.csv").read_text().splitlines()[0]
     assert header.index("LAMBADA acc") < header.index("HellaSwag acc_norm") < header.index("WinoGrande acc")
     runs_csv = (tab / "runs.csv").read_text().splitlines()
@@ -161,10 +172,10 @@ def test_ablations_table_compares_with_the_same_shape_and_scales_by_seed_spread(
     ]
     df = collect(write_study(recs, tmp_path / "raw"))
     t = ablations_table(df)
-    rows = {row[0].rsplit("-", 1)[0]: dict(zip(t.columns, row)) for row in t.rows}
+    rows = {row[0]: dict(zip(t.columns, row)) for row in t.rows}  # runs by name, never by hashed run id
     assert set(rows) == {"rom-m-seed1", "rom-m-e16", "rom-wide-e16"}
     e16 = rows["rom-m-e16"]
-    assert e16["reference"].startswith("rom-m-") and e16["reference loss"] == pytest.approx(3.60)
+    assert e16["reference"] == "rom-m" and e16["reference loss"] == pytest.approx(3.60)
     assert e16["difference"] == pytest.approx(-0.10)
     assert e16["seed std"] == pytest.approx(0.02 / 2 ** 0.5)
     assert e16["difference / seed std"] == pytest.approx(-0.10 / (0.02 / 2 ** 0.5))
@@ -180,7 +191,8 @@ def test_the_steps_write_exactly_the_listed_outputs(pipeline: dict) -> None:
 
     assert list(pipeline["manifest"]["figures"]) == list(outputs.FIGURES)
     assert [e["caption"] for e in pipeline["manifest"]["figures"].values()] == list(outputs.FIGURES.values())
-    tables = all_tables(pipeline["df"], list(pipeline["fits"].values()), pipeline["claims"])
+    tables = all_tables(pipeline["df"], list(pipeline["fits"].values()), pipeline["claims"],
+                        list(pipeline["pooled"].values()))
     assert [t.name for t in tables] == list(outputs.TABLES)
     assert all(t.caption.startswith(outputs.TABLES[t.name]) for t in tables)
     assert [c.id for c in pipeline["claims"]] == list(outputs.CLAIMS)

@@ -33,6 +33,10 @@ DOWNSTREAM_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("arc_challenge", "acc_norm", "ARC-C acc_norm"),
     ("winogrande", "acc", "WinoGrande acc"),
 )
+# Accuracy of guessing, per task of DOWNSTREAM_COLUMNS (LAMBADA: open-vocabulary last word, so 0; HellaSwag and
+# ARC: 4 choices; PIQA and WinoGrande: 2). The tables print it beside the scores.
+CHANCE_LEVELS: dict[str, float] = {"lambada_openai": 0.0, "hellaswag": 0.25, "piqa": 0.5, "arc_easy": 0.25,
+                                   "arc_challenge": 0.25, "winogrande": 0.5}
 
 
 def downstream_table(runs: pd.DataFrame) -> pd.DataFrame:
