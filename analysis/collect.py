@@ -1,4 +1,7 @@
-"""Collect final run records into one tidy table: one row per run and evaluation context length.
+"""Collect final run records into one tidy table: one row per run and evaluation context length, plus one row
+per WSD cooldown branch of a run (``point`` = branch: a point of its own token budget at the training length,
+``source_run_id`` = the run; see BRANCH_POINT). ``main_rows`` drops the branch rows (tables of runs, the
+context-length and downstream claims); ``main_budget`` is the study's token budget that one-budget fits use.
 
 Columns carry their unit in the name where one applies (``*_nats``, ``*_s``, ``flops_*`` in FLOPs,
 ``params_*`` in parameters, ``*_tokens`` in tokens); ``COLUMNS`` documents each one. Provenance
@@ -11,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -25,7 +29,11 @@ log = logging.getLogger(__name__)
 
 # Column -> (unit, description). The order here is the column order of the written table.
 COLUMNS: dict[str, tuple[str, str]] = {
-    "run_id": ("", "run id (name + config hash)"),
+    "run_id": ("", "run id (name + config hash); a cooldown branch's point: '<run id>@<fraction>'"),
+    "point": ("", "main (the run's own record) | branch (a WSD cooldown branch of the run: a point of its own "
+                  "token budget, see BRANCH_POINT)"),
+    "source_run_id": ("", "the training run the point comes from (its own run_id for main points): the run "
+                          "bootstrap draws a run's points together"),
     "name": ("", "run name"),
     "study": ("", "study the run belongs to"),
     "role": ("", "scaling | ablation | seed | extrapolation"),
@@ -79,6 +87,16 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "metrics_path": ("path", "the run's step metrics JSONL ('' if the record names none)"),
 }
 DOWNSTREAM_PREFIX = "downstream."  # columns "downstream.<task>.<metric>", one value per run
+MAIN_POINT = "main"
+BRANCH_POINT = "branch"
+# A cooldown branch (record field ``branches``, written by a WSD run with train.cooldown_branches) becomes one
+# row beside its run's rows: the branch's own token budget (``train_tokens``, ``train_steps``,
+# ``train_passes``), its validation loss at the training length on the final validation's windows
+# (``loss_nats``; one row, at the training length), training FLOPs = flops per token x the branch's tokens
+# (the compute of a separate run of that budget, which the branch stands in for; the branch itself reused the
+# main run's first steps), wall time = the main run's time to the branch plus the branch (a run of that
+# budget). ``eval_tokens`` is 0 there (the trainer's validation does not record it) and downstream scores are
+# empty. Its run_id is '<run id>@<fraction>' and ``source_run_id`` the run's id.
 
 
 def expand_record_paths(specs: Sequence[str | Path]) -> list[Path]:
@@ -115,6 +133,8 @@ def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
     metrics_file = record.get("metrics_file") or ""
     return {
         "run_id": record["run_id"],
+        "point": MAIN_POINT,
+        "source_run_id": record["run_id"],
         "name": record["name"],
         "study": record["study"],
         "role": record["role"],
@@ -187,6 +207,59 @@ def record_rows(record: dict[str, Any], path: Path) -> list[dict[str, Any]]:
         )
     if not rows:
         log.warning("%s: record has no eval results; the run contributes no rows", path)
+    return rows + branch_rows(record, path, base)
+
+
+def branch_id(run_id: str, fraction: float) -> str:
+    """The point id of a run's cooldown branch at ``fraction`` of its token budget."""
+    return f"{run_id}@{fraction:g}"
+
+
+def branch_rows(record: dict[str, Any], path: Path, base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per cooldown branch of the record (field ``branches``; see BRANCH_POINT for what each column is)."""
+    branches = record.get("branches") or []
+    if not isinstance(branches, list):
+        raise AnalysisError(f"{path}: field 'branches' must be a list of cooldown branches")
+    base = _row_base(record, path) if base is None else base
+    base = {k: v for k, v in base.items() if not k.startswith(DOWNSTREAM_PREFIX)}
+    bytes_per_token = (record.get("eval") or {}).get("tokenizer_bytes_per_token")
+    seq_len = base["train_seq_len"]
+    rows = []
+    for i, b in enumerate(branches):
+        where = f"{path}: field 'branches[{i}]'"
+        if not isinstance(b, dict):
+            raise AnalysisError(f"{where} must be an object")
+        try:
+            fraction, tokens, steps = float(b["fraction"]), int(b["tokens"]), int(b["steps"])
+            wall = float(b["wall_time_s"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise AnalysisError(f"{where} lacks a number it needs ({e!r}): fraction, tokens, steps, wall_time_s")
+        if tokens <= 0:
+            raise AnalysisError(f"{where}.tokens must be positive, got {tokens}")
+        val = b.get("val_loss")
+        loss = float(val) if isinstance(val, (int, float)) and not isinstance(val, bool) else math.nan
+        train_loss = b.get("final_train_loss")
+        rows.append({
+            **base,
+            "run_id": branch_id(base["run_id"], fraction),
+            "point": BRANCH_POINT,
+            "source_run_id": base["run_id"],
+            "flops_train_total": base["flops_per_token_train"] * tokens,
+            "train_tokens": tokens,
+            "train_steps": steps,
+            "train_passes": float(b.get("passes", math.nan)),
+            "final_train_loss_nats": float(train_loss) if train_loss is not None else math.nan,
+            "wall_time_s": wall,
+            "tokens_per_s": tokens / wall if wall > 0 else math.nan,
+            "diverged": bool(b.get("diverged", False)) or not math.isfinite(loss),
+            "context_length": seq_len,
+            "context_multiple": 1.0,
+            "at_train_length": True,
+            "loss_nats": loss,
+            "ppl": math.exp(loss) if math.isfinite(loss) else math.nan,
+            "bpb": loss / math.log(2) / float(bytes_per_token) if bytes_per_token else math.nan,
+            "eval_tokens": 0,
+        })
     return rows
 
 
@@ -220,9 +293,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise AnalysisError(f"{path}: table file does not exist (run `python -m analysis collect` first)")
-    df = pd.read_csv(path, dtype={"run_id": str, "name": str, "pattern": str, "ssm_mixer": str, "git_sha": str,
+    df = pd.read_csv(path, dtype={"run_id": str, "source_run_id": str, "point": str, "name": str, "pattern": str, "ssm_mixer": str, "git_sha": str,
                                   "config_hash": str,
                                   "metrics_path": str, "record_path": str})
+    if "run_id" in df.columns and "point" not in df.columns:  # written before cooldown branches: all main rows
+        df.insert(1, "point", MAIN_POINT)
+    if "run_id" in df.columns and "source_run_id" not in df.columns:
+        df.insert(2, "source_run_id", df["run_id"])
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise AnalysisError(f"{path}: table lacks columns {missing}; was it written by `analysis collect`?")
@@ -233,8 +310,34 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def main_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the runs' own records (no cooldown-branch points): what tables of runs, context-length and
+    downstream claims use. A table without the ``point`` column (written before branches existed) is all main."""
+    if "point" not in df.columns:
+        return df
+    return df[df["point"] == MAIN_POINT]
+
+
+def main_budget(df: pd.DataFrame) -> int | None:
+    """The study's main token budget: the most common ``train_tokens`` among the main rows of role ``scaling``
+    (ties: the largest); None without scaling runs."""
+    runs = main_rows(df)
+    runs = runs[runs["role"] == "scaling"].drop_duplicates("run_id")
+    if runs.empty:
+        return None
+    counts = runs["train_tokens"].astype(int).value_counts()
+    top = counts[counts == counts.max()].index
+    return int(max(top))
+
+
 def runs_at_train_length(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: the evaluation at the training length (the loss the fits use)."""
+    """One row per run: its own evaluation at the training length (cooldown-branch points left out; see
+    ``points_at_train_length``)."""
+    return points_at_train_length(main_rows(df))
+
+
+def points_at_train_length(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per point (a run's own record and each of its cooldown branches) at the training length."""
     return df[df["at_train_length"]].drop_duplicates("run_id").reset_index(drop=True)
 
 

@@ -15,7 +15,9 @@ Conventions (written into every ``FitResult``):
   ``HIT_BOUND`` (e.g. E = 0: the data look like a pure power law at this scale).
 * Points: one per run (roles ``scaling`` and ``seed``; seed replicates of a size are extra points, so they
   count as independent runs in the fit and in the bootstrap). Runs left out are listed in ``excluded`` with
-  the reason; nothing is dropped silently.
+  the reason; nothing is dropped silently. L(N) and L(C) are fits at one token budget: they use the points at
+  the study's main budget (``analysis.collect.main_budget``); the joint L(N, D) form also uses the WSD
+  cooldown branches (their own token budgets), and its bootstrap draws a run's points together.
 * Degrees of freedom: ``dof`` = distinct x values - free parameters. dof < 0 gives ``TOO_FEW_POINTS``
   (no fit). dof == 0 is exactly determined: the curve passes through the points, the fit is reported, and
   no confidence interval is given (``ci`` is None, ``ci_note`` says why). Fixing E (``fixed_E``) removes
@@ -400,15 +402,30 @@ def _raw_params(problem: _Problem, theta: np.ndarray, names: Sequence[str]) -> d
 # ------------------------------------------------------------------------------------- fitting
 
 
-def select_points(df: pd.DataFrame, family: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """One row per run of ``family`` at its training length; the reasons for every run left out."""
+MAIN_BUDGET = "main"  # select_points(tokens=...): only the points at the study's main token budget
+ALL_BUDGETS = "all"  # every token budget (cooldown branches included): forms with a D term
+
+
+def select_points(df: pd.DataFrame, family: str, tokens: str | int = MAIN_BUDGET
+                  ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """One row per point of ``family`` at its training length (a run, or one of its cooldown branches); the
+    reasons for every point left out. ``tokens``: "main" keeps the points at the study's main token budget
+    (``analysis.collect.main_budget``: one-variable fits at one budget), "all" every budget (the joint form and
+    pooled fits with a D term), an integer that budget."""
+    from analysis.collect import main_budget
+
     fam = df[df["family"] == family]
+    budget = main_budget(df) if tokens == MAIN_BUDGET else (None if tokens == ALL_BUDGETS else int(tokens))
     excluded: list[tuple[str, str]] = []
     keep = []
     for run_id, rows in fam.groupby("run_id", sort=True):
         row = rows[rows["at_train_length"]]
         first = rows.iloc[0]
-        if first["role"] not in FIT_ROLES:
+        if budget is not None and int(first["train_tokens"]) != budget:
+            what = "the study's main token budget" if tokens == MAIN_BUDGET else "the budget of this fit"
+            excluded.append((run_id, f"token budget {int(first['train_tokens'])} is not {what} {budget} "
+                                     "(one-budget fit; the joint and pooled L(N, D) fits use every budget)"))
+        elif first["role"] not in FIT_ROLES:
             excluded.append((run_id, f"role={first['role']} (fits use roles {'/'.join(FIT_ROLES)})"))
         elif bool(first["diverged"]):
             excluded.append((run_id, "training diverged"))
@@ -437,8 +454,9 @@ def fit_family(
     huber_delta: float = HUBER_DELTA,
     progress: bool = False,
 ) -> FitResult:
-    """Fit one form to one family's runs from the collected table (see the module docstring)."""
-    points, excluded = select_points(df, family)
+    """Fit one form to one family's runs from the collected table (see the module docstring). One-variable
+    forms use the points at the study's main token budget; the joint form every budget (cooldown branches)."""
+    points, excluded = select_points(df, family, ALL_BUDGETS if kind == FitKind.JOINT else MAIN_BUDGET)
     form, names, x_names = FORMS[kind]
     if kind == FitKind.PARAMS:
         xs = [points[param_convention.column].to_numpy(float)]
@@ -527,8 +545,14 @@ def fit_family(
 
             iterator = tqdm(iterator, desc=f"bootstrap {common['key']}", leave=False)
         free_names = [n for n in names if n not in fixed]
+        # Resample training runs, not points: a run's cooldown branches (same source_run_id) come together.
+        # With one point per run this is the plain resampling of points (the same draws).
+        units = (points["source_run_id"].astype(str).to_numpy() if "source_run_id" in points.columns
+                 else np.asarray(run_ids))
+        order = list(dict.fromkeys(units))
+        members = [np.flatnonzero(units == u) for u in order]
         for _ in iterator:
-            idx = rng.integers(0, len(points), len(points))
+            idx = np.concatenate([members[i] for i in rng.integers(0, len(order), len(order))])
             Xb = X[idx]
             if len({tuple(row) for row in Xb}) < n_free:
                 continue

@@ -63,6 +63,8 @@ def _config_key(config_json: str) -> str:
 
 def seed_groups(df: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
     """Per family, the seed groups (rows at the training length, >= 2 runs, at least one of role ``seed``)."""
+    if "point" in df.columns:  # seed spread of the runs' own records; cooldown-branch points share their runs
+        df = df[df["point"] == "main"]
     runs = df[df["at_train_length"] & df["role"].isin(GROUP_ROLES) & ~df["diverged"].astype(bool)]
     runs = runs.drop_duplicates("run_id")
     runs = runs[np.isfinite(runs["loss_nats"].astype(float)) & (runs["loss_nats"].astype(float) > 0)]

@@ -49,8 +49,8 @@ from scipy.optimize import minimize
 
 from analysis.errors import AnalysisError
 from rom.io import as_float
-from analysis.fit import (BOUND_TOL, EXPONENT_BOUNDS, LOGCOEF_BOUNDS, FitStatus, FlopConvention, ParamConvention,
-                          _with_single_blas_thread, select_points)
+from analysis.fit import (ALL_BUDGETS, BOUND_TOL, EXPONENT_BOUNDS, LOGCOEF_BOUNDS, MAIN_BUDGET, FitStatus,
+                          FlopConvention, ParamConvention, _with_single_blas_thread, select_points)
 from analysis.noise import NoiseEstimate, estimate_noise, residual_noise
 
 log = logging.getLogger(__name__)
@@ -559,19 +559,24 @@ def fit_pooled(
     ci_level: float = 0.95,
     fixed_E: float | None = None,
     x_at: float | None = None,
+    tokens: str | int | None = None,
 ) -> PooledFit:
     """Fit dense and RoM families of the collected table together (see the module docstring).
 
     ``loss``: the objective (default: Huber with delta = 1.345 x the pooled seed noise, least squares when no
     noise is measured). ``noise``: per-family noise estimates (default: ``estimate_noise(df)``).
     ``x_at``: the RoM size at which a per-family-exponent ratio is evaluated (default: the largest RoM x).
+    ``tokens``: which token budgets (``analysis.fit.select_points``): by default every budget for x = N (the
+    form gains B D^-beta when they vary: cooldown branches) and the study's main budget otherwise (an L(C) or
+    wall-clock law at one budget); an integer: that budget only.
     """
     families = [dense, rom]
     variant = "pooled" if shared_exponent else "pooled-free"
     key = f"{variant}:{kind.value}:{dense}+{rom}"
     sel, excluded = [], []
     for f in families:
-        pts, exc = select_points(df, f)
+        pts, exc = select_points(df, f, tokens if tokens is not None else (
+            ALL_BUDGETS if kind == PooledX.PARAMS else MAIN_BUDGET))
         sel.append(pts)
         excluded += exc
     points = pd.concat(sel, ignore_index=True) if any(len(p) for p in sel) else sel[0]
@@ -931,6 +936,41 @@ def pooled_all(
                     x for x in (b.note, "replicates not stored (a view)") if x)) for b in fit.bootstraps))
             log.info("pooled fit %s: %s (%s)", fit.key, fit.status.value, fit.message)
             out.append(fit)
+        out += pooled_by_budget(df, dense, rom, param_convention, flop_convention, noise, bootstrap, seed, ci_level)
+    return out
+
+
+def budget_key(dense: str, rom: str, tokens: int) -> str:
+    """Key of the pooled L(N) fit at one token budget (``pooled_by_budget``)."""
+    return pooled_key(PooledX.PARAMS, True, dense, rom, f"D={int(tokens)}")
+
+
+def pooled_by_budget(df: pd.DataFrame, dense: str, rom: str,
+                     param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
+                     flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL,
+                     noise: dict[str, NoiseEstimate] | None = None, bootstrap: int = 1000, seed: int = 0,
+                     ci_level: float = 0.95) -> list[PooledFit]:
+    """Where the pair's points span several token budgets (WSD cooldown branches), the pooled L(N) fit (exponent
+    shared, no D term) at each budget alone, keyed ``budget_key``: the equivalence ratio per budget, which the
+    shared D term of the all-budget fit cannot show (does RoM's advantage change with tokens per parameter?).
+    Views: their intervals stay in ``derived``, the replicates are not stored. [] with one budget."""
+    from dataclasses import replace
+
+    budgets = set()
+    for f in (dense, rom):
+        pts, _ = select_points(df, f, ALL_BUDGETS)
+        budgets |= set(pts["train_tokens"].astype(int))
+    if len(budgets) < 2:
+        return []
+    out = []
+    for tokens in sorted(budgets):
+        fit = fit_pooled(df, dense, rom, PooledX.PARAMS, True, param_convention, flop_convention, noise=noise,
+                         bootstrap=bootstrap, seed=seed, ci_level=ci_level, tokens=tokens)
+        fit = replace(fit, key=budget_key(dense, rom, tokens),
+                      bootstraps=tuple(replace(b, samples=(), note="; ".join(
+                          x for x in (b.note, "replicates not stored (a view)") if x)) for b in fit.bootstraps))
+        log.info("pooled fit %s: %s (%s)", fit.key, fit.status.value, fit.message)
+        out.append(fit)
     return out
 
 

@@ -50,8 +50,13 @@ def synthetic_record(
     downstream: dict[str, dict[str, float]] | None = None,
     seed: int = 0,
     d_model: int = 256,
+    lr: float | None = None,
+    model_config: dict[str, Any] | None = None,
+    branches: Sequence[tuple[float, float]] = (),
 ) -> dict[str, Any]:
-    """One final record. ``ppl_growth``: loss increase per doubling of the eval length beyond ``seq_len``."""
+    """One final record. ``ppl_growth``: loss increase per doubling of the eval length beyond ``seq_len``.
+    ``lr``: config.train.lr; ``model_config``: extra config.model fields (e.g. ``{"mamba": {"expand": 4}}``);
+    ``branches``: (fraction, validation loss) of WSD cooldown branches (record field ``branches``)."""
     n_active_nonembedding = int(n_active_nonembedding)
     embedding = VOCAB * d_model
     expert_share = 0.75  # fraction of a dense layer's parameters that RoM turns into experts
@@ -71,6 +76,22 @@ def synthetic_record(
     digest = hashlib.sha256(f"{name}|{n_active_nonembedding}|{family}|{seed}|{role}".encode()).hexdigest()
     run_id = f"{name}-{digest[:10]}"
     steps = max(1, tokens // (8 * seq_len))
+    model_cfg = {"d_model": d_model, "pattern": pattern, "hybrid_ssm": fam.ssm if fam.hybrid else "mamba", "mlp": mlp,
+                 **(model_config or {})}
+    train_cfg: dict[str, Any] = {"tokens": tokens, "seq_len": seq_len, "seed": seed}
+    if lr is not None:
+        train_cfg["lr"] = lr
+    if branches:
+        train_cfg.update(schedule="wsd", cooldown_branches=[float(f) for f, _ in branches])
+    branch_records = []
+    for fraction, b_loss in branches:
+        b_steps = max(1, int(steps * fraction))
+        b_tokens = b_steps * 8 * seq_len
+        branch_records.append({
+            "fraction": float(fraction), "tokens": b_tokens, "steps": b_steps,
+            "start_step": int(b_steps * 0.8), "passes": float(fraction), "val_loss": float(b_loss),
+            "final_train_loss": float(b_loss) - 0.02, "diverged": False, "wall_time_s": 10.0 * fraction + 1.0,
+            "branch_time_s": 1.0, "schedule": {"kind": "wsd"}})
     return {
         "schema_version": 1,
         "part": "final",
@@ -79,10 +100,8 @@ def synthetic_record(
         "study": study,
         "role": role,
         "family": family,
-        "config": {"name": name, "study": study, "role": role,
-                   "model": {"d_model": d_model, "pattern": pattern, "hybrid_ssm": fam.ssm if fam.hybrid else "mamba",
-                             "mlp": mlp},
-                   "data": {"source": "sotu"}, "train": {"tokens": tokens, "seq_len": seq_len, "seed": seed},
+        "config": {"name": name, "study": study, "role": role, "model": model_cfg,
+                   "data": {"source": "sotu"}, "train": train_cfg,
                    "eval": {"context_multipliers": list(context_multipliers)}},
         "config_hash": run_id.rsplit("-", 1)[1],
         "model": {"d_model": d_model, "n_layer": 4, "pattern": pattern, "num_experts": num_experts, "top_k": top_k,
@@ -98,6 +117,7 @@ def synthetic_record(
                      "wall_time_s": 10.0, "tokens_per_s": tokens / 10.0, "final_train_loss": loss - 0.02,
                      "seed": seed, "device": "cpu", "precision": "fp32", "backend": "reference",
                      "world_size": 1, "diverged": False},
+        **({"branches": branch_records} if branch_records else {}),
         "eval": {"tokenizer_bytes_per_token": 3.5, "results": results},
         "downstream": downstream,
         "provenance": {"git_sha": "0123456789abcdef", "config_hash": run_id.rsplit("-", 1)[1],
@@ -245,3 +265,105 @@ def table(records: Sequence[dict[str, Any]]) -> "pd.DataFrame":
     rows = [row for rec in records for row in record_rows(rec, Path("synthetic") / rec["run_id"] / "final.json")]
     df = pd.DataFrame(rows)
     return df[[c for c in COLUMNS if c in df.columns] + sorted(c for c in df.columns if c not in COLUMNS)]
+
+
+# The miniature study's shapes (config/studies/miniature.yaml): active non-embedding parameters.
+MINIATURE_DENSE = {"mamba-xxs": (131_000, 64), "mamba-xs": (273_000, 96), "mamba-s": (467_000, 128),
+                   "mamba-m": (889_000, 160), "mamba-l": (1_510_000, 192), "mamba-xl": (3_066_000, 256)}
+MINIATURE_ROM = {"rom-xs": (276_000, 96), "rom-s": (471_000, 128), "rom-m": (895_000, 160)}
+MINIATURE_WIDTH = {2: 1_980_000, 3: 2_230_000, 4: 2_480_000, 6: 2_990_000, 8: 3_490_000}  # hybrid d192 by expand
+MINIATURE_WHOLE = {128: 880_000, 160: 1_375_000, 224: 2_700_000}  # hybrid at expand 2 by d_model
+
+
+def miniature_study(
+    *,
+    E: float = 1.9,
+    A: float = 60.0,
+    alpha: float = 0.3,
+    B: float = 400.0,
+    beta: float = 0.35,
+    equivalence: float = 1.8,
+    hybrid_equivalence: float = 1.5,
+    tokens: int = 2 ** 26,
+    branches: Sequence[float] = (0.25, 0.5),
+    noise: float = 0.0,
+    seeds: int = 2,
+    width_series: bool = True,
+    lr: float = 2e-3,
+    lr_penalty: dict[str, tuple[float, float]] | None = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Records shaped like the ``miniature`` study: every run at ``tokens`` with WSD cooldown branches at
+    ``branches`` (their own points), 6 dense Mamba and 3 RoM sizes, seeds at mamba-s / rom-s and at the hybrid
+    pair, a hybrid whose Mamba layers widen (expand 2..8; ``width_series=False`` drops expand 3..8) against the
+    RoM hybrid at expand 2, the whole-hybrid series (d_model 128/160/224), one routing ablation, and the
+    learning-rate check (0.5x / 2x at a quarter of ``tokens`` for the smallest and largest dense and RoM runs).
+
+    Laws: L(N, D) = E + A N^-alpha + B D^-beta (hybrids: E - 0.1); a RoM run of N gets the dense loss at
+    ``equivalence * N`` (the RoM hybrid: the dense hybrid's at ``hybrid_equivalence * N``), at every budget.
+    ``lr_penalty``: family -> (loss added at 0.5x, at 2x) relative to the 1x branch; default mamba (0.03,
+    0.004) and rom (0.02, 0.003): 1x is the best rate for both."""
+    rng = np.random.default_rng(seed)
+    penalty = {"mamba": (0.03, 0.004), "rom": (0.02, 0.003), **(lr_penalty or {})}
+
+    def law(n: float, d: float, hybrid: bool = False) -> float:
+        return (E - (0.1 if hybrid else 0.0)) + A * n ** -alpha + B * d ** -beta
+
+    def noisy(x: float) -> float:
+        return x * math.exp(noise * rng.standard_normal()) if noise else x
+
+    def run(name: str, family: str, n: int, n_eq: float, d_model: int, role: str = "scaling", s: int = 0,
+            model: dict[str, Any] | None = None, hybrid: bool = False, ppl_growth: float = 0.02) -> dict[str, Any]:
+        routed = KNOWN_FAMILIES[family].routed
+        loss = noisy(law(n_eq, tokens, hybrid))
+        return synthetic_record(
+            name=name, n_active_nonembedding=n, loss=loss, family=family, role=role, study="miniature", seq_len=1024,
+            tokens=tokens, num_experts=8 if routed else 1, top_k=1, seed=s, d_model=d_model, lr=lr,
+            model_config=model, ppl_growth=ppl_growth, downstream=None,
+            branches=[(f, noisy(law(n_eq, tokens * f, hybrid))) for f in branches])
+
+    recs = []
+    for name, (n, d) in MINIATURE_DENSE.items():
+        recs.append(run(name, "mamba", n, n, d))
+    for name, (n, d) in MINIATURE_ROM.items():
+        recs.append(run(name, "rom", n, equivalence * n, d, model={"rom": {"load_balance_coef": 0.0}},
+                        ppl_growth=0.005))
+    for s in range(1, seeds + 1):
+        n, d = MINIATURE_DENSE["mamba-s"]
+        recs.append(run(f"mamba-s-seed{s}", "mamba", n, n, d, "seed", s))
+        n, d = MINIATURE_ROM["rom-s"]
+        recs.append(run(f"rom-s-seed{s}", "rom", n, equivalence * n, d, "seed", s,
+                        model={"rom": {"load_balance_coef": 0.0}}, ppl_growth=0.005))
+    n, d = MINIATURE_ROM["rom-s"]
+    recs.append(run("rom-s-lb", "rom", n, equivalence * n * 0.95, d, "ablation",
+                    model={"rom": {"load_balance_coef": 0.01}}, ppl_growth=0.005))
+    hyb = {"attention": {"n_heads": 4, "window": 512}}
+    rom_hyb = {**hyb, "rom": {"load_balance_coef": 0.0}, "mamba": {"expand": 2}}
+    for e, n in MINIATURE_WIDTH.items():
+        if e == 2 or width_series:
+            recs.append(run(f"hybrid-e{e}", "hybrid-mamba", n, n, 192, model={**hyb, "mamba": {"expand": e}},
+                            hybrid=True))
+    n_rh = MINIATURE_WIDTH[2]
+    recs.append(run("rom-hybrid-e2", "hybrid-rom", n_rh, hybrid_equivalence * n_rh, 192, model=rom_hyb, hybrid=True,
+                    ppl_growth=0.005))
+    for s in range(1, seeds + 1):
+        recs.append(run(f"hybrid-e2-seed{s}", "hybrid-mamba", n_rh, n_rh, 192, "seed", s,
+                        model={**hyb, "mamba": {"expand": 2}}, hybrid=True))
+        recs.append(run(f"rom-hybrid-e2-seed{s}", "hybrid-rom", n_rh, hybrid_equivalence * n_rh, 192, "seed", s,
+                        model=rom_hyb, hybrid=True, ppl_growth=0.005))
+    for d, n in MINIATURE_WHOLE.items():
+        recs.append(run(f"hybrid-d{d}", "hybrid-mamba", n, n, d, model={**hyb, "mamba": {"expand": 2}}, hybrid=True))
+    # the learning-rate check: a quarter of the budget, no branches, 0.5x and 2x the rate
+    quarter = tokens // 4
+    checks = [("mamba-xxs", "mamba", MINIATURE_DENSE["mamba-xxs"], 1.0, None),
+              ("mamba-xl", "mamba", MINIATURE_DENSE["mamba-xl"], 1.0, None),
+              ("rom-xs", "rom", MINIATURE_ROM["rom-xs"], equivalence, {"rom": {"load_balance_coef": 0.0}}),
+              ("rom-m", "rom", MINIATURE_ROM["rom-m"], equivalence, {"rom": {"load_balance_coef": 0.0}})]
+    for base, family, (n, d), k, model in checks:
+        for mult, extra in ((0.5, penalty[family][0]), (2.0, penalty[family][1])):
+            loss = noisy(law(k * n, quarter)) + extra
+            recs.append(synthetic_record(
+                name=f"{base}-lr{mult:g}", n_active_nonembedding=n, loss=loss, family=family, role="ablation",
+                study="miniature", seq_len=1024, tokens=quarter, num_experts=8 if family == "rom" else 1, top_k=1,
+                d_model=d, lr=lr * mult, model_config=model, downstream=None))
+    return recs

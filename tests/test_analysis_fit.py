@@ -128,8 +128,11 @@ def test_joint_fit_needs_varying_budgets_and_recovers(tmp_path: Path) -> None:
     assert fit.ok, fit.message
     for name, truth in zip(fit.param_names, (e, a, al, b, be)):
         assert fit.params[name] == pytest.approx(truth, rel=1e-3), name
+    # A one-variable fit is a fit at one budget: the study's main one (the most common among scaling runs;
+    # a tie goes to the largest), the others listed as excluded with the reason.
     one = fit_family(_table(tmp_path / "j2", recs), "mamba", FitKind.PARAMS, bootstrap=0)
-    assert "token budgets vary" in one.message
+    assert one.n_points == 4 and "token budgets vary" not in one.message
+    assert len(one.excluded) == 8 and all("main token budget 16000000" in why for _, why in one.excluded)
 
 
 def test_inverse_and_predict() -> None:

@@ -212,8 +212,14 @@ def width_verdict(ci: tuple[float, float] | None, null: float, paper: float,
 
 
 def rom_runs(runs: pd.DataFrame, family: Family) -> pd.DataFrame:
-    """The runs of ``family`` that a read-off uses: fitted roles, not diverged, finite loss."""
+    """The runs of ``family`` that a read-off uses: fitted roles, not diverged, finite loss, at the study's main
+    token budget (the one-budget dense fits' budget)."""
+    from analysis.collect import main_budget
+
     sel = runs[(runs["family"] == family.name) & runs["role"].isin(FIT_ROLES) & ~runs["diverged"]]
+    budget = main_budget(runs)
+    if budget is not None:
+        sel = sel[sel["train_tokens"].astype(int) == budget]
     return sel[np.isfinite(sel["loss_nats"])]
 
 
@@ -312,7 +318,9 @@ def interval_claim(
                      False, "", details)
     fam = next(f.name for f in families if any(r.family == f.name for r in readoffs))
     sizes = runs.set_index("run_id")["params_active_nonembedding"]
-    head = max((r for r in readoffs if r.family == fam), key=lambda r: (sizes[r.run_id], -r.loss))
+    scaling = set(runs.loc[runs["role"] == "scaling", "run_id"])  # at one size: the scaling run, not its best seed
+    head = max((r for r in readoffs if r.family == fam),
+               key=lambda r: (sizes[r.run_id], r.run_id in scaling, -r.loss))
     head_fit = fits[head.fit_key]
     profiled = head.value is not None and not head.extrapolated and _only_E_at_bound(head_fit)
     if profiled:
@@ -366,10 +374,11 @@ def _pooled_view(fit: PooledFit, what: str) -> dict[str, Any]:
 
 
 def with_pooled(claim: Claim, inputs: ClaimInputs, families: Sequence[Family], kind: PooledX, null: float,
-                paper: float, width: WidthRule | None) -> Claim:
+                paper: float, width: WidthRule | None, series: str | None = None) -> Claim:
     """Make the pooled fit of the claim's family pair the headline when it converged and its read-off is
     interpolated; keep the per-family read-off (and the other pooled fits) as views; add the prediction at
-    the paper's scale. Without a usable pooled fit the per-family claim stays, with the reason why."""
+    the paper's scale. Without a usable pooled fit the per-family claim stays, with the reason why.
+    ``series``: the pooled fits of that dense series (keys ending '@<series id>', ``analysis.series``)."""
     from dataclasses import replace
 
     from analysis.pooled import x_ratio
@@ -380,9 +389,9 @@ def with_pooled(claim: Claim, inputs: ClaimInputs, families: Sequence[Family], k
     if head is None:
         return claim
     dense = inputs.families[head].dense_counterpart().name
-    key = pooled_key(kind, True, dense, head)
+    key = pooled_key(kind, True, dense, head, series)
     fit = inputs.pooled.get(key)
-    free = inputs.pooled.get(pooled_key(kind, False, dense, head))
+    free = inputs.pooled.get(pooled_key(kind, False, dense, head, series))
     views = []
     if claim.details:
         views.append({"what": "per-family read-off of the largest RoM run (dense fit alone)",
@@ -394,9 +403,9 @@ def with_pooled(claim: Claim, inputs: ClaimInputs, families: Sequence[Family], k
         extra.append((inputs.pooled.get(pooled_key(kind, True, dense, head, "active")),
                       "pooled fit, parameters with embeddings (the paper's convention)"))
     if kind == PooledX.FLOPS:
-        extra += [(inputs.pooled.get(pooled_key(PooledX.FLOPS_NO_HEAD, True, dense, head)),
+        extra += [(inputs.pooled.get(pooled_key(PooledX.FLOPS_NO_HEAD, True, dense, head, series)),
                    "pooled fit, FLOPs without the LM head (and the FLOP-free embedding)"),
-                  (inputs.pooled.get(pooled_key(PooledX.WALL, True, dense, head)),
+                  (inputs.pooled.get(pooled_key(PooledX.WALL, True, dense, head, series)),
                    "pooled fit, measured training wall-clock time (saving in seconds)")]
     views += [_pooled_view(f, what) for f, what in extra if f is not None]
     usable = [f for f in (fit, free) if f is not None and f.status == FitStatus.CONVERGED]
