@@ -60,6 +60,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     fixed = _parse_fixed(args.fix_E)
     # A progress bar on a terminal; in a workflow log, one line per fit (logged by fit_all) is enough.
     fits = fit_all(df, pc, fc, args.bootstrap, args.seed, args.ci_level, fixed, progress=sys.stderr.isatty())
+    from analysis.series import series_fits, series_pooled  # claim (b)'s dense hybrid series (issue 23)
+
+    fits += series_fits(df, pc, fc, args.bootstrap, args.seed, args.ci_level)
     settings = {"table": str(args.table), "param_convention": pc.value, "flop_convention": fc.value,
                 "bootstrap": args.bootstrap, "seed": args.seed, "ci_level": args.ci_level, "fixed_E": fixed}
     doc = fits_document(fits, **settings)
@@ -68,6 +71,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     pairs = [(f.dense_counterpart().name, f.name) for f in sorted(fams.values(), key=lambda f: f.name)
              if f.routed and f.dense_counterpart().name in fams]
     doc["pooled"] = [p.to_dict() for p in pooled_all(df, pairs, pc, fc, args.bootstrap, args.seed, args.ci_level)]
+    doc["pooled"] += [p.to_dict() for p in series_pooled(df, pc, fc, args.bootstrap, args.seed, args.ci_level)]
     write_json(args.out, doc)
     return 0
 
