@@ -56,6 +56,9 @@ TABLES: dict[str, str] = {
                   "error; the first row is the accuracy of guessing",
     "ablations": "Ablations and seeds against the scaling run of the same family and shape (validation loss at "
                  "the training length; seed std over that run and its seed replicates)",
+    "lr_check": "Learning-rate check (analysis.lr_check): validation loss at the training length of runs at a "
+                "quarter of the main token budget trained at 0.5x / 2x the study's rate, against the same model's "
+                "cooldown branch at that budget (the 1x rate, same WSD schedule).",
 }
 TABLE_FORMATS: tuple[str, ...] = ("csv", "md", "tex")
 
