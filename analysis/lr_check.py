@@ -155,10 +155,11 @@ def favours_words(checks: Sequence[LrCheck], per_family: dict[str, bool | None],
             f"not for {', '.join(off)} (largest gaps: {detail})" + tail)
 
 
-def lr_check_table(df: pd.DataFrame, tolerance: float = TOLERANCE_NATS) -> Any:
-    """The ``lr_check`` table (``analysis.outputs.TABLES``): one row per base run, losses at each multiplier."""
+def lr_check_rows(df: pd.DataFrame, tolerance: float = TOLERANCE_NATS
+                  ) -> tuple[str, tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+    """Caption, columns and rows of the ``lr_check`` table (``analysis.outputs.TABLES``; ``analysis.tables``
+    renders them): one row per base run, the loss at each rate multiplier."""
     from analysis.outputs import TABLES
-    from analysis.tables import Table
 
     res = lr_check(df, tolerance)
     mults = sorted({p.multiplier for c in res.checks for p in c.points}) or [0.5, 1.0, 2.0]
@@ -171,5 +172,4 @@ def lr_check_table(df: pd.DataFrame, tolerance: float = TOLERANCE_NATS) -> Any:
         rows.append((c.family, c.base_run, c.params_active_nonembedding, c.tokens, c.base_lr,
                      *(by.get(m) for m in mults), None if c.best_multiplier is None else f"{c.best_multiplier:g}x",
                      c.gap_1x_nats, c.within_tolerance, c.note))
-    caption = f"{TABLES['lr_check']} Verdict: {res.favours}."
-    return Table("lr_check", caption, cols, tuple(rows))
+    return f"{TABLES['lr_check']} Verdict: {res.favours}.", cols, tuple(rows)

@@ -28,7 +28,7 @@ from analysis.claims import Claim
 from analysis.claims.downstream import CHANCE_LEVELS, DOWNSTREAM_COLUMNS, downstream_table
 from analysis.collect import runs_at_train_length
 from analysis.fit import FitResult
-from analysis.lr_check import lr_check_table
+from analysis.lr_check import lr_check_rows
 from analysis.outputs import TABLE_FORMATS, TABLES
 from analysis.pooled import PooledFit
 from analysis.prediction import Prediction
@@ -346,7 +346,7 @@ def all_tables(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Cla
     builders = {"runs": lambda: runs_table(df), "fits": lambda: fits_table(fits),
                 "pooled": lambda: pooled_table(pooled),
                 "claims": lambda: claims_table(claims), "downstream": lambda: downstream_results_table(df),
-                "ablations": lambda: ablations_table(df), "lr_check": lambda: lr_check_table(df)}
+                "ablations": lambda: ablations_table(df), "lr_check": lambda: Table("lr_check", *lr_check_rows(df))}
     if set(builders) != set(TABLES):
         raise AnalysisError(f"table builders {sorted(builders)} do not match analysis.outputs.TABLES "
                             f"{sorted(TABLES)}: each listed table needs exactly one builder")

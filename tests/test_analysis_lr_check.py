@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from analysis.lr_check import lr_check, lr_check_table
+from analysis.lr_check import lr_check, lr_check_rows
 from analysis.synthetic import miniature_study, scaling_study, table
 
 D = 2 ** 26
@@ -33,8 +33,9 @@ def test_lr_check_compares_with_the_base_runs_quarter_branch(df) -> None:
         assert one.run_id == f"{c.base_run}@0.25" and c.tokens == D // 4
         assert c.best_multiplier == 1.0 and c.gap_1x_nats == 0 and c.within_tolerance
     assert res.per_family == {"mamba": True, "rom": True} and "does not favour" in res.favours
-    t = lr_check_table(df)
-    assert t.name == "lr_check" and len(t.rows) == 4 and "loss at 2x lr (nats)" in t.columns
+    caption, columns, rows = lr_check_rows(df)
+    assert caption.startswith("Learning-rate check") and "does not favour" in caption
+    assert len(rows) == 4 and "loss at 2x lr (nats)" in columns
 
 
 def test_lr_check_says_when_the_rate_favours_a_family() -> None:
