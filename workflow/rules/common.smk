@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from rom.config import ConfigError, run_config_from_dict, to_dict
@@ -182,7 +183,9 @@ def records():
     Normal mode: every run of the study (Snakemake produces the missing ones). Regenerate mode: the committed
     records, never produced here. They are the study's current run ids when all exist; otherwise (the config
     tree gained a field since they were recorded, so the hashes moved) every results/<study>/runs/*/final.json,
-    which must then hold exactly one record for each run name of the study (records of other names are left out).
+    which must then hold at most one record for each run name of the study (records of other names are left
+    out). A study that runs over several sittings regenerates from the runs recorded so far, with a warning that
+    names the others.
     """
     expected = record_paths()
     if not config["regenerate"] or all(Path(p).is_file() for p in expected):
@@ -199,8 +202,12 @@ def records():
         by_name.setdefault(name, []).append(str(path))
     names = [cfg["name"] for cfg in RUNS.values()]
     missing = [name for name in names if name not in by_name]
-    if missing:
-        raise WorkflowError(f"regenerate=true: no record under {OUT}/runs/ for the study's runs {missing}")
+    if len(missing) == len(names):
+        raise WorkflowError(f"regenerate=true: no record under {OUT}/runs/ for any of the study's runs {names}")
+    if missing:  # a study that runs over several sittings: analyse what has run, say what has not
+        logger.warning(f"regenerate=true: {len(names) - len(missing)} of the study's {len(names)} runs have records "
+                       f"under {OUT}/runs/; the analysis reads those; not yet run: {', '.join(missing)}")
+        names = [name for name in names if name in by_name]
     repeated = {name: by_name[name] for name in names if len(by_name[name]) > 1}
     if repeated:
         raise WorkflowError(
