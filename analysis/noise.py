@@ -47,6 +47,26 @@ class NoiseEstimate:
         return NoiseEstimate(family, math.nan, math.nan, 0, "none")
 
 
+def config_key(config_json: str) -> str:
+    """The run's configuration without its name, role and seed: equal keys mean seed replicates."""
+    return _config_key(config_json)
+
+
+def config_leaves(config_json: str) -> dict[str, Any]:
+    """The same configuration flattened to dotted keys (to count how two runs differ)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = json.dumps(node, sort_keys=True)
+
+    walk(json.loads(_config_key(config_json)), "")
+    return out
+
+
 def _config_key(config_json: str) -> str:
     try:
         cfg = json.loads(config_json) if isinstance(config_json, str) and config_json else {}

@@ -29,6 +29,7 @@ from analysis.claims.downstream import CHANCE_LEVELS, DOWNSTREAM_COLUMNS, downst
 from analysis.collect import runs_at_train_length
 from analysis.fit import FitResult
 from analysis.lr_check import lr_check_rows
+from analysis.noise import config_key, config_leaves
 from analysis.outputs import TABLE_FORMATS, TABLES
 from analysis.pooled import PooledFit
 from analysis.prediction import Prediction
@@ -316,22 +317,39 @@ def downstream_results_table(df: pd.DataFrame) -> Table:
 
 
 def ablations_table(df: pd.DataFrame) -> Table:
-    """Each ablation and seed run against its reference: the scaling run of the same family, width, depth and
-    training length. The noise scale is the standard deviation over the reference and its seed replicates."""
+    """Each ablation and seed run against its reference: the scaling run of the same family, width, depth,
+    training length and token budget whose configuration differs least from it (so a hybrid seed is compared
+    with the hybrid of its own Mamba width). The noise scale is the standard deviation over the reference and
+    its seed replicates (runs whose configuration equals the reference's but for the seed). Runs at another
+    token budget than every scaling run of their shape (the learning-rate check) are in the lr_check table."""
     runs = runs_at_train_length(df)
-    shape = ["family", "d_model", "n_layer", "train_seq_len"]
+    shape = ["family", "d_model", "n_layer", "train_seq_len", "train_tokens"]
     cols = ("run", "role", "family", "experts", "top-k", "params active non-emb", "val loss (nats)", "reference",
             "reference loss", "difference", "seed std", "difference / seed std")
+    has_config = "config_json" in runs.columns
+    keys = {r.run_id: config_key(r.config_json) for r in runs.itertuples()} if has_config else {}
     rows = []
     for r in runs[runs["role"].isin(["ablation", "seed"])].itertuples():
         same = runs
         for col in shape:
             same = same[same[col] == getattr(r, col)]
         ref = same[same["role"] == "scaling"]
+        if ref.empty and not runs[(runs["role"] == "scaling") & (runs["family"] == r.family)
+                                  & (runs["d_model"] == r.d_model) & (runs["n_layer"] == r.n_layer)].empty:
+            continue  # same shape at another budget: a learning-rate check run (lr_check table)
         comparison: tuple = (None,) * 5  # reference, its loss, difference, seed std, difference / std
         if not ref.empty:
+            if has_config and len(ref) > 1:
+                mine = config_leaves(r.config_json)
+                distance = [sum(mine.get(k) != v for k, v in config_leaves(c).items()) for c in ref["config_json"]]
+                ref = ref.iloc[[int(pd.Series(distance).idxmin())]]
             ref_loss = float(ref["loss_nats"].iloc[0])
-            replicates = same[same["role"].isin(["scaling", "seed"])]["loss_nats"].astype(float)
+            if has_config:
+                ref_key = keys[ref["run_id"].iloc[0]]
+                replicates = same[same["role"].isin(["scaling", "seed"])
+                                  & same["run_id"].map(keys).eq(ref_key)]["loss_nats"].astype(float)
+            else:
+                replicates = same[same["role"].isin(["scaling", "seed"])]["loss_nats"].astype(float)
             std = float(replicates.std(ddof=1)) if len(replicates) >= 2 else None
             diff = float(r.loss_nats) - ref_loss
             comparison = (ref["name"].iloc[0], ref_loss, diff, std, diff / std if std else None)

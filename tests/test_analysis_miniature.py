@@ -206,3 +206,14 @@ def test_claim_b_without_a_width_series_reads_as_before() -> None:
     b = {c.id: c for c in compute_claims(df, fits, pooled=pooled)}["b"]
     assert "@" not in b.headline_fit and "series" not in " ".join(v["what"] for v in b.views)
     assert all("series" not in d for d in b.details)
+
+
+def test_ablations_compare_each_run_with_its_own_width_and_leave_lr_checks_out(df) -> None:
+    from analysis.tables import ablations_table
+
+    rows = {row[0]: row for row in ablations_table(df).rows}
+    # a hybrid seed is compared with the hybrid of its own Mamba width, not with a wider one of the same shape
+    seed = next(name for name in rows if name.startswith("hybrid-e2-seed"))
+    assert rows[seed][7] == "hybrid-e2"
+    # runs at a quarter of the budget (the learning-rate check) are not ablations of the full-budget run
+    assert not [name for name in rows if "-lr" in name]
