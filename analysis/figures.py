@@ -256,7 +256,13 @@ def _scatter_runs(ax: Any, runs: pd.DataFrame, x_of: Callable[[pd.DataFrame], An
         if lines and len(line_pts) > 1:
             xs, ys = zip(*sorted(line_pts))
             ax.plot(xs, ys, color=st["color"], linestyle=st["linestyle"], linewidth=1.0, alpha=0.8)
-        for _, r in g[~fitted].sort_values(["role", "_x", "name"]).iterrows():
+        unfitted = g[~fitted]
+        if "train_tokens" in g.columns and (g["role"] == "scaling").any():
+            # runs at another token budget than the family's scaling runs (the learning-rate check, at a
+            # quarter of it) sit on another curve: they belong to the lr_check table, not to this plot
+            budgets = set(g.loc[g["role"] == "scaling", "train_tokens"].astype(float))
+            unfitted = unfitted[unfitted["train_tokens"].astype(float).isin(budgets)]
+        for _, r in unfitted.sort_values(["role", "_x", "name"]).iterrows():
             why = "diverged" if bool(r["diverged"]) else r["role"]
             ax.plot([r["_x"]], [r["loss_nats"]], linestyle="none", marker=next(markers), mfc="none",
                     color=st["color"], label=f"{r['name']} ({why}, not fitted)")
