@@ -1,5 +1,5 @@
 """train.master_weights on CPU: which weights become bf16, the AdamW update against torch's, gradient folding,
-clipping, optimizer state, and whole training runs (close to the default policy, exact resume, fp32 model.pt)."""
+clipping, optimizer state, and whole training runs (close to the default policy, exact resume, fp32 model file)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
 from rom.kernels.reference.adamw import adamw_step_one
 from rom.layers.expert_linear import ExpertLinear
+from rom.models.files import load_state_dict
 from rom.models.lm import LanguageModel
 from rom.train import factory
 from rom.train.distributed import DistInfo
@@ -166,7 +167,7 @@ def test_training_with_master_weights_follows_the_default_policy(tmp_path: Path)
     assert all(mw[k] == pytest.approx(amp[k], rel=1e-3) for k in amp)
     assert all(accum[k] == pytest.approx(mw[k], rel=2e-3) for k in amp)
     assert "master weights: " in (tmp_path / "mw" / "train.log").read_text()
-    state = torch.load(tmp_path / "mw" / "model.pt", weights_only=True)["state_dict"]
+    state = load_state_dict(tmp_path / "mw")
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
 
 
@@ -183,8 +184,8 @@ def test_resume_with_master_weights_is_exact(tmp_path: Path) -> None:
     assert json.loads((out / "checkpoint" / "meta.json").read_text())["step"] == 5
     assert rom_main(args) == 0
     assert step_losses(out) == step_losses(reference)
-    a = torch.load(out / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
+    a = load_state_dict(out)
+    b = load_state_dict(reference)
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 

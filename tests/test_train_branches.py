@@ -17,6 +17,7 @@ import yaml
 
 from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
+from rom.models.files import load_state_dict
 from rom.records import load_part
 from rom.train.loop import train
 from rom.train.metrics import read_metrics
@@ -53,7 +54,7 @@ def branched_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+    return load_state_dict(run_dir)
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:

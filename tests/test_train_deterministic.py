@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rom.config import run_config_from_dict
+from rom.models.files import load_state_dict
 from rom.records import load_part
 from rom.train.loop import deterministic_mode, train
 from test_train_support import make_data, real_model_works, tiny_config
@@ -48,8 +49,8 @@ def test_hybrid_trains_deterministically_and_cpu_results_are_unchanged(tmp_path:
     assert on["training"]["deterministic"] and not off["training"]["deterministic"]
     assert on["training"]["final_val_loss"] < 5.5  # it learns (ln 256 = 5.55 at the start)
     assert on["training"]["final_val_loss"] == off["training"]["final_val_loss"]
-    a = torch.load(tmp_path / "on" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "off" / "model.pt", weights_only=True)["state_dict"]
+    a = load_state_dict(tmp_path / "on")
+    b = load_state_dict(tmp_path / "off")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "deterministic algorithms on" in (tmp_path / "on" / "train.log").read_text()
     assert load_part(tmp_path / "on" / "train.json", "train")["config"]["train"]["deterministic"] is True

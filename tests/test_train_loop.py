@@ -15,7 +15,7 @@ from rom.cli import main as rom_main
 from rom.config import ConfigError, run_config_from_dict
 from rom.records import load_part
 from rom.train import factory
-from rom.models.files import CheckpointError, load_trained_model
+from rom.models.files import CheckpointError, load_state_dict, load_trained_model
 from rom.train.loop import train
 from rom.train.metrics import read_metrics
 from test_train_support import make_data, run_cli, step_losses, tiny_config, write_config
@@ -81,8 +81,8 @@ def test_resume_after_sigkill_is_exact(reference_run: Path, data_dir: Path, tmp_
     ref = json.loads((reference_run / "train.json").read_text())["training"]
     got = json.loads((out / "train.json").read_text())["training"]
     assert got["final_train_loss"] == ref["final_train_loss"] and got["steps"] == 12
-    a = torch.load(out / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(reference_run / "model.pt", weights_only=True)["state_dict"]
+    a = load_state_dict(out)
+    b = load_state_dict(reference_run)
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
@@ -94,7 +94,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(reference_run: Path, data_dir: Pa
     assert stopped.returncode == 128 + 15, stopped.stderr
     assert "SIGTERM received: checkpoint of step 5" in stopped.stderr and "Traceback" not in stopped.stderr
     assert json.loads((out / "checkpoint" / "meta.json").read_text())["step"] == 5
-    assert not (out / "train.json").exists() and not (out / "model.pt").exists()
+    assert not (out / "train.json").exists() and not (out / "model.safetensors").exists()
     assert rom_main(args) == 0
     assert step_losses(out) == step_losses(reference_run)
 
