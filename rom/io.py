@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from rom.errors import RomError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -44,8 +46,51 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+class NonFiniteJSONError(RomError, ValueError):
+    """A value meant for a strict JSON file is NaN or infinite (JSON has neither)."""
+
+
+def non_finite_path(obj: Any, prefix: str = "") -> str | None:
+    """The dotted path of the first NaN / inf float in ``obj`` (None when every number is finite)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return prefix or "<value>"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = non_finite_path(v, f"{prefix}.{k}" if prefix else str(k))
+            if found:
+                return found
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = non_finite_path(v, f"{prefix}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN / inf float replaced by None (JSON null): for values where "not a number" means
+    "not available" (say a standard error of one example); the caller records why where it matters."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as strict JSON (indented); a NaN or inf anywhere raises ``NonFiniteJSONError`` naming the
+    file and the field, and nothing is written (convert first: ``finite_or_none`` or ``json_safe``)."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:
+        where = non_finite_path(obj)
+        if where is None:
+            raise
+        raise NonFiniteJSONError(f"{path}: field {where!r} is not a finite number; JSON has no NaN or inf "
+                                 f"(nothing written)") from None
+    atomic_write_text(path, text + "\n")
 
 
 # ------------------------------------------------------------------------------ JSON with inf / nan as strings

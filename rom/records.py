@@ -29,7 +29,11 @@ Final record layout (schema version 1)::
     training: {tokens, steps, seq_len, batch_size, passes, wall_time_s, tokens_per_s,
                final_train_loss, seed, device, precision, backend, world_size, diverged: bool,
                schedule: {kind, lr, min_lr, total_steps, warmup_steps, decay_start, decay_steps, decay_shape},
-               branch_time_s}                  # schedule, branch_time_s: records written since issue 23
+               branch_time_s,                  # schedule, branch_time_s: records written since issue 23
+               divergence: str|None}           # since issue 28: why a diverged run stopped (null otherwise);
+                                            # final_train_loss is null only in a diverged run without a finite loss
+    data_identity: {tokenizer_sha256, tokenizer_kind, corpus_sha256}   # optional (since issue 28): what made
+                                            # the training tokens (rom.data.identity)
     branches: [{fraction, tokens, steps, start_step, passes, val_loss: float|None, final_train_loss,
                 diverged, wall_time_s, branch_time_s, schedule: {as training.schedule}}]   # optional
                                             # train.cooldown_branches of a wsd run: each branch is a point of
@@ -90,6 +94,8 @@ REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
     "eval.results": (list,),
     "provenance": (dict,),
 }
+# Required fields that may be null in a record of a diverged run (training.diverged true): no finite value exists
+NULLABLE_IF_DIVERGED = {"training.final_train_loss"}
 EVAL_RESULT_FIELDS = {"context_length": (int,), "loss": (int, float), "ppl": (int, float), "bpb": (int, float)}
 
 
@@ -106,6 +112,11 @@ def _get(record: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def _diverged(record: Mapping[str, Any]) -> bool:
+    training = record.get("training")
+    return isinstance(training, Mapping) and training.get("diverged") is True
+
+
 def validate_record(record: Mapping[str, Any], source: str | Path = "<record>") -> dict:
     """Check a final record; raise RecordError naming ``source`` and the offending field."""
     if not isinstance(record, Mapping):
@@ -118,6 +129,8 @@ def validate_record(record: Mapping[str, Any], source: str | Path = "<record>") 
             value = _get(record, dotted)
         except KeyError:
             raise RecordError(f"{source}: missing field '{dotted}'") from None
+        if value is None and dotted in NULLABLE_IF_DIVERGED and _diverged(record):
+            continue
         if isinstance(value, bool) or not isinstance(value, types):
             names = " or ".join(t.__name__ for t in types)
             raise RecordError(f"{source}: field '{dotted}' must be {names}, got {value!r}")

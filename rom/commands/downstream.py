@@ -37,17 +37,41 @@ def run(args: argparse.Namespace) -> int:
     from rom.eval.parts import downstream_part
     from rom.eval.scorer import ScorerError
     from rom.eval.tasks import TaskDataError
-    from rom.io import atomic_write_json
+    from rom.io import atomic_write_json, finite_or_none
     from rom.models.files import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from rom.commands._run_info import run_divergence, run_tokenizer_identity
+    from rom.data.corpus import file_sha256
+    from rom.data.identity import check_tokenizer
+    from rom.eval.scorer import find_tokenizer
+
+    diverged = run_divergence(args.run)
+    if diverged is not None:
+        import json
+        from pathlib import Path
+
+        from rom.records import make_part
+
+        run_id = json.loads((Path(args.run) / "train.json").read_text())["run_id"]
+        atomic_write_json(args.out, make_part("downstream", run_id, {
+            "downstream": {}, "downstream_meta": {"skipped": f"training diverged: {diverged}", "n": {}}}))
+        print(f"rom downstream: warning: {args.run} diverged ({diverged}); not scored, wrote {args.out} with no "
+              f"results", file=sys.stderr)
+        return 0
     try:
+        expected, source = run_tokenizer_identity(args.run)
+        tokenizer_file = find_tokenizer(args.run, args.tokenizer)
+        check_tokenizer(expected, source, file_sha256(tokenizer_file), tokenizer_file,
+                        "pass the tokenizer.json the run was trained with (--tokenizer FILE)")
         part = downstream_part(args.run, args.tasks, task_list=args.task_list, engine=args.engine,
                                limit=args.limit, device=args.device, batch_size=args.batch_size,
                                max_length=args.max_length, tokenizer=args.tokenizer)
     except (RuntimeError, ScorerError, TaskDataError, CheckpointError) as e:
         print(f"rom downstream: {e}", file=sys.stderr)
         return 1
+    # lm-eval gives NaN for what it cannot compute (the standard error of a single example): JSON null
+    part = finite_or_none(part)
     atomic_write_json(args.out, part)
     counts = part["downstream_meta"]["n"]
     for name, metrics in part["downstream"].items():

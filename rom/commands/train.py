@@ -15,6 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="directory with train.bin/.json and val.bin/.json")
     parser.add_argument("--out", required=True, help="run directory (resumes when it holds this run's checkpoint)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--on-divergence", choices=("fail", "exclude"), default="fail",
+                        help="a run whose loss became non-finite writes train.json (diverged, with the reason) "
+                             "and exits with status 3 (fail, the default), or 0 (exclude: the pipeline keeps "
+                             "going and the analysis leaves the run out)")
 
 
 def _is_main_process() -> bool:
@@ -26,7 +30,7 @@ def _is_main_process() -> bool:
 def run(args: argparse.Namespace) -> int:
     from rom.config import load_run_config
     from rom.models.files import CheckpointError
-    from rom.train.loop import TrainingInterrupted, train
+    from rom.train.loop import DIVERGED_EXIT_CODE, TrainingInterrupted, train
 
     cfg = load_run_config(args.config, args.overrides)
     try:
@@ -41,8 +45,17 @@ def run(args: argparse.Namespace) -> int:
     tr = part["training"]
     if not _is_main_process():
         return 0
-    status = "DIVERGED" if tr["diverged"] else "done"
-    print(f"rom train: {status} {part['run_id']}: {tr['steps']} steps, {tr['tokens']} tokens, "
-          f"final train loss {tr['final_train_loss']:.4f}, {tr['tokens_per_s']:.0f} tokens/s -> {args.out}",
-          file=sys.stderr)
+    if tr["diverged"]:
+        excluded = args.on_divergence == "exclude"
+        print(f"rom train: error: run {part['run_id']} DIVERGED: {tr.get('divergence')}; recorded in "
+              f"{args.out}/train.json (training.diverged); "
+              + ("--on-divergence exclude: exiting 0, the analysis leaves the run out" if excluded else
+                 f"exit status {DIVERGED_EXIT_CODE}; lower train.lr, raise train.warmup_fraction or set "
+                 f"train.grad_clip, then train again in a new --out (or --on-divergence exclude to keep going)"),
+              file=sys.stderr)
+        return 0 if excluded else DIVERGED_EXIT_CODE
+    loss = tr["final_train_loss"]
+    print(f"rom train: done {part['run_id']}: {tr['steps']} steps, {tr['tokens']} tokens, "
+          f"final train loss {loss if loss is None else format(loss, '.4f')}, {tr['tokens_per_s']:.0f} tokens/s "
+          f"-> {args.out}", file=sys.stderr)
     return 0

@@ -78,11 +78,13 @@ def check_same_run(run_dir: str | Path, run_id: str, config_hash: str) -> dict |
 
 
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], run_id: str, config_hash: str,
-                    tag: str = "") -> Path:
+                    tag: str = "", extra_meta: dict[str, Any] | None = None) -> Path:
     """Write ``state`` (must hold 'step') atomically; return the state file's path.
 
     ``tag`` is appended to the file name: a second checkpoint of the same step (the trainer's after a cooldown
     branch) then goes to a new file, so the old one stays valid until meta.json names the new one.
+    ``extra_meta``: plain values added to meta.json (the trainer's data identity, ``tokenizer_sha256``), so a
+    resume can check them before reading the state file.
     """
     ckpt = checkpoint_dir(run_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,7 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], run_id: str, con
         "bytes": target.stat().st_size,
         "sha256": _sha256(target),
         "created": now_iso(),
+        **(extra_meta or {}),
     }
     atomic_write_json(ckpt / META_FILE, meta)
     for old in ckpt.glob("step-*.pt"):

@@ -2,7 +2,7 @@
 atomic checkpoints (periodic and on SIGTERM/SIGINT), exact resume, DDP/FSDP2 under torchrun.
 
 ``train(cfg, data_dir, out_dir)`` returns the record's train part and writes, on rank 0 only:
-RUN_DIR/metrics.jsonl, train.log, checkpoint/ (removed after a completed run), model.pt, train.json.
+RUN_DIR/metrics.jsonl, train.log, checkpoint/ (removed after a completed run), model.safetensors, train.json.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from rom.config import ConfigError, Parallelism, RunConfig, TrainConfig, to_dict
+from rom.data.identity import TOKENIZER_KEY, check_tokenizer, shard_identity, tokenizer_identity
 from rom.eval.perplexity import score_windows, spread_window_ids
 from rom.io import atomic_write_json
-from rom.models.files import save_model
+from rom.models.files import MODEL_FILE, save_model
 from rom.models.precision import precision_name
 from rom.records import load_json, make_part, now_iso
 from rom.train import distributed as D
@@ -49,6 +50,11 @@ LOG_FILE = "train.log"
 KILL_HOOK_ENV = "ROM_TEST_SIGNAL_AT_STEP"
 # The same for the steps of a cooldown branch (numbered like the main run's: the branch continues its steps).
 BRANCH_KILL_HOOK_ENV = "ROM_TEST_SIGNAL_AT_BRANCH_STEP"
+
+
+# `rom train`'s exit status for a run that diverged (non-finite loss): train.json is written and says why
+# (training.diverged, training.divergence); docs/interfaces.md lists the exit codes
+DIVERGED_EXIT_CODE = 3
 
 
 class TrainingInterrupted(Exception):
@@ -298,6 +304,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     train_shard = factory.open_shard(data_dir, "train")
     val_shard = factory.open_shard(data_dir, "val")
     factory.check_vocab(cfg.model, train_shard, f"{data_dir / 'train.json'}")
+    data_identity = shard_identity(train_shard.meta)
+    tokenizer_sha = data_identity[TOKENIZER_KEY]
+    check_tokenizer(tokenizer_sha, train_shard.meta_path, tokenizer_identity(val_shard.meta), val_shard.meta_path,
+                    "tokenize both splits with one tokenizer (`rom tokenize` writes both)")
     params = param_summary(cfg)  # fail fast if the accounting cannot describe this model
     val_windows = min(t.eval_batches * micro * info.world_size, max(0, (len(val_shard.tokens) - 1) // t.seq_len))
     val_windows -= val_windows % info.world_size
@@ -307,6 +317,11 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     flops_per_token = train_flops_per_token(cfg)
 
     meta = prepare_run_dir(run_dir, cfg)
+    if meta is not None:  # resume: the checkpoint's data must be this data
+        check_tokenizer(tokenizer_identity(meta), checkpoint_dir(run_dir) / "meta.json", tokenizer_sha,
+                        train_shard.meta_path,
+                        f"resume with the --data directory the run started on, or start over in another --out "
+                        f"(or remove {checkpoint_dir(run_dir)})")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     D.barrier(info)
@@ -343,6 +358,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     layout = "fsdp" if (info.distributed and t.parallelism == Parallelism.FSDP) else "full"
 
     step, losses, elapsed, val_loss = 0, [], 0.0, None
+    # per-step (loss, ce, aux, grad_norm) rows, already averaged over ranks, of steps not yet in a metrics line:
+    # saved by a signal's checkpoint and restored on resume, so the resumed log equals an uninterrupted one
+    carried: list[list[float]] = []
+    divergence: str | None = None  # why the run stopped as diverged (train.json training.divergence)
     # cooldown branches (train.cooldown_branches): the step each one's decay starts at; the finished ones' records
     branch_start = {f: t.branch_steps(f) - t.decay_steps(t.branch_steps(f)) for f in t.cooldown_branches}
     branches: list[dict] = []
@@ -365,6 +384,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         step, losses, elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed_s"])
         val_loss = state.get("val_loss")
         branches = list(state.get("branches", []))
+        # steps a signal cut off before their metrics line: that line still averages them (issue 28)
+        carried = [list(map(float, r)) for r in state.get("pending_rows", [])]
         metrics.truncate_after(step, [b["fraction"] for b in branches])
         log.info("resumed %s from step %d of %d (%s)", run_id, step, total_steps, checkpoint_dir(run_dir))
         del state
@@ -374,7 +395,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                  run_id, total_steps, tokens_per_step, t.batch_size, info.world_size, micro, accum,
                  device_name(info.device))
 
-    def checkpoint(tag: str = "") -> Path:
+    def checkpoint(tag: str = "", pending_rows: list[list[float]] | None = None) -> Path:
         msd, osd = D.full_state(raw, optimizer, info, t.parallelism)
         rngs = D.gather_objects(info, rng_state())
         loaders = D.gather_objects(info, loader.state_dict())
@@ -384,7 +405,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                 "step": step, "model": msd, "optimizer": osd, "schedule": schedule.state_dict(),
                 "loader": loaders, "rng": rngs, "losses": losses, "elapsed_s": elapsed + (time.perf_counter() - t_session),
                 "val_loss": val_loss, "layout": layout, "world_size": info.world_size, "branches": branches,
-            }, run_id, config_hash, tag)
+                "data_identity": data_identity, "pending_rows": pending_rows or [],
+            }, run_id, config_hash, tag, extra_meta={TOKENIZER_KEY: tokenizer_sha})
             log.info("checkpoint step %d -> %s", step, path)
         D.barrier(info)
         return path
@@ -439,11 +461,12 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
 
     def flush() -> dict[str, Any]:
         """Read pending per-step values (one device sync), average over ranks, append to ``losses``."""
-        nonlocal diverged
+        nonlocal diverged, divergence
         row: dict[str, Any] = {}
-        if not pending:
+        if not pending and not carried:
             return row
-        vals_list = reduce_pending(pending)
+        vals_list = carried + (reduce_pending(pending) if pending else [])
+        carried.clear()
         t_synced = time.perf_counter()
         losses.extend(v[0] for v in vals_list)
         wall = t_synced - win["start"] - win["excluded"]
@@ -460,8 +483,12 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         if router_buffer:
             row.update(router_metrics(router_buffer))
             router_buffer.clear()
-        if not all(math.isfinite(v[0]) for v in vals_list):
+        bad = [i for i, v in enumerate(vals_list) if not math.isfinite(v[0])]
+        if bad and not diverged:
             diverged = True
+            first = step - len(vals_list) + 1 + bad[0]
+            divergence = (f"non-finite training loss ({vals_list[bad[0]][0]}) at step {first} "
+                          f"(lr {float(last_lr):.3g}, grad norm {vals_list[bad[0]][3]:.3g})")
         # the next window starts at the sync; building this row is its first overhead
         win.update(start=t_synced, data=0.0, overhead=time.perf_counter() - t_synced, excluded=0.0, steps=0)
         return row
@@ -543,7 +570,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         """
         nonlocal t_session
         t_branch = time.perf_counter()
-        if pending:
+        if pending or carried:
             metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
         if diverged:
             return
@@ -644,7 +671,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             if diverged:
                 break
             if step % t.checkpoint_every == 0 and step < total_steps:
-                if pending:
+                if pending or carried:
                     metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
                 if diverged:  # never checkpoint a non-finite state
                     break
@@ -655,12 +682,22 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                 os.kill(os.getpid(), hook[1])
                 time.sleep(0.5)  # let an asynchronous signal land before the next step
 
-        if pending:
-            metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
         signalled = D.any_rank(info, stop.signum is not None)
-        if signalled and step < total_steps and not diverged:
+        interrupted = signalled and step < total_steps and not diverged
+        rows: list[list[float]] = []
+        if interrupted:
+            # no metrics line at the signal's step: the unlogged steps go into the checkpoint and the next
+            # line after the resume averages them, as an uninterrupted run's would
+            rows = carried + (reduce_pending(pending) if pending else [])
+            carried.clear()
+            if not all(math.isfinite(v[0]) for v in rows):  # never checkpoint a non-finite state
+                carried.extend(rows)
+                interrupted = False
+        if (pending or carried) and not interrupted:
+            metrics.write({"step": step, "tokens": step * tokens_per_step, **flush()})
+        if interrupted:
             signum = stop.signum or signal.SIGTERM
-            path = checkpoint()
+            path = checkpoint(pending_rows=rows)
             log.warning("%s at step %d: checkpoint written, exiting", signal.Signals(signum).name, step)
             raise TrainingInterrupted(signum, step, path)
     finally:
@@ -669,7 +706,9 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             bar.close()
 
     if diverged:
-        log.error("non-finite loss at or before step %d: training stopped, run recorded as diverged", step)
+        divergence = divergence or f"non-finite training loss at or before step {step}"
+        log.error("non-finite loss at or before step %d: training stopped, run recorded as diverged (%s)", step,
+                  divergence)
     else:
         val_loss = validate()
         metrics.write({"step": step, "tokens": step * tokens_per_step, "val/loss": val_loss})
@@ -677,7 +716,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
     elapsed += time.perf_counter() - t_session
 
     msd, _ = D.full_state(raw, None, info, t.parallelism)
-    if pairs is not None:  # model.pt holds fp32 weights under either policy
+    if pairs is not None:  # the model file holds fp32 weights under either policy
         msd = optimizer.with_masters(msd)
     tokens = step * tokens_per_step
     tail = [v for v in losses[-max(1, len(losses) // 10):] if math.isfinite(v)]
@@ -698,7 +737,8 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             "passes": tokens / max(1, len(train_shard.tokens)),
             "wall_time_s": elapsed,
             "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
-            "final_train_loss": float(np.mean(tail)) if tail else float("nan"),
+            # null when no finite loss was logged (a run that diverged at once): train.json is strict JSON
+            "final_train_loss": float(np.mean(tail)) if tail else None,
             "final_val_loss": val_loss,
             "seed": t.seed,
             "device": device_name(info.device),
@@ -707,6 +747,7 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             "world_size": info.world_size,
             "parallelism": t.parallelism.value if info.distributed else "none",
             "diverged": diverged,
+            "divergence": divergence,  # why it diverged (null when it did not)
             "deterministic": t.deterministic,
             "schedule": schedule.describe(),
             "branch_time_s": sum(b["branch_time_s"] for b in branches),
@@ -715,14 +756,16 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
         "branches": branches,
         "provenance": provenance(cfg, info.device),
         "metrics_file": METRICS_FILE,
+        # which tokenizer (and corpus split) made the training tokens: rom.data.identity
+        "data_identity": data_identity,
     })
     if main:
-        save_model(run_dir, cfg, msd)
+        save_model(run_dir, cfg, msd, metadata={"data_identity": data_identity, TOKENIZER_KEY: tokenizer_sha})
         atomic_write_json(run_dir / TRAIN_PART, part)
         import shutil
 
         shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
         log.info("done: %d tokens in %.1f s (%.0f tokens/s); wrote %s and %s", tokens, elapsed,
-                 part["training"]["tokens_per_s"], run_dir / "model.pt", run_dir / TRAIN_PART)
+                 part["training"]["tokens_per_s"], run_dir / MODEL_FILE, run_dir / TRAIN_PART)
     D.barrier(info)
     return part
