@@ -157,10 +157,12 @@ def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "train_seq_len": training["seq_len"],
         "train_seed": training.get("seed"),
         "train_passes": float(training["passes"]),
-        "final_train_loss_nats": float(training["final_train_loss"]),
+        # null in a diverged run that logged no finite loss (records since issue 28)
+        "final_train_loss_nats": math.nan if training["final_train_loss"] is None else float(training["final_train_loss"]),
         "wall_time_s": float(training["wall_time_s"]),
         "tokens_per_s": float(training["tokens_per_s"]),
         "diverged": bool(training.get("diverged", False)),
+        "divergence": str(training.get("divergence") or ""),  # why (issue 28); an extra column, not in COLUMNS
         "device": str(training.get("device", prov.get("device", ""))),
         "precision": str(training.get("precision", "")),
         "git_sha": str(prov.get("git_sha", "")),
@@ -205,6 +207,11 @@ def record_rows(record: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "eval_tokens": int(result.get("tokens", 0) or 0),
             }
         )
+    if not rows and base["diverged"]:
+        # a diverged run is not evaluated (issue 28): one row at the training length without a loss, so the
+        # fits list it among the runs they leave out, with the reason
+        rows.append({**base, "context_length": seq_len, "context_multiple": 1.0, "at_train_length": True,
+                     "loss_nats": math.nan, "ppl": math.nan, "bpb": math.nan, "eval_tokens": 0})
     if not rows:
         log.warning("%s: record has no eval results; the run contributes no rows", path)
     return rows + branch_rows(record, path, base)

@@ -428,7 +428,8 @@ def select_points(df: pd.DataFrame, family: str, tokens: str | int = MAIN_BUDGET
         elif first["role"] not in FIT_ROLES:
             excluded.append((run_id, f"role={first['role']} (fits use roles {'/'.join(FIT_ROLES)})"))
         elif bool(first["diverged"]):
-            excluded.append((run_id, "training diverged"))
+            why = first.get("divergence")  # the reason the trainer recorded (issue 28), when the table has it
+            excluded.append((run_id, f"training diverged: {why}" if isinstance(why, str) and why else "training diverged"))
         elif row.empty:
             excluded.append((run_id, f"no evaluation at the training length {int(first['train_seq_len'])}"))
         elif not (np.isfinite(row.iloc[0]["loss_nats"]) and row.iloc[0]["loss_nats"] > 0):

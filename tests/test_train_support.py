@@ -308,8 +308,10 @@ def test_checkpoint_replaces_older_state_file(tmp_path: Path) -> None:
 
     save_checkpoint(tmp_path, {"step": 1}, "r", "h")
     save_checkpoint(tmp_path, {"step": 2}, "r", "h")
-    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["meta.json", "step-00000002.pt"]
-    assert read_meta(tmp_path)["step"] == 2
+    save_checkpoint(tmp_path, {"step": 3}, "r", "h")  # the previous state file stays as a fallback (issue 28)
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
+        "meta.json", "step-00000002.pt", "step-00000003.pt"]
+    assert read_meta(tmp_path)["step"] == 3 and read_meta(tmp_path)["previous"]["step"] == 2
 
 
 def test_tiny_config_is_valid() -> None:

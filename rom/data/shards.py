@@ -115,6 +115,8 @@ def tokenize_corpus(corpus_dir: str | Path, tokenizer: Tokenizer, out_dir: str |
                 bar = progress_bar(total=n_docs, desc=f"tokenize {split}", unit="doc", disable=not progress)
                 with open(tmp, "wb") as f, bar:
                     stats = _write_split(iter_split(corpus_dir, split), tokenizer, dtype, f, bar)
+                if stats["documents"] == 0:
+                    raise DataError(_empty_split_message(corpus_dir, split, n_docs))
                 metas[split] = {
                     "format": FORMAT_VERSION,
                     "split": split,
@@ -181,6 +183,19 @@ def _write_split(docs, tokenizer: Tokenizer, dtype: np.dtype, f, bar) -> dict[st
         if batch_chars >= BATCH_CHARS:
             flush()
     flush()
-    if totals["documents"] == 0:
-        raise DataError("a corpus split has no documents; nothing to tokenize")
     return {**totals, "sources": per_source}
+
+
+def _empty_split_message(corpus_dir: str | Path, split: str, promised: Any) -> str:
+    """What to say when a corpus split holds no documents: where, whether corpus.json promised some, what next."""
+    from rom.data.corpus import CORPUS_META
+
+    path = Path(corpus_dir) / f"{split}.jsonl.gz"
+    meta = Path(corpus_dir) / CORPUS_META
+    if promised:
+        return (f"the {split} split {path} holds no documents, but {meta} promises {promised}: the file was "
+                f"truncated or replaced after `rom corpus` wrote it; rebuild the corpus (`rom corpus --out "
+                f"{corpus_dir}`, or delete {corpus_dir} and rerun the pipeline)")
+    return (f"the {split} split {path} holds no documents ({meta} agrees: 0), nothing to tokenize; the corpus is "
+            f"too small for data.val_fraction (or data.max_documents is too low): raise them and rebuild it "
+            f"with `rom corpus`")

@@ -6,9 +6,12 @@ Layout of ``RUN_DIR/checkpoint/``::
     step-00000100.pt   torch.save of the training state (model, optimizer, scheduler, RNG, loader, step)
 
 A new state file is written under a new name, then ``meta.json`` is atomically replaced, then older state
-files are removed: a crash at any point leaves a consistent (older or newer) checkpoint. Loading checks that
-the checkpoint belongs to the same run (run id and config hash), that the file has the recorded size and
-SHA-256, and that it unpickles; each failure raises ``CheckpointError`` naming the file.
+files are removed except the previous one (``meta.json``'s ``previous``: file, step, bytes, sha256): a crash
+at any point leaves a consistent (older or newer) checkpoint. Loading checks that the checkpoint belongs to the
+same run (run id and config hash), that the file has the recorded size and SHA-256, and that it unpickles; when
+the newest state file fails and the previous one passes, training resumes from the previous one with a
+warning (the steps in between are redone, bit for bit); otherwise ``CheckpointError`` names the file and how
+to start over.
 
 The trained model file ``RUN_DIR/model.pt`` (read by evaluation) is ``rom.models.files``.
 """
@@ -51,15 +54,18 @@ def read_meta(run_dir: str | Path) -> dict | None:
     meta_path = ckpt / META_FILE
     if not meta_path.exists():
         if ckpt.is_dir() and any(ckpt.glob("step-*.pt")):
-            raise CheckpointError(f"{meta_path}: missing, but {ckpt} holds state files; the checkpoint is incomplete")
+            raise CheckpointError(f"{meta_path}: missing, but {ckpt} holds state files; the checkpoint is incomplete; "
+                                  f"{start_over_hint(run_dir)}")
         return None
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path}: not valid JSON ({e}); the checkpoint is corrupt") from None
+        raise CheckpointError(f"{meta_path}: not valid JSON ({e}); the checkpoint is corrupt; "
+                              f"{start_over_hint(run_dir)}") from None
     for key in ("run_id", "config_hash", "step", "file", "bytes", "sha256"):
         if not isinstance(meta, dict) or key not in meta:
-            raise CheckpointError(f"{meta_path}: missing field '{key}'; the checkpoint is corrupt")
+            raise CheckpointError(f"{meta_path}: missing field '{key}'; the checkpoint is corrupt; "
+                                  f"{start_over_hint(run_dir)}")
     return meta
 
 
@@ -94,6 +100,13 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], run_id: str, con
     payload = {"format_version": FORMAT_VERSION, "run_id": run_id, "config_hash": config_hash, **state}
     with atomic_path(target) as tmp:
         torch.save(payload, tmp)
+    previous = None
+    try:
+        old = read_meta(run_dir)
+    except CheckpointError:
+        old = None
+    if old is not None and old["file"] != name and (ckpt / str(old["file"])).is_file():
+        previous = {k: old[k] for k in ("file", "step", "bytes", "sha256")}
     meta = {
         "run_id": run_id,
         "config_hash": config_hash,
@@ -103,32 +116,64 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], run_id: str, con
         "sha256": _sha256(target),
         "created": now_iso(),
         **(extra_meta or {}),
+        "previous": previous,  # the state file kept as a fallback (None: none)
     }
     atomic_write_json(ckpt / META_FILE, meta)
-    for old in ckpt.glob("step-*.pt"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
+    keep = {name, previous["file"] if previous else name}
+    for stale in ckpt.glob("step-*.pt"):
+        if stale.name not in keep:
+            stale.unlink(missing_ok=True)
     return target
 
 
+def start_over_hint(run_dir: str | Path) -> str:
+    """How to recover from a checkpoint that cannot be used: start the run again from step 0."""
+    ckpt = checkpoint_dir(run_dir)
+    return (f"to start this run over from step 0, remove {ckpt} (`rm -r {ckpt}`) and run the same `rom train` "
+            f"command again, or train into another --out")
+
+
 def load_checkpoint(run_dir: str | Path, run_id: str, config_hash: str, map_location: str = "cpu") -> dict | None:
-    """The saved training state of this run, or None when there is no checkpoint; validated (see module doc)."""
+    """The saved training state of this run, or None when there is no checkpoint; validated (see module doc).
+
+    When the newest state file fails validation and the previous one (meta.json ``previous``) passes, that one
+    is returned, with ``state["fallback"]`` saying why (the trainer logs it and warns).
+    """
     meta = check_same_run(run_dir, run_id, config_hash)
     if meta is None:
         return None
-    path = checkpoint_dir(run_dir) / str(meta["file"])
+    try:
+        return _load_state(run_dir, meta, run_id, map_location)
+    except CheckpointError as newest:
+        previous = meta.get("previous")
+        if not isinstance(previous, dict):
+            raise CheckpointError(f"{newest}; no previous checkpoint to fall back to; "
+                                  f"{start_over_hint(run_dir)}") from None
+        try:
+            state = _load_state(run_dir, previous, run_id, map_location)
+        except CheckpointError as older:
+            raise CheckpointError(f"{newest}; the previous checkpoint is unusable too ({older}); "
+                                  f"{start_over_hint(run_dir)}") from None
+        state["fallback"] = (f"{newest}; resumed from the previous checkpoint {checkpoint_dir(run_dir) / previous['file']} "
+                             f"(step {previous['step']} instead of {meta['step']}; the steps in between are redone)")
+        return state
+
+
+def _load_state(run_dir: str | Path, entry: dict, run_id: str, map_location: str) -> dict:
+    """The state file an entry of meta.json names (file, bytes, sha256, step), validated."""
+    path = checkpoint_dir(run_dir) / str(entry["file"])
     if not path.exists():
         raise CheckpointError(f"{path}: named by {checkpoint_dir(run_dir) / META_FILE} but missing")
     size = path.stat().st_size
-    if size != meta["bytes"]:
-        raise CheckpointError(f"{path}: {size} bytes, expected {meta['bytes']}; the file is truncated or corrupt")
-    if _sha256(path) != meta["sha256"]:
+    if size != entry["bytes"]:
+        raise CheckpointError(f"{path}: {size} bytes, expected {entry['bytes']}; the file is truncated or corrupt")
+    if _sha256(path) != entry["sha256"]:
         raise CheckpointError(f"{path}: SHA-256 differs from {META_FILE}; the file is corrupt")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e}); the file is corrupt") from None
-    if state.get("run_id") != run_id or int(state.get("step", -1)) != int(meta["step"]):
+    if state.get("run_id") != run_id or int(state.get("step", -1)) != int(entry["step"]):
         raise CheckpointError(f"{path}: contents disagree with {META_FILE} (run id or step)")
     return state
 

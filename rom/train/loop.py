@@ -380,6 +380,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
                 f"{checkpoint_dir(run_dir)}: saved with {state['world_size']} process(es) and {state['layout']} "
                 f"state; resume with the same number of processes and train.parallelism"
             )
+        if state.get("fallback"):
+            log.warning("%s", state["fallback"])
+            if main:
+                print(f"warning: {state['fallback']}", file=sys.stderr)
         restore(state)
         step, losses, elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed_s"])
         val_loss = state.get("val_loss")

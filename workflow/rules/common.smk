@@ -159,6 +159,11 @@ def train_launcher(wildcards, resources):
     return choice
 
 
+def on_divergence():
+    """The --on-divergence flag of `rom train`: the study's on_divergence (fail: exit 3, exclude: exit 0)."""
+    return f"--on-divergence {STUDY.get('on_divergence', 'fail')}"
+
+
 def downstream_limit():
     """The --limit flag of `rom downstream` (a study's limit 0 means the full sets: no flag)."""
     limit = STUDY["downstream"]["limit"]

@@ -33,6 +33,7 @@ rule train:
         launcher=train_launcher,
         data=parent("val_tokens"),
         run_dir=parent("train"),
+        on_divergence=on_divergence(),
     resources:
         gpu=1,  # a default; profiles override it (profiles/slurm: 8 for train)
     log:
@@ -43,7 +44,7 @@ rule train:
         SOFTWARE
     shell:
         "{params.env} {params.launcher} train --config {input.config} --set train.threads={threads}"
-        " --data {params.data} --out {params.run_dir} > {log} 2>&1"
+        " --data {params.data} --out {params.run_dir} {params.on_divergence} > {log} 2>&1"
 
 
 rule eval:
