@@ -28,6 +28,9 @@ COMMANDS: dict[str, str] = {
     "record": "rom.commands.record",
     "export-tasks": "rom.commands.export_tasks",
     "downstream": "rom.commands.downstream",
+    "import-hf": "rom.commands.import_hf",
+    "export-hf": "rom.commands.export_hf",
+    "lm-eval": "rom.commands.lm_eval",
 }
 
 

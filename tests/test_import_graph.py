@@ -27,6 +27,7 @@ RANKS: dict[str, int] = {
     "rom.flop_counters": 4, "rom.data": 4,
     "rom.eval": 5, "rom.flops_report": 5, "rom.env": 5,
     "rom.train": 6,
+    "rom.interop": 6.5,  # Hugging Face / model-directory conversion: uses models, data, eval; only commands use it
     "rom.commands": 7, "rom.cli": 7, "rom.__main__": 7,
 }
 ANALYSIS_MAY_IMPORT = {"rom.io", "rom.records", "rom.errors"}
