@@ -1,6 +1,7 @@
-"""RoM checkpoints as an lm-eval model: ``lm_eval --model rom --model_args run_dir=RUN_DIR,device=cuda ...``.
+"""RoM checkpoints as an lm-eval model: ``rom lm-eval --model rom --model_args run_dir=RUN_DIR --device cuda ...``.
 
-Importing this module registers the model class under the name ``rom``. All scoring is delegated to
+Importing this module registers the model class under the name ``rom``; lm-eval's own ``lm_eval`` command
+cannot import it, so ``rom lm-eval`` (rom/commands/lm_eval.py) imports it and then runs lm-eval's CLI. All scoring is delegated to
 ``rom.eval.scorer.LMScorer`` (shared with the built-in scorer, which is what makes the two agree exactly).
 
 model_args: run_dir (required unless a scorer is passed from Python), device (cpu | cuda | cuda:N, default
