@@ -63,7 +63,7 @@ def run_gap(run_dir: Path, data_dir: Path, device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path, help="trained run directories (holding model.pt)")
+    p.add_argument("runs", nargs="+", type=Path, help="trained run directories (holding model.safetensors or model.pt)")
     p.add_argument("--data", type=Path, required=True, help="token shard directory (val.bin, val.json)")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = p.parse_args(argv)

@@ -296,7 +296,7 @@ def find_tokenizer(run_dir: str | Path, explicit: str | Path | None = None) -> P
 
 def load_scorer(run_dir: str | Path, device: str = "cpu", batch_size: int = 8, max_length: int | None = None,
                 tokenizer: str | Path | None = None, show_progress: bool = True) -> tuple[LMScorer, Any]:
-    """An LMScorer for a trained run (model.pt + tokenizer); returns (scorer, RunConfig).
+    """An LMScorer for a trained run (its model file + tokenizer); returns (scorer, RunConfig).
 
     ``max_length`` defaults to the training sequence length: longer inputs are left-truncated to it.
     """

@@ -16,8 +16,8 @@ changes is the gradient's precision: it is the bf16 result of the weight-gradien
 before the cast back. With gradient accumulation (micro-batches per step > 1) each micro-batch's bf16
 gradients are added into an fp32 buffer per master (``fold_gradients``), so sums are fp32 as before.
 
-Checkpoints carry the masters in the optimizer's state; the final ``model.pt`` holds the masters in place of
-the working weights, so its state dict is fp32 under either policy.
+Checkpoints carry the masters in the optimizer's state; the final model file (``model.safetensors``) holds the
+masters in place of the working weights, so its state dict is fp32 under either policy.
 """
 
 from __future__ import annotations
