@@ -255,3 +255,29 @@ def test_lm_eval_passthrough_scores_a_run(tmp_path, monkeypatch, capsys):
     assert code == 0
     results = [json.loads(p.read_text()) for p in out.rglob("results_*.json")]
     assert results and 0.0 <= results[0]["results"]["rom_tiny_mc"]["acc,none"] <= 1.0
+
+
+def test_a_repo_id_goes_through_snapshot_download(tmp_path, monkeypatch):
+    """With network a repo id is downloaded (huggingface_hub.snapshot_download, stood in for here)."""
+    import huggingface_hub
+
+    src, hf = hf_model(tmp_path, vocab_size=40, hidden_size=16, num_hidden_layers=1, state_size=4)
+    calls = []
+
+    def fake_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision, tuple(allow_patterns)))
+        return str(src)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model = load_hf_mamba("state-spaces/tiny-hf")
+    assert calls and calls[0][0] == "state-spaces/tiny-hf" and "*.safetensors" in calls[0][2]
+    ids = torch.randint(0, 40, (1, 5))
+    torch.testing.assert_close(rom_logits(model, ids), hf_logits(hf, ids), atol=ATOL, rtol=1e-4)
+
+    def offline(repo_id, revision=None, allow_patterns=None):
+        raise OSError("no network\nsecond line")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(InteropError, match="cannot download from the Hugging Face hub") as info:
+        load_hf_mamba("state-spaces/tiny-hf")
+    assert "\n" not in str(info.value)

@@ -82,12 +82,16 @@ def resolve_source(path_or_repo_id: str | Path, revision: str | None = None) -> 
         raise InteropError(f"{text}: no such directory; downloading a repo id needs huggingface_hub "
                            "(pip install huggingface_hub)") from None
     try:
-        local = snapshot_download(repo_id=text, revision=revision,
-                                  allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        local = Path(snapshot_download(repo_id=text, revision=revision,
+                                       allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        if not (local / HF_WEIGHTS).is_file() and not (local / HF_INDEX).is_file():  # an older upload: .bin only
+            local = Path(snapshot_download(repo_id=text, revision=revision,
+                                           allow_patterns=["*.json", HF_LEGACY_WEIGHTS, "*.txt", "*.model"]))
     except Exception as e:  # noqa: BLE001 - network, auth, missing repo: one line naming the repo
-        raise InteropError(f"{text}: cannot download from the Hugging Face hub ({type(e).__name__}: {e}); "
-                           "offline, pass a local directory holding config.json and model.safetensors") from None
-    return Path(local)
+        reason = " ".join(f"{type(e).__name__}: {e}".split())
+        raise InteropError(f"{text}: cannot download from the Hugging Face hub ({reason}); offline, pass a local "
+                           "directory holding config.json and model.safetensors") from None
+    return local
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
