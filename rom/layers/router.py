@@ -3,6 +3,13 @@
 P(x_t) = softmax(x_t W_r); S_t = TopK(P(x_t)). Load-balancing loss (Switch Transformer):
 E * sum_i f_i * p_i with f_i the share of token-slots sent to expert i and p_i the mean router probability.
 Router z-loss (ST-MoE): mean(logsumexp(logits)^2). Probabilities are computed in fp32.
+
+Under data parallelism (``use_global_load_balance(True)``, which rom.train.distributed sets for DDP / FSDP)
+f_i counts the token-slots of all ranks (an all-reduce of the per-expert counts while gradients are on), so
+the loss is the one of the global batch: each rank weights its own mean probabilities p_i by the global f_i,
+and the gradient average over ranks that DDP takes turns them into the global mean probability, so the
+gradients equal those of one process on the whole batch (with equal tokens per rank). Each rank's logged
+value is its own term; their mean over ranks is the global loss.
 """
 
 from __future__ import annotations
@@ -14,6 +21,26 @@ from torch import nn
 
 from rom import kernels
 from rom.layers.aux import RouterStats, z_loss_of
+
+_GLOBAL_LOAD_BALANCE = {"on": False}
+
+
+def use_global_load_balance(on: bool) -> None:
+    """Count f_i over all ranks of the default process group in the load-balancing loss (see module doc)."""
+    _GLOBAL_LOAD_BALANCE["on"] = bool(on)
+
+
+def _global_slot_share(tokens_per_expert: torch.Tensor, slots: int) -> torch.Tensor:
+    """f_i: the share of token-slots routed to each expert, over every rank when global statistics are on
+    and gradients are being computed (validation under no_grad stays local and free of collectives)."""
+    if _GLOBAL_LOAD_BALANCE["on"] and torch.is_grad_enabled():
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            counts = tokens_per_expert.detach().clone()
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+            return counts / counts.sum().clamp_min(1.0)
+    return tokens_per_expert / max(1, slots)
 
 
 @dataclass
@@ -65,7 +92,7 @@ class Router(nn.Module):
         dispatch = kernels.make_dispatch(indices, self.num_experts, self.backend)
 
         tokens_per_expert = dispatch.tokens_per_expert.to(logits.dtype)
-        slot_share = tokens_per_expert / max(1, indices.numel())
+        slot_share = _global_slot_share(tokens_per_expert, indices.numel())
         load_balance = self.num_experts * (slot_share.detach() * prob_mean).sum()
         weighted = self.load_balance_coef * load_balance
         z_loss = None

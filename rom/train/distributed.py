@@ -57,6 +57,9 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 
 def shutdown(info: DistInfo) -> None:
+    from rom.layers.router import use_global_load_balance
+
+    use_global_load_balance(False)
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -100,7 +103,11 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def wrap_model(model: nn.Module, info: DistInfo, parallelism: Parallelism) -> nn.Module:
-    """DDP or FSDP2 (fully_shard per block, then the root); unchanged for one process."""
+    """DDP or FSDP2 (fully_shard per block, then the root); unchanged for one process. With several processes
+    the routers' load-balancing loss counts every rank's tokens (rom.layers.router.use_global_load_balance)."""
+    from rom.layers.router import use_global_load_balance
+
+    use_global_load_balance(info.distributed)
     if not info.distributed:
         return model
     if parallelism == Parallelism.FSDP:
