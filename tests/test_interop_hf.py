@@ -120,6 +120,10 @@ def test_import_command_writes_a_model_directory_eval_and_downstream_accept(tmp_
     assert (out / MODEL_FILE).is_file() and (out / "tokenizer.json").is_file()
     meta = json.loads((out / "config.json").read_text())
     assert meta["rom_format"] == 1 and meta["source"]["kind"] == "transformers-mamba"
+    from rom.data.tokenizer import load_tokenizer
+    from rom.models.files import read_model_metadata
+
+    assert read_model_metadata(out)["tokenizer_sha256"] == load_tokenizer(src / "tokenizer.json").file_hash
     model, cfg = load_trained_model(out)  # what rom eval / rom downstream call
     assert cfg.train.seq_len == 64 and cfg.study == "imported"
     ids = torch.randint(0, 384, (1, 11))
@@ -134,6 +138,9 @@ def test_import_command_writes_a_model_directory_eval_and_downstream_accept(tmp_
     assert ll < 0
 
     data = make_data(tmp_path / "data", n_train=2000, n_val=600, vocab=384)
+    meta = json.loads((data / "val.json").read_text())  # shards of the imported model's tokenizer
+    meta["tokenizer_sha256"] = load_tokenizer(src / "tokenizer.json").file_hash
+    (data / "val.json").write_text(json.dumps(meta))
     assert rom_main(["eval", "--run", str(out), "--data", str(data), "--out", str(tmp_path / "eval.json"),
                      "--device", "cpu", "--set", "eval.max_tokens=256"]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["eval"]["results"]

@@ -25,7 +25,7 @@ from rom.config import DataConfig, RunConfig, TokenizerConfig, TokenizerKind, Tr
 from rom.interop.hf_mamba import (HF_CONFIG, HF_WEIGHTS, InteropError, hf_config_from_model,
                                   load_hf_mamba_with_source, state_dict_to_hf)
 from rom.io import atomic_path, atomic_write_json
-from rom.models.files import load_trained_model, save_model
+from rom.models.files import load_trained_model, read_model_metadata, save_model
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -47,13 +47,22 @@ def _copy_tokenizer(src: Path | None, out: Path) -> Path | None:
 
 
 def save_pretrained(model_or_state: Any, cfg: RunConfig, out: str | Path, tokenizer: str | Path | None = None,
-                    source: dict[str, Any] | None = None) -> Path:
-    """Write a model directory of this toolkit (any architecture): model.safetensors, config.json, tokenizer."""
+                    source: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> Path:
+    """Write a model directory of this toolkit (any architecture): model.safetensors, config.json, tokenizer.
+
+    ``metadata`` goes into the model file (``rom.models.files.save_model``); with a tokenizer, its SHA-256 is
+    recorded there as the tokenizer identity (rom.data.identity) that rom eval / rom downstream check."""
+    from rom.data.identity import TOKENIZER_KEY
+    from rom.data.tokenizer import load_tokenizer
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
-    save_model(out, cfg, state)
     tok = _copy_tokenizer(Path(tokenizer) if tokenizer else None, out)
+    metadata = dict(metadata or {})
+    if tok is not None:
+        metadata[TOKENIZER_KEY] = load_tokenizer(tok).file_hash
+    save_model(out, cfg, state, metadata=metadata)
     atomic_write_json(out / CONFIG_FILE, {
         "rom_format": FORMAT_VERSION,
         "family": cfg.model.family,
@@ -138,7 +147,7 @@ def export_run(run_dir: str | Path, out: str | Path, tokenizer: str | Path | Non
     try:
         hf_config = hf_config_from_model(cfg.model, eos_id=load_tokenizer(tok_path).eos_id if tok_path else None)
     except InteropError:
-        save_pretrained(model, cfg, out, tokenizer=tok_path,
+        save_pretrained(model, cfg, out, tokenizer=tok_path, metadata=read_model_metadata(run_dir),
                         source={"kind": "rom-run", "from": str(run_dir), "run_id": cfg.run_id})
         return out, "rom"
     from safetensors.torch import save_file
