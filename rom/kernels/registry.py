@@ -14,7 +14,8 @@ rom.kernels.weight_cast) and "upcast_add" (the same cast added into an existing 
 the experts and the router logits from one read), "route_top1" (softmax, top-1 choice and mean probabilities),
 "mamba_inner" (a mixer's conv -> projections -> scan on one in-projection tensor; its implementations take
 the conv and the scan to compose, see rom.kernels.mamba_ops.mamba_inner), "adamw_step" (the AdamW update of
-an fp32 master weight and its bf16 working copy; used by rom.train.master_weights).
+an fp32 master weight and its bf16 working copy; used by rom.train.master_weights), "gated_delta_rule" (Gated
+DeltaNet's chunked recurrence, rom.kernels.reference.gated_delta).
 
 Rules of ``resolve(op, backend, device)`` (backends: rom.kernels.backends):
 1. A forced backend that cannot run here (not installed, broken build, wrong device) raises
@@ -97,6 +98,9 @@ IMPLS: dict[str, dict[str, str | Impl]] = {
                     "triton": "rom.kernels.inner_path:mamba_inner_triton"},
     "adamw_step": {"reference": f"{_R}.adamw:adamw_step_reference",
                    "triton": "rom.kernels.triton_adamw:adamw_step_triton"},
+    # Gated DeltaNet's chunked gated delta rule; reference only for now (a GPU path through fla-core's kernels
+    # is future work, docs/mamba2.md)
+    "gated_delta_rule": {"reference": f"{_R}.gated_delta:gated_delta_rule_reference"},
 }
 OPS = tuple(IMPLS)
 

@@ -8,6 +8,8 @@
     weight_cast  the widening casts of weight gradients
     inner        a mixer's inner path composed of a conv and a scan
     adamw        the master-weight AdamW update
+    gated_delta  gated_delta_rule_reference (Gated DeltaNet, chunked), gated_delta_rule_sequential (the float64
+                 ground truth of the tests)
 
 They import nothing from the op table (rom.kernels.registry), which names them as the "reference" entries.
 """
