@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from rom.eval.scorer import ScorerError
     from rom.eval.tasks import TaskDataError
     from rom.io import atomic_write_json, finite_or_none
-    from rom.models.files import CheckpointError
+    from rom.models.files import CheckpointError, model_file
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from rom.commands._run_info import run_divergence, run_tokenizer_identity
@@ -60,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
               f"results", file=sys.stderr)
         return 0
     try:
-        expected, source = run_tokenizer_identity(args.run)
-        tokenizer_file = find_tokenizer(args.run, args.tokenizer)
-        check_tokenizer(expected, source, file_sha256(tokenizer_file), tokenizer_file,
-                        "pass the tokenizer.json the run was trained with (--tokenizer FILE)")
+        try:
+            tokenizer_file = find_tokenizer(args.run, args.tokenizer)
+        except ScorerError:
+            tokenizer_file = None  # the scorer reports a missing tokenizer where it needs one
+        if tokenizer_file is not None and model_file(args.run) is not None:
+            expected, source = run_tokenizer_identity(args.run)
+            check_tokenizer(expected, source, file_sha256(tokenizer_file), tokenizer_file,
+                            "pass the tokenizer.json the run was trained with (--tokenizer FILE)")
         part = downstream_part(args.run, args.tasks, task_list=args.task_list, engine=args.engine,
                                limit=args.limit, device=args.device, batch_size=args.batch_size,
                                max_length=args.max_length, tokenizer=args.tokenizer)

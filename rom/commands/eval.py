@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rom.eval.parts import eval_part
     from rom.io import atomic_write_json
-    from rom.models.files import CheckpointError
+    from rom.models.files import CheckpointError, model_file
 
     from rom.commands._run_info import run_divergence, run_tokenizer_identity
     from rom.data.identity import check_tokenizer, tokenizer_identity
@@ -39,12 +39,13 @@ def run(args: argparse.Namespace) -> int:
               f"results (the analysis leaves the run out)", file=sys.stderr)
         return 0
     try:
-        expected, source = run_tokenizer_identity(args.run)
-        val = open_shard(args.data, "val")
-        check_tokenizer(expected, source, tokenizer_identity(val.meta), val.meta_path,
-                        f"evaluate on shards tokenized with the run's tokenizer (`rom tokenize --tokenizer` the "
-                        f"tokenizer.json that made the training shards), or pass the --data directory the run "
-                        f"was trained on")
+        if model_file(args.run) is not None and (Path(args.data) / "val.json").is_file():  # else eval_part says
+            expected, source = run_tokenizer_identity(args.run)
+            val = open_shard(args.data, "val")
+            check_tokenizer(expected, source, tokenizer_identity(val.meta), val.meta_path,
+                            f"evaluate on shards tokenized with the run's tokenizer (`rom tokenize --tokenizer` the "
+                            f"tokenizer.json that made the training shards), or pass the --data directory the run "
+                            f"was trained on")
         part = eval_part(args.run, args.data, args.overrides, device=args.device, progress=True)
     except CheckpointError as e:
         print(f"rom eval: {e}", file=sys.stderr)
