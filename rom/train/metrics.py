@@ -11,6 +11,10 @@ Cooldown branches (train.cooldown_branches) write their own lines, ``{"step": S,
 the main-run step the branch was taken at and the nested object holds ``fraction``, the branch's own ``step``
 and ``tokens``, ``train/loss``, ``train/ce``, ``train/aux_loss``, ``grad_norm``, ``lr`` and, at its end,
 ``val/loss``. Readers of the main run's curve skip lines with a ``branch`` key.
+
+A resumed run's file reads as one uninterrupted run: lines after the checkpoint's step are dropped on resume,
+and a signal's checkpoint carries the steps not yet in a line (the trainer's ``pending_rows``), so no line is
+written at the signal's step and the next line averages the same steps as without the interruption.
 """
 
 from __future__ import annotations
