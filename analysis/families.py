@@ -1,15 +1,17 @@
 """Model families, read from a record's typed fields; the analysis never parses a family name back.
 
 A family is (layer pattern: pure or hybrid, SSM mixer, FFN-MoE or not). It comes from the record's fields
-``model.pattern``, ``config.model.hybrid_ssm`` (hybrids) and ``model.mlp``; its name (``mamba``, ``rom``,
-``hybrid-mamba``, ``hybrid-rom``, each possibly ``+moe``) is derived from those fields, and the record's own
+``model.pattern``, ``config.model.ssm`` (the architecture; "mamba" when absent), ``config.model.hybrid_ssm``
+(hybrids) and ``model.mlp``; its name (``mamba``, ``rom``, ``hybrid-mamba``, ``hybrid-rom``, ``mamba2``,
+``rom-mamba2``, ``hybrid-mamba2``, ..., each possibly ``+moe``) is derived from those fields, and the record's own
 ``family`` string must agree with it. Fits are keyed by that name; everything that depends on what a family
 *is* (routed or dense, its dense counterpart, its plot style) asks the typed ``Family``.
 
 The analysis knows the layer patterns in ``PATTERNS`` and the SSM mixers in ``SSM_MIXERS``. A record with
 another pattern or mixer (say a new Mamba-2 mixer) is an error naming the record file and the value, so a new
 mixer never silently joins another family's curve: add one row to ``SSM_MIXERS`` (and a pattern, if it has
-one) to analyse it. ``tests/test_analysis_collect.py`` checks these tables against ``rom.config``'s enums.
+one) to analyse it; a new architecture (``config.model.ssm``) is one row of ``SSM_KINDS``.
+``tests/test_analysis_collect.py`` checks these tables against ``rom.config``'s enums.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ SSM_MIXERS: dict[str, SsmMixer] = {
     "mamba": SsmMixer("mamba", routed=False, dense="mamba"),
     "rom": SsmMixer("rom", routed=True, dense="mamba"),
 }
+
+# rom.config.SsmKind value (the record's config.model.ssm; absent in records made before it: "mamba") ->
+# (dense mixer, routed mixer), as rom.config.SSM_MIXERS. The pattern's "mamba" / "rom" and a hybrid's
+# hybrid_ssm "mamba" / "rom" mean the dense / routed mixer of that architecture.
+SSM_KINDS: dict[str, tuple[str, str]] = {
+    "mamba": ("mamba", "rom"),
+}
+GENERIC_SSM = SSM_KINDS["mamba"]  # the names that mean "dense" and "routed" of whatever model.ssm is
 
 # rom.config.Pattern value -> (hybrid, SSM mixer); None: the hybrid's SSM mixer is config.model.hybrid_ssm.
 PATTERNS: dict[str, tuple[bool, str | None]] = {
@@ -87,6 +97,19 @@ def _field(record: Mapping[str, Any], dotted: str, source: str | Path) -> str:
     return node
 
 
+def _ssm_kind(record: Mapping[str, Any], source: str | Path) -> str:
+    """config.model.ssm (records made before the field: "mamba"); an architecture the analysis does not know
+    is an error naming the record."""
+    model = record.get("config", {}).get("model", {}) if isinstance(record.get("config"), Mapping) else {}
+    if not isinstance(model, Mapping) or "ssm" not in model:
+        return "mamba"
+    kind = model["ssm"]
+    if kind not in SSM_KINDS:
+        raise AnalysisError(f"{source}: field 'config.model.ssm' is {kind!r}, an SSM architecture the analysis does "
+                            f"not know ({sorted(SSM_KINDS)}); add it to SSM_KINDS in analysis/families.py")
+    return kind
+
+
 def family_of_record(record: Mapping[str, Any], source: str | Path = "<record>") -> Family:
     """The family from the record's typed fields; the record's ``family`` string must agree."""
     pattern = _field(record, "model.pattern", source)
@@ -94,11 +117,15 @@ def family_of_record(record: Mapping[str, Any], source: str | Path = "<record>")
         raise AnalysisError(f"{source}: field 'model.pattern' is {pattern!r}, a layer pattern the analysis does "
                             f"not know ({sorted(PATTERNS)}); add it to PATTERNS in analysis/families.py")
     hybrid, ssm = PATTERNS[pattern]
+    kind = _ssm_kind(record, source)
     if ssm is None:
         ssm = _field(record, "config.model.hybrid_ssm", source)
         where = "config.model.hybrid_ssm"
     else:
         where = "model.pattern"
+    if ssm in GENERIC_SSM:  # the dense or routed mixer of config.model.ssm
+        ssm = SSM_KINDS[kind][GENERIC_SSM.index(ssm)]
+        where = f"{where} with config.model.ssm"
     if ssm not in SSM_MIXERS:
         raise AnalysisError(f"{source}: field '{where}' names the SSM mixer {ssm!r}, which the analysis does not "
                             f"know ({sorted(SSM_MIXERS)}); add it to SSM_MIXERS in analysis/families.py")

@@ -43,10 +43,38 @@ class Pattern(str, enum.Enum):
     HYBRID = "hybrid"  # Samba-style: SSM mixer (Mamba or RoM) alternating with sliding-window attention
 
 
+class SsmKind(str, enum.Enum):
+    """The SSM architecture of a model's SSM layers (``model.ssm``): the dense mixer and its routed (RoM) form.
+
+    ``pattern: mamba`` / ``rom`` and ``hybrid_ssm: mamba`` / ``rom`` mean "the dense / the routed mixer of this
+    architecture" (see ``SSM_MIXERS``)."""
+
+    MAMBA = "mamba"  # Mamba-1 (Gu & Dao): the paper's
+    MAMBA2 = "mamba2"  # Mamba-2 (Dao & Gu, SSD): not implemented yet (ConfigError)
+    GATED_DELTANET = "gated-deltanet"  # Gated DeltaNet (Yang et al.): not implemented yet (ConfigError)
+
+
 class Mixer(str, enum.Enum):
     MAMBA = "mamba"
     ROM = "rom"
     ATTENTION = "attention"
+
+
+# architecture -> (dense mixer, routed mixer). An SsmKind without a row is rejected by ModelConfig.validate as
+# not implemented; adding an architecture is one row here plus its mixer-map entries (rom/layers/mixers.py).
+SSM_MIXERS: dict[SsmKind, tuple[Mixer, Mixer]] = {
+    SsmKind.MAMBA: (Mixer.MAMBA, Mixer.ROM),
+}
+
+
+def ssm_kind_of(mixer: Mixer) -> tuple[SsmKind, bool] | None:
+    """(architecture, routed) of an SSM mixer; None for attention."""
+    for kind, (dense, routed) in SSM_MIXERS.items():
+        if mixer == dense:
+            return kind, False
+        if mixer == routed:
+            return kind, True
+    return None
 
 
 class Mlp(str, enum.Enum):
@@ -56,7 +84,8 @@ class Mlp(str, enum.Enum):
 
 
 class Projection(str, enum.Enum):
-    """Parts of a Mamba mixer that RoM can turn into expert banks."""
+    """Parts of a Mamba-1 mixer that RoM can turn into expert banks (the values of ``ExpertProjection`` that a
+    Mamba-1 mixer has)."""
 
     CONV = "conv"  # x half of in_proj
     GATE = "gate"  # z half of in_proj
@@ -64,6 +93,55 @@ class Projection(str, enum.Enum):
     X = "x"  # x_proj -> (dt_rank, B, C)
     DT = "dt"  # dt_proj
     CONV1D = "conv1d"  # depthwise causal conv
+
+
+class ExpertProjection(str, enum.Enum):
+    """Every projection name ``rom.expert_projections`` may list, over all SSM architectures; which ones a mixer
+    has is ``SSM_PROJECTIONS[model.ssm]``. A name shared by several architectures plays the same role in each.
+    Members compare equal to the ``Projection`` member of the same value (both are str enums)."""
+
+    CONV = "conv"  # Mamba-1: x half of in_proj; Mamba-2: x part of in_proj (both: the conv branch)
+    GATE = "gate"  # Mamba-1 / Mamba-2: z part of in_proj; Gated DeltaNet: g, the output gate projection
+    OUT = "out"  # out_proj (Gated DeltaNet: o_proj)
+    X = "x"  # Mamba-1: x_proj -> (dt_rank, B, C)
+    DT = "dt"  # Mamba-1: dt_proj; Mamba-2: dt part of in_proj (one value per head)
+    CONV1D = "conv1d"  # Mamba-1: depthwise causal conv
+    B = "b"  # Mamba-2: B part of in_proj (ngroups * d_state)
+    C = "c"  # Mamba-2: C part of in_proj (ngroups * d_state)
+    Q = "q"  # Gated DeltaNet: q_proj
+    K = "k"  # Gated DeltaNet: k_proj
+    V = "v"  # Gated DeltaNet: v_proj
+    DECAY = "decay"  # Gated DeltaNet: a_proj (the decay, alpha)
+    BETA = "beta"  # Gated DeltaNet: b_proj (the delta-rule step, beta)
+
+
+class Expertization(str, enum.Enum):
+    """Which projections of an SSM mixer RoM turns into experts (``rom.expertization``)."""
+
+    CUSTOM = "custom"  # exactly ``rom.expert_projections``
+    SELECTIVE = "selective"  # the large projections only, the small ones shared (the paper's Mamba-1 setting)
+    COMPREHENSIVE = "comprehensive"  # every projection the architecture has
+
+
+@dataclass(frozen=True)
+class ProjectionSet:
+    """The projections an SSM architecture has, and the "selective" subset (the large ones)."""
+
+    all: tuple[ExpertProjection, ...]
+    selective: tuple[ExpertProjection, ...]
+
+
+_EP = ExpertProjection
+SSM_PROJECTIONS: dict[SsmKind, ProjectionSet] = {
+    SsmKind.MAMBA: ProjectionSet(all=(_EP.CONV, _EP.GATE, _EP.OUT, _EP.X, _EP.DT, _EP.CONV1D),
+                                 selective=(_EP.CONV, _EP.GATE, _EP.OUT)),
+    # b, c (ngroups * d_state) and dt (nheads) are the small parts of Mamba-2's in_proj
+    SsmKind.MAMBA2: ProjectionSet(all=(_EP.CONV, _EP.GATE, _EP.B, _EP.C, _EP.DT, _EP.OUT),
+                                  selective=(_EP.CONV, _EP.GATE, _EP.OUT)),
+    # decay and beta project to one value per head
+    SsmKind.GATED_DELTANET: ProjectionSet(all=(_EP.Q, _EP.K, _EP.V, _EP.DECAY, _EP.BETA, _EP.GATE, _EP.OUT),
+                                          selective=(_EP.Q, _EP.K, _EP.V, _EP.GATE, _EP.OUT)),
+}
 
 
 class Routing(str, enum.Enum):
@@ -150,12 +228,44 @@ class MambaConfig:
 
 
 @dataclass(frozen=True)
+class Mamba2Config:
+    """Mamba-2 mixer settings (defaults: Dao & Gu, mamba_ssm's Mamba2 module)."""
+
+    expand: int = 2
+    d_state: int = 128
+    d_conv: int = 4
+    headdim: int = 64  # channels per head; nheads = expand * d_model / headdim
+    ngroups: int = 1  # groups of heads sharing B and C
+    chunk_size: int = 256  # the chunked scan's chunk length (numerics only, not the function)
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    A_init_min: float = 1.0  # A = -exp(A_log) per head, initialised uniform in [A_init_min, A_init_max]
+    A_init_max: float = 16.0
+    conv_bias: bool = True
+    proj_bias: bool = False
+
+    def validate(self, prefix: str) -> None:
+        for name in ("expand", "d_state", "d_conv", "headdim", "ngroups", "chunk_size", "dt_init_floor"):
+            _positive(prefix, name, getattr(self, name))
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ConfigError(f"{prefix}.dt_min/dt_max need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        if not 0 < self.A_init_min <= self.A_init_max:
+            raise ConfigError(f"{prefix}.A_init_min/A_init_max need 0 < min <= max, got {self.A_init_min}, "
+                              f"{self.A_init_max}")
+
+
+@dataclass(frozen=True)
 class RoMConfig:
     """Routing Mamba settings. Defaults follow PAPER.md; [?] items are options."""
 
     num_experts: int = 8
     top_k: int = 1
-    expert_projections: tuple[Projection, ...] = (Projection.CONV, Projection.GATE, Projection.OUT)
+    expert_projections: tuple[ExpertProjection, ...] = (
+        ExpertProjection.CONV, ExpertProjection.GATE, ExpertProjection.OUT)
+    # custom: expert_projections as given; selective / comprehensive: set from SSM_PROJECTIONS[model.ssm] (an
+    # expert_projections other than the default or the preset's is then an error)
+    expertization: Expertization = Expertization.CUSTOM
     routing: Routing = Routing.SHARED
     renormalize: bool = False  # renormalise the top-k router probabilities to sum to one
     branch_combine: Combine = Combine.MEAN  # [?] top-k>1 only: identical for top-1
@@ -169,15 +279,15 @@ class RoMConfig:
                 f"{prefix}.top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}"
             )
         if not self.expert_projections:
-            raise ConfigError(f"{prefix}.expert_projections must name at least one of {_choices(Projection)}")
+            raise ConfigError(f"{prefix}.expert_projections must name at least one of {_choices(ExpertProjection)}")
         if len(set(self.expert_projections)) != len(self.expert_projections):
             raise ConfigError(f"{prefix}.expert_projections has duplicates: {list(self.expert_projections)}")
         _check_renormalize(prefix, self.renormalize, self.top_k)
         _non_negative(prefix, "load_balance_coef", self.load_balance_coef)
         _non_negative(prefix, "z_loss_coef", self.z_loss_coef)
 
-    def is_expert(self, projection: Projection) -> bool:
-        return projection in self.expert_projections
+    def is_expert(self, projection: Projection | ExpertProjection) -> bool:
+        return projection.value in {p.value for p in self.expert_projections}
 
 
 @dataclass(frozen=True)
@@ -232,7 +342,9 @@ class ModelConfig:
     n_layer: int = 4
     vocab_size: int = 32000
     pattern: Pattern = Pattern.MAMBA
-    hybrid_ssm: Mixer = Mixer.MAMBA  # the SSM mixer of a hybrid: mamba or rom
+    # the SSM mixer of a hybrid: mamba or rom (the dense or routed mixer of model.ssm), or a mixer of model.ssm
+    hybrid_ssm: Mixer = Mixer.MAMBA
+    ssm: SsmKind = SsmKind.MAMBA  # the SSM architecture (see SsmKind, SSM_MIXERS)
     mlp: Mlp = Mlp.NONE  # MLP after each mixer (Samba: dense)
     d_ff: int = 0  # 0 means round_up(8/3 * d_model, 64)
     moe_every: int = 1  # with mlp=moe: every k-th MLP is an FFN-MoE, the others dense (1 = all)
@@ -240,22 +352,65 @@ class ModelConfig:
     tie_embeddings: bool = True
     init_std: float = 0.02
     mamba: MambaConfig = field(default_factory=MambaConfig)
+    mamba2: Mamba2Config = field(default_factory=Mamba2Config)
     rom: RoMConfig = field(default_factory=RoMConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    def __post_init__(self) -> None:
+        # named expertization settings fix rom.expert_projections from the architecture's projections
+        rom = self.rom
+        if isinstance(rom, RoMConfig) and rom.expertization != Expertization.CUSTOM and self.ssm in SSM_PROJECTIONS:
+            pset = SSM_PROJECTIONS[self.ssm]
+            preset = pset.all if rom.expertization == Expertization.COMPREHENSIVE else pset.selective
+            given = rom.expert_projections
+            if given != preset and given != RoMConfig().expert_projections:
+                raise ConfigError(
+                    f"model.rom.expert_projections={[p.value for p in given]} contradicts model.rom.expertization="
+                    f"{rom.expertization.value}, which for model.ssm={self.ssm.value} means "
+                    f"{[p.value for p in preset]}; drop one of the two (expertization=custom takes the list)")
+            if given != preset:
+                object.__setattr__(self, "rom", dataclasses.replace(rom, expert_projections=preset))
 
     def validate(self, prefix: str = "model") -> None:
         _positive(prefix, "d_model", self.d_model)
         _positive(prefix, "n_layer", self.n_layer)
         _positive(prefix, "vocab_size", self.vocab_size)
-        if self.hybrid_ssm == Mixer.ATTENTION:
-            raise ConfigError(f"{prefix}.hybrid_ssm must be 'mamba' or 'rom', got 'attention'")
+        if self.ssm not in SSM_MIXERS:
+            raise ConfigError(f"{prefix}.ssm={self.ssm.value!r} is not implemented yet (implemented: "
+                              f"{', '.join(repr(k.value) for k in SSM_MIXERS)})")
+        hybrid_kind = ssm_kind_of(self.hybrid_ssm)
+        if hybrid_kind is None:
+            raise ConfigError(f"{prefix}.hybrid_ssm must be an SSM mixer ('mamba' or 'rom': the dense or routed "
+                              f"mixer of {prefix}.ssm), got 'attention'")
+        if hybrid_kind[0] not in (SsmKind.MAMBA, self.ssm):
+            raise ConfigError(f"{prefix}.hybrid_ssm={self.hybrid_ssm.value!r} is a {hybrid_kind[0].value} mixer but "
+                              f"{prefix}.ssm={self.ssm.value!r}; use hybrid_ssm 'mamba' or 'rom' (the dense or "
+                              f"routed mixer of {prefix}.ssm) or set {prefix}.ssm={hybrid_kind[0].value}")
+        allowed = SSM_PROJECTIONS[self.ssm].all
+        foreign = [p.value for p in self.rom.expert_projections if p not in allowed]
+        if foreign and self.uses_rom:
+            raise ConfigError(f"{prefix}.rom.expert_projections={[p.value for p in self.rom.expert_projections]}: "
+                              f"{foreign} are not projections of a {self.ssm.value} mixer (it has "
+                              f"{[p.value for p in allowed]})")
         if self.d_ff < 0:
             raise ConfigError(f"{prefix}.d_ff must be >= 0 (0 = auto), got {self.d_ff}")
         _positive(prefix, "moe_every", self.moe_every)
         _positive(prefix, "norm_eps", self.norm_eps)
         _positive(prefix, "init_std", self.init_std)
         self.mamba.validate(f"{prefix}.mamba")
+        self.mamba2.validate(f"{prefix}.mamba2")
+        if self.ssm == SsmKind.MAMBA2:
+            m2 = self.mamba2
+            if (m2.expand * self.d_model) % m2.headdim:
+                raise ConfigError(f"{prefix}.mamba2: d_inner = expand * d_model = {m2.expand * self.d_model} must be "
+                                  f"divisible by {prefix}.mamba2.headdim={m2.headdim}")
+            if self.mamba2_nheads % m2.ngroups:
+                raise ConfigError(f"{prefix}.mamba2: nheads = {self.mamba2_nheads} must be divisible by "
+                                  f"{prefix}.mamba2.ngroups={m2.ngroups}")
+            if self.uses_rom and m2.proj_bias:
+                raise ConfigError(f"{prefix}.mamba2.proj_bias=true is not supported with RoM mixers (experts carry "
+                                  f"no bias)")
         self.rom.validate(f"{prefix}.rom")
         self.moe.validate(f"{prefix}.moe")
         self.attention.validate(f"{prefix}.attention")
@@ -279,6 +434,33 @@ class ModelConfig:
         return self.mamba.dt_rank or math.ceil(self.d_model / 16)
 
     @property
+    def mamba2_d_inner(self) -> int:
+        return self.mamba2.expand * self.d_model
+
+    @property
+    def mamba2_nheads(self) -> int:
+        return self.mamba2_d_inner // self.mamba2.headdim
+
+    @property
+    def ssm_mixer(self) -> Mixer:
+        """The SSM mixer of this model's SSM layers (pure pattern or hybrid)."""
+        dense, routed = SSM_MIXERS.get(self.ssm, (None, None))
+        if self.pattern == Pattern.MAMBA:
+            mixer = dense
+        elif self.pattern == Pattern.ROM:
+            mixer = routed
+        else:
+            kind = ssm_kind_of(self.hybrid_ssm)
+            if kind is not None and kind[0] == SsmKind.MAMBA:  # generic: the dense / routed mixer of model.ssm
+                mixer = routed if kind[1] else dense
+            else:
+                mixer = self.hybrid_ssm
+        if mixer is None:
+            raise ConfigError(f"model.ssm={self.ssm.value!r} is not implemented yet (implemented: "
+                              f"{', '.join(repr(k.value) for k in SSM_MIXERS)})")
+        return mixer
+
+    @property
     def ffn_dim(self) -> int:
         return self.d_ff or int(math.ceil(8 * self.d_model / 3 / 64) * 64)
 
@@ -286,13 +468,12 @@ class ModelConfig:
         """(mixer, mlp) for each of the n_layer residual mixer layers, in order."""
         out: list[tuple[Mixer, Mlp]] = []
         mlp_index = 0
+        ssm_mixer = self.ssm_mixer
         for i in range(self.n_layer):
-            if self.pattern == Pattern.MAMBA:
-                mixer = Mixer.MAMBA
-            elif self.pattern == Pattern.ROM:
-                mixer = Mixer.ROM
+            if self.pattern in (Pattern.MAMBA, Pattern.ROM):
+                mixer = ssm_mixer
             else:
-                mixer = self.hybrid_ssm if i % 2 == 0 else Mixer.ATTENTION
+                mixer = ssm_mixer if i % 2 == 0 else Mixer.ATTENTION
             mlp = self.mlp
             if mlp == Mlp.MOE:
                 mlp = Mlp.MOE if mlp_index % self.moe_every == 0 else Mlp.DENSE
@@ -303,13 +484,16 @@ class ModelConfig:
 
     @property
     def family(self) -> str:
-        """Model family used by the analysis: mamba, rom, hybrid-mamba, hybrid-rom (+ '+moe')."""
-        base = self.pattern.value if self.pattern != Pattern.HYBRID else f"hybrid-{self.hybrid_ssm.value}"
+        """Model family used by the analysis: the SSM mixer (mamba, rom, mamba2, rom-mamba2, ...), 'hybrid-'
+        before it for hybrids, '+moe' after it with FFN-MoE MLPs (analysis/families.py derives the same)."""
+        mixer = self.ssm_mixer.value
+        base = mixer if self.pattern != Pattern.HYBRID else f"hybrid-{mixer}"
         return base + ("+moe" if self.mlp == Mlp.MOE else "")
 
     @property
     def uses_rom(self) -> bool:
-        return any(m == Mixer.ROM for m, _ in self.layers())
+        """Some layer is a routed (RoM) mixer."""
+        return any((ssm_kind_of(m) or (None, False))[1] for m, _ in self.layers())
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -513,6 +697,11 @@ class EvalConfig:
 _TRAIN_FIELDS_ADDED_LATER = ("master_weights", "schedule", "decay_fraction", "cooldown_branches", "deterministic")
 
 
+# ModelConfig fields (and sections) and RoMConfig fields hashed only when they differ from their defaults
+_MODEL_FIELDS_ADDED_LATER = ("ssm", "mamba2")
+_ROM_FIELDS_ADDED_LATER = ("expertization",)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one training run. ``name`` and ``study`` label it; they are not hashed."""
@@ -546,6 +735,13 @@ class RunConfig:
         for added in _TRAIN_FIELDS_ADDED_LATER:
             if payload["train"][added] == train_defaults[added]:
                 payload["train"].pop(added)
+        model_defaults = to_dict(ModelConfig())
+        for added in _MODEL_FIELDS_ADDED_LATER:
+            if payload["model"][added] == model_defaults[added]:
+                payload["model"].pop(added)
+        for added in _ROM_FIELDS_ADDED_LATER:
+            if payload["model"]["rom"][added] == model_defaults["rom"][added]:
+                payload["model"]["rom"].pop(added)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

@@ -99,3 +99,65 @@ def test_presets_validate():
     checked by tests/test_pipeline_studies.py::test_shipped_studies_are_valid)."""
     for name in preset_names():
         model_preset(name).validate()
+
+
+# ---------------------------------------------------------------------------------- SSM architecture (issue 27)
+
+_REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_committed_run_configs_still_hash_to_their_run_ids():
+    """model.ssm, model.mamba2 and rom.expertization, at their defaults, leave every existing run id unchanged."""
+    paths = sorted(_REPO.glob("results/*/runs/*/config.yaml"))
+    assert paths, "no committed run configs found"
+    for path in paths:
+        cfg = load_run_config(path)
+        assert cfg.run_id == path.parent.name, path
+
+
+def test_new_model_fields_change_the_hash_only_away_from_their_defaults():
+    base = load_run_config(None, ["name=x"])
+    same = load_run_config(None, ["name=x", "model.ssm=mamba", "model.rom.expertization=custom",
+                                  "model.mamba2.headdim=64"])
+    assert base.run_id == same.run_id
+    assert load_run_config(None, ["name=x", "model.mamba2.headdim=32"]).run_id != base.run_id
+    sel = load_run_config(None, ["name=x", "model.rom.expertization=selective"])
+    assert sel.run_id != base.run_id  # the label is hashed even where it resolves to the default list
+    assert sel.model.rom.expert_projections == (Projection.CONV, Projection.GATE, Projection.OUT)
+
+
+def test_expertization_presets_per_architecture():
+    from rom.config import SSM_PROJECTIONS, Expertization, SsmKind
+
+    comp = load_run_config(None, ["model.pattern=rom", "model.rom.expertization=comprehensive"]).model
+    assert comp.rom.expertization == Expertization.COMPREHENSIVE
+    assert comp.rom.expert_projections == SSM_PROJECTIONS[SsmKind.MAMBA].all
+    # a list that agrees with the preset is fine; a different one contradicts it
+    load_run_config(None, ["model.pattern=rom", "model.rom.expertization=comprehensive",
+                           "model.rom.expert_projections=[conv, gate, out, x, dt, conv1d]"])
+    with pytest.raises(ConfigError, match="contradicts model.rom.expertization=selective"):
+        load_run_config(None, ["model.pattern=rom", "model.rom.expertization=selective",
+                               "model.rom.expert_projections=[conv, out]"])
+    for pset in SSM_PROJECTIONS.values():
+        assert set(pset.selective) < set(pset.all)
+
+
+def test_projection_of_another_architecture_is_rejected():
+    with pytest.raises(ConfigError, match=r"\['q'\] are not projections of a mamba mixer"):
+        load_run_config(None, ["model.pattern=rom", "model.rom.expert_projections=[conv, q]"])
+    # a dense model does not use rom.expert_projections
+    load_run_config(None, ["model.pattern=mamba", "model.rom.expert_projections=[q]"])
+
+
+def test_unimplemented_architecture_is_a_clear_error():
+    with pytest.raises(ConfigError, match="model.ssm='gated-deltanet' is not implemented yet"):
+        load_run_config(None, ["model.ssm=gated-deltanet"])
+    with pytest.raises(ConfigError, match="model.ssm='transformer' is not allowed"):
+        load_run_config(None, ["model.ssm=transformer"])
+
+
+def test_family_of_mamba1_models_unchanged():
+    assert ModelConfig(pattern=Pattern.MAMBA).family == "mamba"
+    assert ModelConfig(pattern=Pattern.ROM, mlp=Mlp.MOE).family == "rom+moe"
+    assert ModelConfig(pattern=Pattern.HYBRID, hybrid_ssm=Mixer.ROM).family == "hybrid-rom"
+    assert ModelConfig(pattern=Pattern.HYBRID).layers()[:2] == [(Mixer.MAMBA, Mlp.NONE), (Mixer.ATTENTION, Mlp.NONE)]
