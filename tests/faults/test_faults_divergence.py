@@ -112,3 +112,21 @@ def test_study_option_defaults_to_fail() -> None:
     with pytest.raises(Exception, match="ignore"):
         validate(bad, str(schema))
     assert yaml.safe_load(schema.read_text())["properties"]["on_divergence"]["enum"] == ["fail", "exclude"]
+
+
+def test_pipeline_passes_the_study_option_to_rom_train(tmp_path: Path) -> None:
+    """A dry run of the tiny study with on_divergence: exclude trains with --on-divergence exclude (default
+    fail is covered by the schema test above)."""
+    pytest.importorskip("snakemake")
+    import yaml
+
+    from test_pipeline_dag import copy_pipeline, snakemake
+
+    work = copy_pipeline(tmp_path)
+    study = yaml.safe_load((work / "config" / "studies" / "tiny.yaml").read_text())
+    study.update(study="tiny-exclude", on_divergence="exclude")
+    (work / "config" / "studies" / "tiny-exclude.yaml").write_text(yaml.safe_dump(study))
+    result = snakemake(work, "-n", "-p", "--cores", "1", "--config", "study=tiny-exclude")
+    assert result.returncode == 0, result.stderr + result.stdout
+    trains = [line for line in result.stdout.splitlines() if "python -m rom train " in line]
+    assert trains and all("--on-divergence exclude" in line for line in trains)
