@@ -83,11 +83,11 @@ def save_model(run_dir: str | Path, cfg: RunConfig, state_dict: dict[str, torch.
 
 
 def read_model_metadata(run_dir: str | Path) -> dict[str, Any]:
-    """The ``metadata`` given to ``save_model`` for RUN_DIR's model file: {} when it was given none or RUN_DIR
-    has no model file (loading the model is what reports that); a legacy model.pt: its 'metadata' entry, if any."""
+    """The ``metadata`` given to ``save_model`` for RUN_DIR's model file ({} when none; legacy model.pt: its
+    'metadata' entry, if any). No model file in RUN_DIR: CheckpointError, as for loading the model."""
     path = model_file(run_dir)
     if path is None:
-        return {}
+        raise CheckpointError(f"{Path(run_dir)}: no trained model here ({MODEL_FILE} or {LEGACY_MODEL_FILE})")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
