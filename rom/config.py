@@ -51,19 +51,22 @@ class SsmKind(str, enum.Enum):
 
     MAMBA = "mamba"  # Mamba-1 (Gu & Dao): the paper's
     MAMBA2 = "mamba2"  # Mamba-2 (Dao & Gu, SSD): not implemented yet (ConfigError)
-    GATED_DELTANET = "gated-deltanet"  # Gated DeltaNet (Yang et al.): not implemented yet (ConfigError)
+    GATED_DELTANET = "gated-deltanet"  # Gated DeltaNet (Yang, Kautz & Hatamizadeh, ICLR 2025)
 
 
 class Mixer(str, enum.Enum):
     MAMBA = "mamba"
     ROM = "rom"
     ATTENTION = "attention"
+    GATED_DELTANET = "gated-deltanet"  # dense Gated DeltaNet (rom.layers.gated_deltanet)
+    ROM_GATED_DELTANET = "rom-gated-deltanet"  # Gated DeltaNet with routed expert projections
 
 
 # architecture -> (dense mixer, routed mixer). An SsmKind without a row is rejected by ModelConfig.validate as
 # not implemented; adding an architecture is one row here plus its mixer-map entries (rom/layers/mixers.py).
 SSM_MIXERS: dict[SsmKind, tuple[Mixer, Mixer]] = {
     SsmKind.MAMBA: (Mixer.MAMBA, Mixer.ROM),
+    SsmKind.GATED_DELTANET: (Mixer.GATED_DELTANET, Mixer.ROM_GATED_DELTANET),
 }
 
 
@@ -256,6 +259,35 @@ class Mamba2Config:
 
 
 @dataclass(frozen=True)
+class GatedDeltaNetConfig:
+    """Gated DeltaNet mixer settings (defaults: flash-linear-attention's GatedDeltaNet layer and its 1.3B config).
+
+    key_dim = num_heads * head_dim (q, k), value_dim = key_dim * expand_v (v, the output gate, o_proj's input)."""
+
+    num_heads: int = 6
+    head_dim: int = 256  # q / k channels per head (the state of a head is head_dim x expand_v * head_dim)
+    expand_v: int = 2  # v channels per head = expand_v * head_dim
+    d_conv: int = 4  # width of the short causal convs on q, k and v
+    conv_bias: bool = False
+    norm_eps: float = 1e-5  # the per-head output RMSNorm
+    chunk_size: int = 64  # the chunked recurrence's chunk length (numerics and speed only, not the function)
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    A_init_min: float = 0.0  # A = exp(A_log) per head, initialised uniform in [A_init_min, A_init_max] (fla: 0, 16)
+    A_init_max: float = 16.0
+
+    def validate(self, prefix: str) -> None:
+        for name in ("num_heads", "head_dim", "expand_v", "d_conv", "chunk_size", "norm_eps", "dt_init_floor"):
+            _positive(prefix, name, getattr(self, name))
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ConfigError(f"{prefix}.dt_min/dt_max need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        if not 0 <= self.A_init_min < self.A_init_max:
+            raise ConfigError(f"{prefix}.A_init_min/A_init_max need 0 <= min < max, got {self.A_init_min}, "
+                              f"{self.A_init_max}")
+
+
+@dataclass(frozen=True)
 class RoMConfig:
     """Routing Mamba settings. Defaults follow PAPER.md; [?] items are options."""
 
@@ -353,6 +385,7 @@ class ModelConfig:
     init_std: float = 0.02
     mamba: MambaConfig = field(default_factory=MambaConfig)
     mamba2: Mamba2Config = field(default_factory=Mamba2Config)
+    gated_deltanet: GatedDeltaNetConfig = field(default_factory=GatedDeltaNetConfig)
     rom: RoMConfig = field(default_factory=RoMConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -400,6 +433,7 @@ class ModelConfig:
         _positive(prefix, "init_std", self.init_std)
         self.mamba.validate(f"{prefix}.mamba")
         self.mamba2.validate(f"{prefix}.mamba2")
+        self.gated_deltanet.validate(f"{prefix}.gated_deltanet")
         if self.ssm == SsmKind.MAMBA2:
             m2 = self.mamba2
             if (m2.expand * self.d_model) % m2.headdim:
@@ -698,7 +732,7 @@ _TRAIN_FIELDS_ADDED_LATER = ("master_weights", "schedule", "decay_fraction", "co
 
 
 # ModelConfig fields (and sections) and RoMConfig fields hashed only when they differ from their defaults
-_MODEL_FIELDS_ADDED_LATER = ("ssm", "mamba2")
+_MODEL_FIELDS_ADDED_LATER = ("ssm", "mamba2", "gated_deltanet")
 _ROM_FIELDS_ADDED_LATER = ("expertization",)
 
 

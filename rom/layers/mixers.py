@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from rom.config import ConfigError, Mixer, ModelConfig, Projection, Routing
+from rom.config import ConfigError, ExpertProjection, Mixer, ModelConfig, Projection, Routing
 
 if TYPE_CHECKING:
     from torch import nn
@@ -141,6 +141,96 @@ def _attention_flops(cfg: ModelConfig, seq_len: int, add: FlopAdd) -> None:
     add("attention.scores", 4 * Dm * mean_attended_keys(seq_len, cfg.attention.window))
 
 
+# ------------------------------------------------------------------------------------------ gated deltanet
+
+
+def _gdn_shapes(cfg: ModelConfig) -> tuple[int, int, int, int]:
+    """(heads, head_dim, key_dim, value_dim) of a Gated DeltaNet mixer."""
+    g = cfg.gated_deltanet
+    key_dim = g.num_heads * g.head_dim
+    return g.num_heads, g.head_dim, key_dim, key_dim * g.expand_v
+
+
+def _build_gdn(cfg: ModelConfig, backend: str) -> "nn.Module":
+    from rom.layers.gated_deltanet import GatedDeltaNetMixer
+
+    return GatedDeltaNetMixer(cfg.d_model, cfg.gated_deltanet, backend)
+
+
+def _build_rom_gdn(cfg: ModelConfig, backend: str) -> "nn.Module":
+    from rom.layers.gated_deltanet import RoMGatedDeltaNetMixer
+
+    return RoMGatedDeltaNetMixer(cfg.d_model, cfg.gated_deltanet, cfg.rom, backend)
+
+
+def _gdn_projection_params(cfg: ModelConfig) -> dict[ExpertProjection, tuple[str, int]]:
+    """Each projection of a Gated DeltaNet mixer: (component, weights of one copy)."""
+    Dm = cfg.d_model
+    H, _, Dk, Dv = _gdn_shapes(cfg)
+    EP = ExpertProjection
+    return {EP.Q: ("mixer.q_proj", Dm * Dk), EP.K: ("mixer.k_proj", Dm * Dk), EP.V: ("mixer.v_proj", Dm * Dv),
+            EP.DECAY: ("mixer.a_proj", Dm * H), EP.BETA: ("mixer.b_proj", Dm * H),
+            EP.GATE: ("mixer.g_proj", Dm * Dv), EP.OUT: ("mixer.o_proj", Dv * Dm)}
+
+
+def _gdn_shared_params(cfg: ModelConfig, add: ParamAdd) -> None:
+    """The parts of a Gated DeltaNet mixer that are never experts: short convs, A_log / dt_bias, the norm gain."""
+    g = cfg.gated_deltanet
+    H, Dh, Dk, Dv = _gdn_shapes(cfg)
+    add("mixer.conv1d", (2 * Dk + Dv) * g.d_conv + ((2 * Dk + Dv) if g.conv_bias else 0))
+    add("mixer.A_log_dt_bias", 2 * H)
+    add("mixer.o_norm", Dh * g.expand_v)
+
+
+def _gdn_params(cfg: ModelConfig, add: ParamAdd) -> None:
+    for name, n in _gdn_projection_params(cfg).values():
+        add(name, n)
+    _gdn_shared_params(cfg, add)
+
+
+def _rom_gdn_params(cfg: ModelConfig, add: ParamAdd) -> None:
+    r = cfg.rom
+    add("mixer.router", _n_routers(cfg) * r.num_experts * cfg.d_model)
+    for proj, (name, n) in _gdn_projection_params(cfg).items():
+        add(name, *_bank(n, r.num_experts, r.top_k, r.is_expert(proj)))
+    _gdn_shared_params(cfg, add)
+
+
+def gdn_recurrence_flops(seq_len: int, heads: int, head_dim: int, head_v_dim: int, chunk: int) -> float:
+    """Forward FLOPs per token of the chunked gated delta rule as rom.kernels.reference.gated_delta computes it
+    (chunk C = min(chunk, seq_len), the sequence padded to whole chunks; per head, K = head_dim, V = head_v_dim):
+    K K^T and Q K^T within the chunk (2 x 2CK), the unit-triangular solve for the WY factors (C(K + V)), the
+    intra-chunk output (2CV), and the three products with the carried state (3 x 2KV); elementwise decays,
+    gates and norms are not counted (rom.accounting's conventions)."""
+    C = min(chunk, seq_len)
+    padded = -(-seq_len // C) * C / seq_len
+    K, V = head_dim, head_v_dim
+    return heads * padded * (4 * C * K + C * (K + V) + 2 * C * V + 6 * K * V)
+
+
+def _gdn_flops_with(cfg: ModelConfig, seq_len: int, add: FlopAdd, mult: dict[ExpertProjection, int]) -> None:
+    g = cfg.gated_deltanet
+    H, Dh, Dk, Dv = _gdn_shapes(cfg)
+    names = _gdn_projection_params(cfg)
+    for proj in (ExpertProjection.Q, ExpertProjection.K, ExpertProjection.V, ExpertProjection.DECAY,
+                 ExpertProjection.BETA, ExpertProjection.GATE):
+        name, n = names[proj]
+        add(name.removeprefix("mixer."), 2 * n * mult[proj])
+    add("conv1d", 2 * (2 * Dk + Dv) * g.d_conv)
+    add("scan", gdn_recurrence_flops(seq_len, H, Dh, Dh * g.expand_v, g.chunk_size))
+    add("o_proj", 2 * Dv * cfg.d_model * mult[ExpertProjection.OUT])
+
+
+def _gdn_flops(cfg: ModelConfig, seq_len: int, add: FlopAdd) -> None:
+    _gdn_flops_with(cfg, seq_len, add, {p: 1 for p in ExpertProjection})
+
+
+def _rom_gdn_flops(cfg: ModelConfig, seq_len: int, add: FlopAdd) -> None:
+    r = cfg.rom
+    add("router", 2 * cfg.d_model * r.num_experts * _n_routers(cfg))
+    _gdn_flops_with(cfg, seq_len, add, {p: (r.top_k if r.is_expert(p) else 1) for p in ExpertProjection})
+
+
 # ------------------------------------------------------------------------------------------ the map
 
 
@@ -148,6 +238,8 @@ MIXERS: dict[Mixer, MixerSpec] = {
     Mixer.MAMBA: MixerSpec(_build_mamba, _mamba_params, _mamba_flops),
     Mixer.ROM: MixerSpec(_build_rom, _rom_params, _rom_flops),
     Mixer.ATTENTION: MixerSpec(_build_attention, _attention_params, _attention_flops),
+    Mixer.GATED_DELTANET: MixerSpec(_build_gdn, _gdn_params, _gdn_flops),
+    Mixer.ROM_GATED_DELTANET: MixerSpec(_build_rom_gdn, _rom_gdn_params, _rom_gdn_flops),
 }
 
 
