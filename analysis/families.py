@@ -37,6 +37,8 @@ class SsmMixer:
 SSM_MIXERS: dict[str, SsmMixer] = {
     "mamba": SsmMixer("mamba", routed=False, dense="mamba"),
     "rom": SsmMixer("rom", routed=True, dense="mamba"),
+    "mamba2": SsmMixer("mamba2", routed=False, dense="mamba2"),
+    "rom-mamba2": SsmMixer("rom-mamba2", routed=True, dense="mamba2"),
     "gated-deltanet": SsmMixer("gated-deltanet", routed=False, dense="gated-deltanet"),
     "rom-gated-deltanet": SsmMixer("rom-gated-deltanet", routed=True, dense="gated-deltanet"),
 }
@@ -46,6 +48,7 @@ SSM_MIXERS: dict[str, SsmMixer] = {
 # hybrid_ssm "mamba" / "rom" mean the dense / routed mixer of that architecture.
 SSM_KINDS: dict[str, tuple[str, str]] = {
     "mamba": ("mamba", "rom"),
+    "mamba2": ("mamba2", "rom-mamba2"),
     "gated-deltanet": ("gated-deltanet", "rom-gated-deltanet"),
 }
 GENERIC_SSM = SSM_KINDS["mamba"]  # the names that mean "dense" and "routed" of whatever model.ssm is

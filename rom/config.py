@@ -50,7 +50,7 @@ class SsmKind(str, enum.Enum):
     architecture" (see ``SSM_MIXERS``)."""
 
     MAMBA = "mamba"  # Mamba-1 (Gu & Dao): the paper's
-    MAMBA2 = "mamba2"  # Mamba-2 (Dao & Gu, SSD): not implemented yet (ConfigError)
+    MAMBA2 = "mamba2"  # Mamba-2 (Dao & Gu, SSD)
     GATED_DELTANET = "gated-deltanet"  # Gated DeltaNet (Yang, Kautz & Hatamizadeh, ICLR 2025)
 
 
@@ -58,6 +58,8 @@ class Mixer(str, enum.Enum):
     MAMBA = "mamba"
     ROM = "rom"
     ATTENTION = "attention"
+    MAMBA2 = "mamba2"
+    ROM_MAMBA2 = "rom-mamba2"
     GATED_DELTANET = "gated-deltanet"  # dense Gated DeltaNet (rom.layers.gated_deltanet)
     ROM_GATED_DELTANET = "rom-gated-deltanet"  # Gated DeltaNet with routed expert projections
 
@@ -66,6 +68,7 @@ class Mixer(str, enum.Enum):
 # not implemented; adding an architecture is one row here plus its mixer-map entries (rom/layers/mixers.py).
 SSM_MIXERS: dict[SsmKind, tuple[Mixer, Mixer]] = {
     SsmKind.MAMBA: (Mixer.MAMBA, Mixer.ROM),
+    SsmKind.MAMBA2: (Mixer.MAMBA2, Mixer.ROM_MAMBA2),
     SsmKind.GATED_DELTANET: (Mixer.GATED_DELTANET, Mixer.ROM_GATED_DELTANET),
 }
 

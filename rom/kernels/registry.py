@@ -98,6 +98,7 @@ IMPLS: dict[str, dict[str, str | Impl]] = {
                     "triton": "rom.kernels.inner_path:mamba_inner_triton"},
     "adamw_step": {"reference": f"{_R}.adamw:adamw_step_reference",
                    "triton": "rom.kernels.triton_adamw:adamw_step_triton"},
+    "ssd_scan": {"reference": f"{_R}.ssd:ssd_scan_reference"},  # Mamba-2's chunked scan (rom.kernels.ssd_ops)
     # Gated DeltaNet's chunked gated delta rule; reference only for now (a GPU path through fla-core's kernels
     # is future work, docs/mamba2.md)
     "gated_delta_rule": {"reference": f"{_R}.gated_delta:gated_delta_rule_reference"},

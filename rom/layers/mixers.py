@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from rom.config import ConfigError, ExpertProjection, Mixer, ModelConfig, Projection, Routing
+from rom.config import (SSM_PROJECTIONS, ConfigError, ExpertProjection, Mixer, ModelConfig, Projection, Routing,
+                        SsmKind)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -110,6 +111,98 @@ def _rom_flops(cfg: ModelConfig, seq_len: int, add: FlopAdd) -> None:
     r = cfg.rom
     add("router", 2 * cfg.d_model * r.num_experts * _n_routers(cfg))
     _ssm_flops(cfg, add, {p: (r.top_k if r.is_expert(p) else 1) for p in Projection})
+
+
+# ------------------------------------------------------------------------------------------ mamba2
+
+
+def ssd_scan_flops(d_inner: int, nheads: int, ngroups: int, d_state: int, chunk: int) -> float:
+    """Forward FLOPs per token of the chunked SSD scan (rom.kernels.reference.ssd) in chunks of ``chunk``
+    positions: C.B within the chunk (2 G N Q), its decay mask (H Q), the masked product with the inputs
+    (2 D_e Q), the chunk states (2 D_e N), their recurrence across chunks (2 D_e N / Q), the entering state's
+    readout (2 D_e N), and delta * x plus the D skip (3 D_e)."""
+    De, H, G, N, Q = d_inner, nheads, ngroups, d_state, chunk
+    return 2 * G * N * Q + H * Q + 2 * De * Q + 4 * De * N + 2 * De * N / Q + 3 * De
+
+
+def _m2_shapes(cfg: ModelConfig) -> tuple[int, int, int, int, int]:
+    """(d_model, d_inner, nheads, ngroups * d_state, d_conv) of a Mamba-2 mixer."""
+    m = cfg.mamba2
+    return cfg.d_model, cfg.mamba2_d_inner, cfg.mamba2_nheads, m.ngroups * m.d_state, m.d_conv
+
+
+def _m2_parts(cfg: ModelConfig) -> list[tuple[ExpertProjection, str, int]]:
+    """(projection, component name, output width) of the in_proj parts, in mamba_ssm's order z, x, B, C, dt."""
+    Dm, De, H, GN, w = _m2_shapes(cfg)
+    P = ExpertProjection
+    return [(P.GATE, "gate_proj", De), (P.CONV, "conv_proj", De), (P.B, "b_proj", GN), (P.C, "c_proj", GN),
+            (P.DT, "dt_proj", H)]
+
+
+def _m2_shared_params(cfg: ModelConfig, add: ParamAdd) -> None:
+    """conv1d over (x, B, C), A_log / D / dt_bias per head, the gated norm: shared by dense and RoM."""
+    Dm, De, H, GN, w = _m2_shapes(cfg)
+    conv_dim = De + 2 * GN
+    add("mixer.conv1d", conv_dim * w + (conv_dim if cfg.mamba2.conv_bias else 0))
+    add("mixer.A_log_D_dt_bias", 3 * H)
+    add("mixer.norm", De)
+
+
+def _m2_flops(cfg: ModelConfig, seq_len: int, add: FlopAdd, mult: dict[ExpertProjection, int]) -> None:
+    Dm, De, H, GN, w = _m2_shapes(cfg)
+    m = cfg.mamba2
+    for proj, name, width in _m2_parts(cfg):
+        add(name, 2 * Dm * width * mult[proj])
+    add("conv1d", 2 * (De + 2 * GN) * w)
+    add("scan", ssd_scan_flops(De, H, m.ngroups, m.d_state, max(1, min(m.chunk_size, seq_len))))
+    add("out_proj", 2 * De * Dm * mult[ExpertProjection.OUT])
+
+
+def _build_mamba2(cfg: ModelConfig, backend: str) -> "nn.Module":
+    from rom.layers.mamba2 import Mamba2Mixer
+
+    return Mamba2Mixer(cfg.d_model, cfg.mamba2, cfg.norm_eps, backend)
+
+
+def _mamba2_params(cfg: ModelConfig, add: ParamAdd) -> None:
+    Dm, De, H, GN, w = _m2_shapes(cfg)
+    bias = cfg.mamba2.proj_bias
+    width = 2 * De + 2 * GN + H
+    add("mixer.in_proj", Dm * width + (width if bias else 0))
+    _m2_shared_params(cfg, add)
+    add("mixer.out_proj", De * Dm + (Dm if bias else 0))
+
+
+def _mamba2_flops(cfg: ModelConfig, seq_len: int, add: FlopAdd) -> None:
+    _m2_flops(cfg, seq_len, add, {p: 1 for p in ExpertProjection})
+
+
+def _build_rom_mamba2(cfg: ModelConfig, backend: str) -> "nn.Module":
+    from rom.layers.rom_mamba2 import RoMMamba2Mixer
+
+    return RoMMamba2Mixer(cfg.d_model, cfg.mamba2, cfg.rom, cfg.norm_eps, backend)
+
+
+def _m2_routers(cfg: ModelConfig) -> int:
+    r = cfg.rom
+    return 1 if r.routing == Routing.SHARED else sum(r.is_expert(p) for p in SSM_PROJECTIONS[SsmKind.MAMBA2].all)
+
+
+def _rom_mamba2_params(cfg: ModelConfig, add: ParamAdd) -> None:
+    Dm, De, H, GN, w = _m2_shapes(cfg)
+    r = cfg.rom
+    E, k = r.num_experts, r.top_k
+    add("mixer.router", _m2_routers(cfg) * E * Dm)
+    for proj, name, width in _m2_parts(cfg):
+        add(f"mixer.{name}", *_bank(Dm * width, E, k, r.is_expert(proj)))
+    _m2_shared_params(cfg, add)
+    add("mixer.out_proj", *_bank(De * Dm, E, k, r.is_expert(ExpertProjection.OUT)))
+
+
+def _rom_mamba2_flops(cfg: ModelConfig, seq_len: int, add: FlopAdd) -> None:
+    r = cfg.rom
+    add("router", 2 * cfg.d_model * r.num_experts * _m2_routers(cfg))
+    _m2_flops(cfg, seq_len, add, {p: (r.top_k if r.is_expert(p) else 1) for p in ExpertProjection})
 
 
 # ------------------------------------------------------------------------------------------ attention
@@ -238,6 +331,8 @@ MIXERS: dict[Mixer, MixerSpec] = {
     Mixer.MAMBA: MixerSpec(_build_mamba, _mamba_params, _mamba_flops),
     Mixer.ROM: MixerSpec(_build_rom, _rom_params, _rom_flops),
     Mixer.ATTENTION: MixerSpec(_build_attention, _attention_params, _attention_flops),
+    Mixer.MAMBA2: MixerSpec(_build_mamba2, _mamba2_params, _mamba2_flops),
+    Mixer.ROM_MAMBA2: MixerSpec(_build_rom_mamba2, _rom_mamba2_params, _rom_mamba2_flops),
     Mixer.GATED_DELTANET: MixerSpec(_build_gdn, _gdn_params, _gdn_flops),
     Mixer.ROM_GATED_DELTANET: MixerSpec(_build_rom_gdn, _rom_gdn_params, _rom_gdn_flops),
 }

@@ -33,6 +33,26 @@ from rom.layers.mamba import CausalConv1d, SSMCore, init_dt_bias
 from rom.layers.router import Router, RouterDecision
 
 
+def indicator_scale(rcfg: RoMConfig) -> float:
+    """Constant weight of each chosen expert in the 0/1-indicator branches (shared, independent-indicator):
+    1 for top-1 or ``branch_combine=sum``, 1/k for the mean of k experts."""
+    if rcfg.branch_combine == Combine.SUM or rcfg.top_k == 1:
+        return 1.0
+    return 1.0 / rcfg.top_k
+
+
+def make_routers(d_model: int, rcfg: RoMConfig, projections, backend: str) -> tuple["Router | None", nn.ModuleDict]:
+    """Shared routing: (one router named "router", empty dict); otherwise (None, one router per projection
+    value, named "router_<value>")."""
+    def router(name: str) -> Router:
+        return Router(d_model, rcfg.num_experts, rcfg.top_k, rcfg.renormalize, rcfg.load_balance_coef,
+                      rcfg.z_loss_coef, name, backend)
+
+    if rcfg.routing == Routing.SHARED:
+        return router("router"), nn.ModuleDict()
+    return None, nn.ModuleDict({p.value: router(f"router_{p.value}") for p in projections})
+
+
 class RoMMixer(nn.Module):
     def __init__(
         self, d_model: int, mcfg: MambaConfig, rcfg: RoMConfig, dt_rank: int, backend: str = "auto",
@@ -49,14 +69,11 @@ class RoMMixer(nn.Module):
         self.backend = backend
         De, N, R = self.d_inner, self.d_state, dt_rank
 
-        def router(name: str) -> Router:
-            return Router(d_model, E, rcfg.top_k, rcfg.renormalize, rcfg.load_balance_coef, rcfg.z_loss_coef, name,
-                          backend)
-
+        router, routers = make_routers(d_model, rcfg, rcfg.expert_projections, backend)
         if self.shared:
-            self.router = router("router")
+            self.router = router
         else:
-            self.routers = nn.ModuleDict({p.value: router(f"router_{p.value}") for p in rcfg.expert_projections})
+            self.routers = routers
 
         # conv (x) and gate (z) halves of in_proj. Under shared routing the expert halves form one bank, so a
         # single grouped GEMM computes both (as the dense in_proj computes x and z in one matmul).
@@ -112,9 +129,7 @@ class RoMMixer(nn.Module):
     # ------------------------------------------------------------------------------------------ routing
     def _indicator_scale(self) -> float:
         """Constant weight of each chosen expert in the 0/1-indicator branches (shared, independent-indicator)."""
-        if self.rcfg.branch_combine == Combine.SUM or self.rcfg.top_k == 1:
-            return 1.0
-        return 1.0 / self.rcfg.top_k
+        return indicator_scale(self.rcfg)
 
     def _rows(self, x: torch.Tensor, dec: RouterDecision) -> torch.Tensor:
         """Channels-first activation (b, C, L) -> its token-slot rows sorted by expert (T*k, C)."""

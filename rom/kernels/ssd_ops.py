@@ -1,0 +1,17 @@
+"""Mamba-2's SSD scan as a kernel op (see rom.kernels.reference.ssd for its semantics).
+
+Only the pure-torch reference implements it so far; the backend switch is in place for a Triton one.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rom.kernels.registry import get_impl
+
+
+def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+             dt_bias: Tensor | None = None, chunk_size: int = 256, backend: str = "auto") -> Tensor:
+    """x (b, L, H, P), dt (b, L, H) before softplus, A (H,), B and C (b, L, G, N), D and dt_bias (H,) ->
+    y (b, L, H, P)."""
+    return get_impl("ssd_scan", backend, x.device)(x, dt, A, B, C, D, dt_bias, chunk_size)
