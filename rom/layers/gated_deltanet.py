@@ -40,11 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from rom import kernels
-from rom.config import Combine, ExpertProjection, RoMConfig, Routing
+from rom.config import ExpertProjection, RoMConfig, Routing
 from rom.kernels.gated_delta_ops import gated_delta_rule
 from rom.layers.expert_linear import ExpertLinear
 from rom.layers.mamba import CausalConv1d
-from rom.layers.router import Router, RouterDecision
+from rom.layers.rom import indicator_scale, make_routers
+from rom.layers.router import RouterDecision
 
 # the projections that read the layer input, in the order of their concatenation in a shared expert bank
 INPUT_PROJECTIONS = (ExpertProjection.Q, ExpertProjection.K, ExpertProjection.V, ExpertProjection.DECAY, ExpertProjection.BETA, ExpertProjection.GATE)
@@ -171,15 +172,11 @@ class RoMGatedDeltaNetMixer(nn.Module):
         self.dims = gdn_dims(d_model, cfg)
         self.shared = rcfg.routing == Routing.SHARED
         self.indicator = rcfg.routing != Routing.INDEPENDENT  # 0/1 indicator on the input-side experts
-
-        def router(name: str) -> Router:
-            return Router(d_model, E, rcfg.top_k, rcfg.renormalize, rcfg.load_balance_coef, rcfg.z_loss_coef, name,
-                          backend)
-
-        if self.shared:
-            self.router = router("router")
+        router, routers = make_routers(d_model, rcfg, rcfg.expert_projections, backend)
+        if router is not None:
+            self.router = router
         else:
-            self.routers = nn.ModuleDict({p.value: router(f"router_{p.value}") for p in rcfg.expert_projections})
+            self.routers = routers
 
         self.expert_parts = [p for p in INPUT_PROJECTIONS if rcfg.is_expert(p)]
         self.dense_parts = [p for p in INPUT_PROJECTIONS if not rcfg.is_expert(p)]
@@ -204,9 +201,8 @@ class RoMGatedDeltaNetMixer(nn.Module):
 
     def _indicator_weights(self, dec: RouterDecision) -> torch.Tensor | None:
         """Constant combination weights of the k chosen experts in the indicator branches (None: plain sum)."""
-        if self.rcfg.branch_combine == Combine.SUM or self.rcfg.top_k == 1:
-            return None
-        return torch.full_like(dec.weights, 1.0 / self.rcfg.top_k)
+        scale = indicator_scale(self.rcfg)
+        return None if scale == 1.0 else torch.full_like(dec.weights, scale)
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list]:
         """hidden (b, L, d_model) -> (b, L, d_model) and the router statistics."""
