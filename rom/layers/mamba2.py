@@ -44,6 +44,18 @@ class GatedRMSNorm(nn.Module):
         return (g.reshape(shape) * _fp32_or_wider(self.weight)).to(y.dtype)
 
 
+class SSDScan(nn.Module):
+    """Parameter-free leaf around the ssd_scan op, so FLOP counters attribute its cost by module (named "scan",
+    as rom.flop_counters expects)."""
+
+    def __init__(self, chunk_size: int, backend: str = "auto") -> None:
+        super().__init__()
+        self.chunk_size, self.backend = chunk_size, backend
+
+    def forward(self, x, dt, A, B, C, D, dt_bias):  # noqa: D102 (see rom.kernels.ssd_ops.ssd_scan)
+        return ssd_scan(x, dt, A, B, C, D, dt_bias, self.chunk_size, self.backend)
+
+
 class SSDCore(nn.Module):
     """What lies between Mamba-2's projections: conv over (x, B, C), the SSD scan, the gated norm.
 
@@ -65,6 +77,7 @@ class SSDCore(nn.Module):
         for p in (self.A_log, self.D, self.dt_bias):
             p._no_weight_decay = True
         self.norm = GatedRMSNorm(self.d_inner, self.d_inner // cfg.ngroups, norm_eps)
+        self.scan = SSDScan(cfg.chunk_size, backend)
 
     @property
     def widths(self) -> list[int]:
@@ -78,9 +91,9 @@ class SSDCore(nn.Module):
         xBC = self.conv1d(xBC.transpose(1, 2)).transpose(1, 2)  # depthwise causal conv + SiLU
         x, B, C = xBC.split([self.d_inner, self.d_bc, self.d_bc], dim=-1)
         f = _fp32_or_wider
-        y = ssd_scan(x.reshape(b, L, self.nheads, cfg.headdim), dt, -torch.exp(f(self.A_log)),
-                     B.reshape(b, L, cfg.ngroups, cfg.d_state), C.reshape(b, L, cfg.ngroups, cfg.d_state),
-                     f(self.D), f(self.dt_bias), cfg.chunk_size, self.backend)
+        y = self.scan(x.reshape(b, L, self.nheads, cfg.headdim), dt, -torch.exp(f(self.A_log)),
+                      B.reshape(b, L, cfg.ngroups, cfg.d_state), C.reshape(b, L, cfg.ngroups, cfg.d_state),
+                      f(self.D), f(self.dt_bias))
         return self.norm(y.reshape(b, L, self.d_inner), z)
 
 
@@ -100,4 +113,4 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(self.core(z, xBC, dt)), []
 
 
-__all__ = ["GatedRMSNorm", "Mamba2Mixer", "SSDCore"]
+__all__ = ["GatedRMSNorm", "Mamba2Mixer", "SSDCore", "SSDScan"]
