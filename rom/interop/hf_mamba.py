@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from rom.config import MambaConfig, ModelConfig, Pattern, Mlp
+from rom.config import MambaConfig, ModelConfig, Pattern, Mlp, SsmKind
 from rom.errors import RomError
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,8 @@ def model_config_from_hf(config: dict[str, Any], vocab_rows: int, where: Path | 
 
 def hf_config_from_model(cfg: ModelConfig, eos_id: int | None = None) -> dict[str, Any]:
     """The config.json of a MambaForCausalLM with the same function as a dense Mamba ModelConfig."""
-    if cfg.pattern != Pattern.MAMBA or cfg.mlp != Mlp.NONE:
-        raise InteropError(f"model family {cfg.family!r}: only dense Mamba (pattern=mamba, mlp=none) has a "
+    if cfg.pattern != Pattern.MAMBA or cfg.mlp != Mlp.NONE or cfg.ssm != SsmKind.MAMBA:
+        raise InteropError(f"model family {cfg.family!r}: only dense Mamba (pattern=mamba, ssm=mamba, mlp=none) has a "
                            "transformers MambaForCausalLM equivalent; save RoM and hybrid models with "
                            "rom.interop.save_pretrained")
     token = 0 if eos_id is None else int(eos_id)
