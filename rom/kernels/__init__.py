@@ -2,13 +2,14 @@
 
 Public ops (docs/interfaces.md, "Kernels"): ``selective_scan``, ``causal_conv1d``, ``make_dispatch``,
 ``permute``, ``expert_matmul``, ``unpermute``, ``unpermute_to_channels``, ``permute_from_channels``,
-``linear_channels``, ``router_inputs``, ``route_top1``, ``cast_weight``, ``mamba_inner``, ``resolve``. Where
-they live:
+``linear_channels``, ``router_inputs``, ``route_top1``, ``cast_weight``, ``mamba_inner``, ``ssd_scan``,
+``resolve``. Where they live:
 
     registry      the op table IMPLS[op][backend], resolve / get_impl / describe
     backends      backend names, cached probes of the optional packages, BackendUnavailableError
     reference/    the pure-torch references: the semantics of every op
     mamba_ops     selective_scan, causal_conv1d, mamba_inner (the mixer's ops)
+    ssd_ops       ssd_scan (Mamba-2's scan)
     experts       the expert dispatch and projection; routing: the router's ops; layout: linear_channels;
                   weight_cast: cast_weight
     triton_*      the Triton implementations (inner_path: the fused mamba_inner); mamba_ssm_backend: the
@@ -37,6 +38,7 @@ from rom.kernels.reference.conv import causal_conv1d_reference
 from rom.kernels.reference.scan import selective_scan_reference, selective_scan_sequential
 from rom.kernels.registry import OPS, describe, get_impl, resolve
 from rom.kernels.routing import route_top1, router_inputs
+from rom.kernels.ssd_ops import ssd_scan
 from rom.kernels.weight_cast import cast_weight, weight_grads_accumulate_in_place
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_sequential",
+    "ssd_scan",
     "unpermute",
     "unpermute_to_channels",
     "weight_grads_accumulate_in_place",

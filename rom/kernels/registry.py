@@ -15,7 +15,8 @@ the experts and the router logits from one read), "route_top1" (softmax, top-1 c
 "mamba_inner" (a mixer's conv -> projections -> scan on one in-projection tensor; its implementations take
 the conv and the scan to compose, see rom.kernels.mamba_ops.mamba_inner), "adamw_step" (the AdamW update of
 an fp32 master weight and its bf16 working copy; used by rom.train.master_weights), "gated_delta_rule" (Gated
-DeltaNet's chunked recurrence, rom.kernels.reference.gated_delta).
+DeltaNet's chunked recurrence, rom.kernels.reference.gated_delta), "ssd_scan" (Mamba-2's chunked SSD scan,
+rom.kernels.ssd_ops).
 
 Rules of ``resolve(op, backend, device)`` (backends: rom.kernels.backends):
 1. A forced backend that cannot run here (not installed, broken build, wrong device) raises
@@ -100,7 +101,7 @@ IMPLS: dict[str, dict[str, str | Impl]] = {
                    "triton": "rom.kernels.triton_adamw:adamw_step_triton"},
     "ssd_scan": {"reference": f"{_R}.ssd:ssd_scan_reference"},  # Mamba-2's chunked scan (rom.kernels.ssd_ops)
     # Gated DeltaNet's chunked gated delta rule; reference only for now (a GPU path through fla-core's kernels
-    # is future work, docs/mamba2.md)
+    # is future work, docs/gated_deltanet.md)
     "gated_delta_rule": {"reference": f"{_R}.gated_delta:gated_delta_rule_reference"},
 }
 OPS = tuple(IMPLS)
