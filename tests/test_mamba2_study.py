@@ -66,3 +66,22 @@ def test_snakemake_dry_run_builds_the_mamba2_dag(tmp_path):
     result = snakemake(work, "-n", "--cores", "2", "--config", "study=mamba2", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     assert job_counts(result.stdout)["train"] == len(load_study("mamba2")["runs"])
+
+
+def test_rom_mamba2_run_writes_its_record_part(tmp_path):
+    """The training loop on a RoM Mamba-2 model: the train part carries its family and the accounting's counts."""
+    from rom.config import run_config_from_dict
+    from rom.records import load_part
+    from rom.train.loop import train
+    from tests.test_train_support import make_data, tiny_config
+
+    data = make_data(tmp_path / "data", n_train=8_000, n_val=2_000)
+    raw = tiny_config(tokens=32 * 4 * 4, eval_every=0, checkpoint_every=2)
+    raw["model"].update(ssm="mamba2", mamba2={"headdim": 16, "d_state": 8, "chunk_size": 16},
+                        rom={"num_experts": 4, "top_k": 1, "expertization": "comprehensive"})
+    cfg = run_config_from_dict(raw)
+    train(cfg, data, tmp_path / "run")
+    part = load_part(tmp_path / "run" / "train.json", "train")
+    assert part["family"] == "rom-mamba2" and part["run_id"] == cfg.run_id
+    assert part["params"]["total"] == count_params(cfg.model).total
+    assert part["training"]["steps"] == 4 and not part["training"]["diverged"]
