@@ -3,13 +3,14 @@
 Public ops (docs/interfaces.md, "Kernels"): ``selective_scan``, ``causal_conv1d``, ``make_dispatch``,
 ``permute``, ``expert_matmul``, ``unpermute``, ``unpermute_to_channels``, ``permute_from_channels``,
 ``linear_channels``, ``router_inputs``, ``route_top1``, ``cast_weight``, ``mamba_inner``, ``ssd_scan``,
-``resolve``. Where they live:
+``gated_delta_rule``, ``resolve``. Where they live:
 
     registry      the op table IMPLS[op][backend], resolve / get_impl / describe
     backends      backend names, cached probes of the optional packages, BackendUnavailableError
     reference/    the pure-torch references: the semantics of every op
     mamba_ops     selective_scan, causal_conv1d, mamba_inner (the mixer's ops)
     ssd_ops       ssd_scan (Mamba-2's scan)
+    gated_delta_ops  gated_delta_rule (Gated DeltaNet's recurrence)
     experts       the expert dispatch and projection; routing: the router's ops; layout: linear_channels;
                   weight_cast: cast_weight
     triton_*      the Triton implementations (inner_path: the fused mamba_inner); mamba_ssm_backend: the
@@ -32,6 +33,7 @@ from rom.kernels.experts import (
     unpermute,
     unpermute_to_channels,
 )
+from rom.kernels.gated_delta_ops import gated_delta_rule
 from rom.kernels.layout import autocast_dtype, linear_channels
 from rom.kernels.mamba_ops import causal_conv1d, mamba_inner, mamba_inner_reference, selective_scan
 from rom.kernels.reference.conv import causal_conv1d_reference
@@ -52,6 +54,7 @@ __all__ = [
     "causal_conv1d_reference",
     "describe",
     "expert_matmul",
+    "gated_delta_rule",
     "get_impl",
     "grouped_mm_op",
     "linear_channels",
