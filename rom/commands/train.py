@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "train a model on token shards; writes RUN_DIR/{train.json, metrics.jsonl, train.log, model.pt}"
+HELP = "train a model on token shards; writes RUN_DIR/{train.json, metrics.jsonl, train.log, model.safetensors}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ the newest state file fails and the previous one passes, training resumes from t
 warning (the steps in between are redone, bit for bit); otherwise ``CheckpointError`` names the file and how
 to start over.
 
-The trained model file ``RUN_DIR/model.pt`` (read by evaluation) is ``rom.models.files``.
+The trained model file ``RUN_DIR/model.safetensors`` (older runs: ``model.pt``) (read by evaluation) is ``rom.models.files``.
 """
 
 from __future__ import annotations
