@@ -100,3 +100,17 @@ def test_bad_shapes_name_the_argument():
         gated_delta_rule_reference(q, k[..., :4], v, g, beta)
     with pytest.raises(ValueError, match="initial_state"):
         gated_delta_rule_reference(q, k, v, g, beta, None, torch.zeros(1))
+
+
+def test_float32_strong_decay_long_chunks_stay_finite_and_accurate():
+    """Decays of up to e^-100 a step: exp(G) underflows to zero inside a 64-step chunk (the true, negligible
+    value); nothing overflows, because every exponent the chunked form takes is <= 0."""
+    q, k, v, g, beta = _inputs(L=200, K=16, V=16, strong_decay=True)
+    g = g * 3
+    assert g.min() < -100
+    want = gated_delta_rule_sequential(q, k, v, g, beta)
+    inputs = [t.float().requires_grad_() for t in (q, k, v, g, beta)]
+    got = gated_delta_rule_reference(*inputs)
+    got.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in inputs)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
