@@ -189,7 +189,9 @@ def _save(fig: Any, out_dir: Path, name: str) -> list[str]:
     for fmt in FIGURE_FORMATS:
         path = out_dir / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, bbox_inches="tight")
+            # no creation date in the file: regenerating from the same records gives the same bytes
+            metadata = {"CreationDate": None} if fmt == "pdf" else ({"Software": None} if fmt == "png" else None)
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata=metadata)
         files.append(path.name)
     plt.close(fig)
     return files
