@@ -45,7 +45,7 @@ from rom.kernels.gated_delta_ops import gated_delta_rule
 from rom.layers.expert_linear import ExpertLinear
 from rom.layers.mamba import CausalConv1d
 from rom.layers.rom import indicator_scale, make_routers
-from rom.layers.router import RouterDecision
+from rom.layers.router import RouterDecision, TokenRouting
 
 # the projections that read the layer input, in the order of their concatenation in a shared expert bank
 INPUT_PROJECTIONS = (ExpertProjection.Q, ExpertProjection.K, ExpertProjection.V, ExpertProjection.DECAY, ExpertProjection.BETA, ExpertProjection.GATE)
@@ -208,19 +208,12 @@ class RoMGatedDeltaNetMixer(nn.Module):
         """hidden (b, L, d_model) -> (b, L, d_model) and the router statistics."""
         b, L, Dm = hidden.shape
         T = b * L
-        dtype = kernels.autocast_dtype(hidden)
-        decisions: dict[str, RouterDecision] = {}
-        if self.shared:
-            h, logits = kernels.router_inputs(hidden.reshape(T, Dm), self.router.weight, dtype, self.backend)
-            decisions["shared"] = self.router.decide(logits)
-        else:
-            h = kernels.cast_weight(hidden.reshape(T, Dm), dtype, self.backend)
+        routing = TokenRouting(hidden, self.router if self.shared else None, None if self.shared else self.routers,
+                               self.backend)
+        h = routing.tokens
 
         def decide(p: ExpertProjection) -> RouterDecision:
-            key = "shared" if self.shared else p.value
-            if key not in decisions:
-                decisions[key] = self.routers[p.value](h)
-            return decisions[key]
+            return routing.decide(p.value)
 
         parts = {p: self.proj[p.value](hidden) for p in self.dense_parts}
         banks = [("shared", self.expert_parts)] if self.shared else [(p.value, [p]) for p in self.expert_parts]
@@ -239,4 +232,4 @@ class RoMGatedDeltaNetMixer(nn.Module):
             out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
         else:
             out = self.o_proj(y)
-        return out, [dec.stats for dec in decisions.values()]
+        return out, routing.stats()

@@ -30,7 +30,7 @@ from rom import kernels
 from rom.config import Combine, MambaConfig, Projection, RoMConfig, Routing
 from rom.layers.expert_linear import ExpertLinear
 from rom.layers.mamba import CausalConv1d, SSMCore, init_dt_bias
-from rom.layers.router import Router, RouterDecision
+from rom.layers.router import Router, RouterDecision, TokenRouting
 
 
 def indicator_scale(rcfg: RoMConfig) -> float:
@@ -158,24 +158,14 @@ class RoMMixer(nn.Module):
         rom.kernels.experts.permute_from_channels / unpermute_to_channels).
         """
         b, L, Dm = hidden.shape
-        T, De = b * L, self.d_inner
-        # tokens in the matmul dtype (bf16 under autocast), cast once for the router(s) and the expert rows:
-        # the rows then move through the gather at half the bytes. Shared routing: the cast and the router
-        # logits come from one read of the tokens (kernels.router_inputs), and its backward sums both
-        # gradients in one pass; independent routers each multiply the cast tokens.
-        dtype = kernels.autocast_dtype(hidden)
-        decisions: dict[str, RouterDecision] = {}
-        if self.shared:
-            h, logits = kernels.router_inputs(hidden.reshape(T, Dm), self.router.weight, dtype, self.backend)
-            decisions["shared"] = self.router.decide(logits)
-        else:
-            h = kernels.cast_weight(hidden.reshape(T, Dm), dtype, self.backend)  # the fast widening backward
+        De = self.d_inner
+        # tokens cast once for the router(s) and the expert rows, one decision per router (TokenRouting)
+        routing = TokenRouting(hidden, self.router if self.shared else None, None if self.shared else self.routers,
+                               self.backend)
+        h = routing.tokens
 
         def decide(p: Projection) -> RouterDecision:
-            key = "shared" if self.shared else p.value
-            if key not in decisions:
-                decisions[key] = self.routers[p.value](h)
-            return decisions[key]
+            return routing.decide(p.value)
 
         # in projection: x (conv branch) and z (gate branch), channels-first (b, De, L)
         parts: dict[Projection, torch.Tensor] = {}
@@ -215,7 +205,7 @@ class RoMMixer(nn.Module):
             out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
         else:
             out = kernels.linear_channels(y, self.out_proj.weight, out_tokens=True, backend=self.backend)
-        return out, [dec.stats for dec in decisions.values()]
+        return out, routing.stats()
 
     def _project(self, x: torch.Tensor, decide, b: int, L: int):
         """Conv output x (b, De, L) -> the scan's (delta, B, C, delta_bias): x_proj, then dt_proj (softplus is

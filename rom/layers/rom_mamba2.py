@@ -23,7 +23,7 @@ from rom.config import ExpertProjection, Mamba2Config, RoMConfig, Routing
 from rom.layers.expert_linear import ExpertLinear
 from rom.layers.mamba2 import SSDCore
 from rom.layers.rom import indicator_scale, make_routers
-from rom.layers.router import RouterDecision
+from rom.layers.router import RouterDecision, TokenRouting
 
 # the parts of Mamba-2's in_proj, in mamba_ssm's order
 IN_PARTS = (ExpertProjection.GATE, ExpertProjection.CONV, ExpertProjection.B, ExpertProjection.C,
@@ -81,18 +81,10 @@ class RoMMamba2Mixer(nn.Module):
         """hidden (b, L, d_model) -> (b, L, d_model) and the router statistics."""
         b, L, Dm = hidden.shape
         T = b * L
-        dtype = kernels.autocast_dtype(hidden)
-        decisions: dict[str, RouterDecision] = {}
-        if self.shared:
-            h, logits = kernels.router_inputs(hidden.reshape(T, Dm), self.router.weight, dtype, self.backend)
-            decisions["shared"] = self.router.decide(logits)
-        else:
-            h = kernels.cast_weight(hidden.reshape(T, Dm), dtype, self.backend)
-
-        def decide(key: str) -> RouterDecision:
-            if key not in decisions:
-                decisions[key] = self.routers[key](h)
-            return decisions[key]
+        routing = TokenRouting(hidden, self.router if self.shared else None, None if self.shared else self.routers,
+                               self.backend)
+        h = routing.tokens
+        decide = routing.decide
 
         parts: dict[ExpertProjection, torch.Tensor] = {}
         if self.in_proj is not None:
@@ -113,4 +105,4 @@ class RoMMamba2Mixer(nn.Module):
             out = kernels.unpermute(rows, dec.dispatch, dec.weights, self.backend).view(b, L, Dm)
         else:
             out = self.out_proj(y)
-        return out, [dec.stats for dec in decisions.values()]
+        return out, routing.stats()

@@ -109,3 +109,37 @@ class Router(nn.Module):
             z_loss_value=z_loss,
         )
         return RouterDecision(logits, indices, weights, dispatch, stats)
+
+
+class TokenRouting:
+    """One forward pass's routing, shared by the RoM mixers (Mamba-1, Mamba-2, Gated DeltaNet).
+
+    ``tokens``: the (T, d_model) tokens cast once to the matmul dtype (bf16 under autocast) for the router(s)
+    and the expert rows. Shared routing: the cast and the router logits come from one read of the tokens
+    (``kernels.router_inputs``), whose backward sums both gradients in one pass, and every expert projection
+    reuses that one decision. Independent routers each decide on first use from the cast tokens.
+    """
+
+    def __init__(self, hidden: torch.Tensor, router: "Router | None", routers: "nn.ModuleDict | None",
+                 backend: str) -> None:
+        T, d_model = hidden.shape[0] * hidden.shape[1], hidden.shape[-1]
+        dtype = kernels.autocast_dtype(hidden)
+        self._routers = routers
+        self.decisions: dict[str, RouterDecision] = {}
+        if router is not None:
+            self.tokens, logits = kernels.router_inputs(hidden.reshape(T, d_model), router.weight, dtype, backend)
+            self.decisions["shared"] = router.decide(logits)
+        else:
+            self.tokens = kernels.cast_weight(hidden.reshape(T, d_model), dtype, backend)  # fast widening backward
+
+    def decide(self, key: str) -> RouterDecision:
+        """The decision for the expert projection named ``key`` (shared routing: the one decision)."""
+        if "shared" in self.decisions:
+            return self.decisions["shared"]
+        if key not in self.decisions:
+            self.decisions[key] = self._routers[key](self.tokens)
+        return self.decisions[key]
+
+    def stats(self) -> list:
+        """The router statistics of every decision made, in the order they were made."""
+        return [dec.stats for dec in self.decisions.values()]
