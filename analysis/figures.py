@@ -419,6 +419,12 @@ def _ylim_to_points(ax: Any, runs: pd.DataFrame) -> None:
         ax.set_ylim(float(y.min()) - pad, float(y.max()) + pad)
 
 
+def _readoff_x(head: dict[str, Any] | None) -> list[float]:
+    """The dense x of a headline read-off, to widen the plotted grid to it ([] when there is none)."""
+    x = head.get("x_dense") if head else None
+    return [x] if isinstance(x, float) and math.isfinite(x) else []
+
+
 def fig_loss_vs_params(df: pd.DataFrame, fits: Mapping[str, FitResult], claims: Sequence[Claim],
                        notes: list[str]) -> Any:
     runs = runs_at_train_length(df)
@@ -428,7 +434,7 @@ def fig_loss_vs_params(df: pd.DataFrame, fits: Mapping[str, FitResult], claims: 
         _no_data(ax, "no runs")
         return fig
     head = _headline(claims, claim_id("equivalence"))
-    extra = [head["x_dense"]] if head and isinstance(head["x_dense"], float) and math.isfinite(head["x_dense"]) else []
+    extra = _readoff_x(head)
     x_of = lambda g: g[conv.column].astype(float)  # noqa: E731
     grid_x = [v for v in list(x_of(runs)) + extra if v > 0]
     _fit_curves(ax, runs, fits, FitKind.PARAMS, x_of, grid_x)
@@ -452,7 +458,7 @@ def fig_loss_vs_flops(df: pd.DataFrame, fits: Mapping[str, FitResult], claims: S
         return fig
     flops_fits = [f for f in fits.values() if f.kind == FitKind.FLOPS]
     head = _headline(claims, claim_id("saving"))
-    extra = [head["x_dense"]] if head and isinstance(head["x_dense"], float) and math.isfinite(head["x_dense"]) else []
+    extra = _readoff_x(head)
 
     def c_of(g: pd.DataFrame) -> Any:
         if flops_fits and flops_fits[0].flop_convention == "6ND":

@@ -37,7 +37,7 @@ import logging
 import math
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -363,18 +363,24 @@ def _with_single_blas_thread(fn):
     return wrapper
 
 
-def _optimise(problem: _Problem, starts: Sequence[np.ndarray]) -> tuple[_Optimum | None, list[_Optimum]]:
-    bounds = problem.bounds()
+def minimize_from_starts(objective: Callable, starts: Sequence[np.ndarray], bounds: Sequence[tuple[float, float]]
+                         ) -> list[_Optimum]:
+    """L-BFGS-B (objective returns value and gradient) from every start; the finite optima, best first (ties in
+    start order). Shared by the per-family fits here and the pooled fits (analysis.pooled)."""
     results = []
     for x0 in starts:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = minimize(problem.objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+            res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                            options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
         if np.all(np.isfinite(res.x)) and np.isfinite(res.fun):
             results.append(_Optimum(np.asarray(res.x, float), float(res.fun), bool(res.success), str(res.message)))
-    ok = [r for r in results if r.success]
-    best = min(ok, key=lambda r: r.value) if ok else None
-    return best, sorted(results, key=lambda r: r.value)
+    return sorted(results, key=lambda r: r.value)
+
+
+def _optimise(problem: _Problem, starts: Sequence[np.ndarray]) -> tuple[_Optimum | None, list[_Optimum]]:
+    results = minimize_from_starts(problem.objective, starts, problem.bounds())
+    best = next((r for r in results if r.success), None)
+    return best, results
 
 
 def _at_bound(problem: _Problem, theta: np.ndarray, param_names: Sequence[str]) -> list[str]:

@@ -45,12 +45,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from analysis.errors import AnalysisError
 from rom.io import as_float
 from analysis.fit import (ALL_BUDGETS, BOUND_TOL, EXPONENT_BOUNDS, LOGCOEF_BOUNDS, MAIN_BUDGET, FitStatus,
-                          FlopConvention, ParamConvention, _with_single_blas_thread, select_points)
+                          FlopConvention, ParamConvention, _with_single_blas_thread, minimize_from_starts,
+                          select_points)
 from analysis.noise import NoiseEstimate, estimate_noise, residual_noise
 
 log = logging.getLogger(__name__)
@@ -429,15 +429,7 @@ class _Problem:
         return out
 
     def optimise(self, starts: Sequence[np.ndarray]) -> tuple[np.ndarray | None, float, list[tuple[float, np.ndarray]]]:
-        bounds = self.bounds()
-        found = []
-        for x0 in starts:
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                res = minimize(self.objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                               options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
-            if np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and res.success:
-                found.append((float(res.fun), np.asarray(res.x, float)))
-        found.sort(key=lambda t: t[0])
+        found = [(r.value, r.theta) for r in minimize_from_starts(self.objective, starts, self.bounds()) if r.success]
         if not found:
             return None, math.nan, []
         return found[0][1], found[0][0], found

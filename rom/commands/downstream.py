@@ -41,19 +41,16 @@ def run(args: argparse.Namespace) -> int:
     from rom.models.files import CheckpointError, model_file
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from rom.commands._run_info import run_divergence, run_tokenizer_identity
+    from rom.eval.run_info import run_divergence, run_tokenizer_identity
     from rom.data.corpus import file_sha256
     from rom.data.identity import check_tokenizer
     from rom.eval.scorer import find_tokenizer
 
     diverged = run_divergence(args.run)
     if diverged is not None:
-        import json
-        from pathlib import Path
-
         from rom.records import make_part
 
-        run_id = json.loads((Path(args.run) / "train.json").read_text())["run_id"]
+        run_id, diverged = diverged
         atomic_write_json(args.out, make_part("downstream", run_id, {
             "downstream": {}, "downstream_meta": {"skipped": f"training diverged: {diverged}", "n": {}}}))
         print(f"rom downstream: warning: {args.run} diverged ({diverged}); not scored, wrote {args.out} with no "

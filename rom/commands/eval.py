@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,15 +23,16 @@ def run(args: argparse.Namespace) -> int:
     from rom.io import atomic_write_json
     from rom.models.files import CheckpointError, model_file
 
-    from rom.commands._run_info import run_divergence, run_tokenizer_identity
     from rom.data.identity import check_tokenizer, tokenizer_identity
     from rom.data.shards import open_shard
+    from rom.eval.run_info import run_divergence, run_tokenizer_identity
 
     diverged = run_divergence(args.run)
     if diverged is not None:
         from rom.records import make_part
 
-        part = make_part("eval", json.loads((Path(args.run) / "train.json").read_text())["run_id"], {
+        run_id, diverged = diverged
+        part = make_part("eval", run_id, {
             "eval": {"tokenizer_bytes_per_token": None, "results": [], "skipped": f"training diverged: {diverged}"}})
         atomic_write_json(args.out, part)
         print(f"rom eval: warning: {args.run} diverged ({diverged}); no evaluation, wrote {args.out} with no "
@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
             expected, source = run_tokenizer_identity(args.run)
             val = open_shard(args.data, "val")
             check_tokenizer(expected, source, tokenizer_identity(val.meta), val.meta_path,
-                            f"evaluate on shards tokenized with the run's tokenizer (`rom tokenize --tokenizer` the "
-                            f"tokenizer.json that made the training shards), or pass the --data directory the run "
-                            f"was trained on")
+                            "evaluate on shards tokenized with the run's tokenizer (`rom tokenize --tokenizer` the "
+                            "tokenizer.json that made the training shards), or pass the --data directory the run "
+                            "was trained on")
         part = eval_part(args.run, args.data, args.overrides, device=args.device, progress=True)
     except CheckpointError as e:
         print(f"rom eval: {e}", file=sys.stderr)

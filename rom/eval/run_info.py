@@ -1,4 +1,5 @@
-"""What `rom eval` and `rom downstream` need to know about a trained run before scoring it.
+"""What `rom eval` and `rom downstream` need to know about a trained run before scoring it (library code
+below the commands).
 
 Whether it diverged (RUN_DIR/train.json: then they write a part marked ``skipped`` with the reason and exit 0,
 so a study with ``on_divergence: exclude`` keeps going), and its tokenizer identity (rom.data.identity): the
@@ -34,16 +35,17 @@ def run_tokenizer_identity(run_dir: str | Path) -> tuple[str | None, Path]:
     return None, model_path
 
 
-def run_divergence(run_dir: str | Path) -> str | None:
-    """Why the run in RUN_DIR diverged (its train.json says so), or None for a run that did not (or has no
-    train part)."""
+def run_divergence(run_dir: str | Path) -> tuple[str, str] | None:
+    """(run id, why it diverged) for a run in RUN_DIR whose train.json says it diverged; None for a run that did
+    not (or has no readable train part). One read of train.json serves both."""
     part = Path(run_dir) / "train.json"
     if not part.is_file():
         return None
     try:
-        training = json.loads(part.read_text()).get("training") or {}
+        doc = json.loads(part.read_text())
+        training = doc.get("training") or {}
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return None
     if not training.get("diverged"):
         return None
-    return str(training.get("divergence") or "non-finite training loss")
+    return str(doc["run_id"]), str(training.get("divergence") or "non-finite training loss")
