@@ -6,9 +6,13 @@
 * "mamba_ssm": the state-spaces CUDA kernels (``mamba_ssm``'s ``selective_scan_fn``, plus ``causal_conv1d_fn``
   from the ``causal_conv1d`` package when that is installed). CUDA only; optional; never chosen by "auto".
 * "loop": the per-expert loop for expert_matmul.
-* "auto": "triton" on CUDA where the op has a Triton implementation that imports, else "reference".
+* optional packages an op's entry may need besides its backend (``PACKAGE_PROBES``): ``causal_conv1d`` for
+  mamba_ssm's conv; ``fla`` (flash-linear-attention, PyPI ``fla-core``: pure-Triton kernels, CUDA only) for the
+  "triton" entries of ssd_scan and gated_delta_rule (rom.kernels.fla_ops).
+* "auto": "triton" on CUDA where the op has a Triton implementation that imports (and the optional package its
+  entry needs, if any), else "reference".
 
-Nothing optional is imported when this module is: triton, mamba_ssm and causal_conv1d are probed on first
+Nothing optional is imported when this module is: triton, mamba_ssm, causal_conv1d and fla are probed on first
 need, the outcome (with a reason string) is cached, and ImportError / OSError / RuntimeError / AttributeError
 from a missing or broken build are reported in the reason, not raised. Which implementation an op uses for a
 backend is the table in rom.kernels.registry.
@@ -85,8 +89,26 @@ def probe_causal_conv1d() -> Probe:
     return _probe_cuda_package("causal_conv1d", "causal_conv1d", "causal_conv1d_fn")
 
 
+@functools.cache
+def probe_fla() -> Probe:
+    """flash-linear-attention's ops (``fla.ops.simple_gla`` and ``fla.ops.gated_delta_rule``; they need triton
+    and run on CUDA only). ``import fla`` itself works without triton, so the ops modules are what is probed."""
+    try:
+        version = getattr(importlib.import_module("fla"), "__version__", "?")
+    except _IMPORT_ERRORS as e:
+        return Probe(False, f"fla not importable ({_describe_error(e)}; pip install fla-core)")
+    if not torch.cuda.is_available():  # checked before importing fla.ops, which inspects the devices
+        return Probe(False, f"fla {version} importable but CUDA is not available")
+    try:
+        for module in ("fla.ops.simple_gla", "fla.ops.gated_delta_rule"):
+            importlib.import_module(module)
+    except _IMPORT_ERRORS as e:
+        return Probe(False, f"fla {version} ops not importable ({_describe_error(e)})")
+    return Probe(True, f"fla {version}")
+
+
 # optional packages a table entry may need besides its backend's (rom.kernels.registry.Impl.package)
-PACKAGE_PROBES: dict[str, Callable[[], Probe]] = {"causal_conv1d": probe_causal_conv1d}
+PACKAGE_PROBES: dict[str, Callable[[], Probe]] = {"causal_conv1d": probe_causal_conv1d, "fla": probe_fla}
 # the package each optional backend needs; a backend not listed needs none
 _BACKEND_PROBES: dict[str, Callable[[], Probe]] = {"triton": probe_triton, "mamba_ssm": probe_mamba_ssm}
 _NEEDS_CUDA = ("triton", "mamba_ssm")
@@ -134,9 +156,10 @@ def probe_implementation(backend: str, target: str) -> Probe:
 
 def clear_probe_cache() -> None:
     """Forget probe outcomes (tests, or after installing a backend in a live session)."""
-    for fn in (probe_triton, probe_mamba_ssm, probe_causal_conv1d, probe_implementation):
+    for fn in (probe_triton, probe_mamba_ssm, probe_causal_conv1d, probe_fla, probe_implementation):
         fn.cache_clear()
 
 
 __all__ = ["AUTO_ON_CUDA", "BACKENDS", "PACKAGE_PROBES", "BackendUnavailableError", "Probe", "backend_status",
-           "clear_probe_cache", "probe_causal_conv1d", "probe_implementation", "probe_mamba_ssm", "probe_triton"]
+           "clear_probe_cache", "probe_causal_conv1d", "probe_fla", "probe_implementation", "probe_mamba_ssm",
+           "probe_triton"]

@@ -1,8 +1,9 @@
 """Gated DeltaNet's kernel op: the gated delta rule (semantics: rom.kernels.reference.gated_delta).
 
 Looks the op's implementation up in the op table (rom.kernels.registry) for ``backend`` and the input's
-device. Only the pure-torch chunked reference exists so far; a GPU implementation (flash-linear-attention /
-fla-core's Triton kernels behind the same switch) is future work.
+device: "reference" (the pure-torch chunked form) everywhere, and "triton" on CUDA where flash-linear-attention
+is installed (``pip install fla-core``, the ``fla`` extra; rom.kernels.fla_ops runs fla's chunked kernels).
+"auto" picks "triton" on CUDA with fla, else the reference.
 """
 
 from __future__ import annotations

@@ -16,15 +16,17 @@ the experts and the router logits from one read), "route_top1" (softmax, top-1 c
 the conv and the scan to compose, see rom.kernels.mamba_ops.mamba_inner), "adamw_step" (the AdamW update of
 an fp32 master weight and its bf16 working copy; used by rom.train.master_weights), "gated_delta_rule" (Gated
 DeltaNet's chunked recurrence, rom.kernels.reference.gated_delta), "ssd_scan" (Mamba-2's chunked SSD scan,
-rom.kernels.ssd_ops).
+rom.kernels.ssd_ops). The last two run on the GPU through flash-linear-attention (``fla``, PyPI ``fla-core``,
+rom.kernels.fla_ops) where it is installed; without it "auto" and "triton" use their references (rule 2).
 
 Rules of ``resolve(op, backend, device)`` (backends: rom.kernels.backends):
 1. A forced backend that cannot run here (not installed, broken build, wrong device) raises
    ``BackendUnavailableError`` naming the backend and the reason.
 2. A backend that does not provide an op (the model passes one backend name to every op) uses reference for
    that op: triton/mamba_ssm for expert_matmul, loop for scan/conv, mamba_ssm for causal_conv1d without the
-   ``causal_conv1d`` package (an entry's ``Impl.package``).
-3. Nothing optional is imported at package import: triton, mamba_ssm and causal_conv1d are probed lazily on the
+   ``causal_conv1d`` package, triton for ssd_scan / gated_delta_rule without ``fla`` (an entry's
+   ``Impl.package``; "auto" on CUDA checks it too).
+3. Nothing optional is imported at package import: triton, mamba_ssm, causal_conv1d and fla are probed lazily on the
    first resolve that needs them, the outcome (with a reason string) is cached, and ImportError / OSError /
    RuntimeError from a broken build are reported, not raised.
 4. An unknown op or backend raises ValueError naming it and the choices.
@@ -45,8 +47,10 @@ from rom.kernels.backends import (
     BACKENDS,
     PACKAGE_PROBES,
     BackendUnavailableError,
+    Probe,
     backend_status,
     probe_causal_conv1d,
+    probe_fla,
     probe_implementation,
     probe_mamba_ssm,
     probe_triton,
@@ -99,16 +103,27 @@ IMPLS: dict[str, dict[str, str | Impl]] = {
                     "triton": "rom.kernels.inner_path:mamba_inner_triton"},
     "adamw_step": {"reference": f"{_R}.adamw:adamw_step_reference",
                    "triton": "rom.kernels.triton_adamw:adamw_step_triton"},
-    "ssd_scan": {"reference": f"{_R}.ssd:ssd_scan_reference"},  # Mamba-2's chunked scan (rom.kernels.ssd_ops)
-    # Gated DeltaNet's chunked gated delta rule; reference only for now (a GPU path through fla-core's kernels
-    # is future work, docs/gated_deltanet.md)
-    "gated_delta_rule": {"reference": f"{_R}.gated_delta:gated_delta_rule_reference"},
+    # Mamba-2's chunked scan (rom.kernels.ssd_ops) and Gated DeltaNet's chunked gated delta rule; their
+    # "triton" entries are flash-linear-attention's kernels (rom.kernels.fla_ops), used only where fla imports
+    "ssd_scan": {"reference": f"{_R}.ssd:ssd_scan_reference",
+                 "triton": Impl("rom.kernels.fla_ops:ssd_scan_fla", package="fla")},
+    "gated_delta_rule": {"reference": f"{_R}.gated_delta:gated_delta_rule_reference",
+                         "triton": Impl("rom.kernels.fla_ops:gated_delta_rule_fla", package="fla")},
 }
 OPS = tuple(IMPLS)
 
 
 def _target(entry: str | Impl) -> str:
     return entry.target if isinstance(entry, Impl) else entry
+
+
+def _fast_probe(entry: str | Impl) -> Probe:
+    """Can "auto" use this AUTO_ON_CUDA entry: its optional package (if any), then its module."""
+    if isinstance(entry, Impl):
+        package = PACKAGE_PROBES[entry.package]()
+        if not package.available:
+            return package
+    return probe_implementation(AUTO_ON_CUDA, _target(entry))
 
 
 def _row(op: str, backend: str) -> dict[str, str | Impl]:
@@ -131,8 +146,7 @@ def resolve(op: str, backend: str, device: torch.device | str | None) -> str:
     row = _row(op, backend)
     if backend == "auto":
         fast = row.get(AUTO_ON_CUDA)
-        if (fast is not None and _device_type(device) == "cuda"
-                and probe_implementation(AUTO_ON_CUDA, _target(fast)).available):
+        if fast is not None and _device_type(device) == "cuda" and _fast_probe(fast).available:
             return AUTO_ON_CUDA
         return "reference"
     status = backend_status(backend, device)
@@ -160,7 +174,7 @@ def get_impl(op: str, backend: str, device: torch.device | str | None) -> Callab
     if name == "reference":
         fast = IMPLS[op].get(AUTO_ON_CUDA)
         if backend == "auto" and fast is not None and _device_type(device) == "cuda":
-            _warn_fallback_once(op, probe_implementation(AUTO_ON_CUDA, _target(fast)).reason)
+            _warn_fallback_once(op, _fast_probe(fast).reason)
         return _reference_impl(op)
     impl = probe_implementation(name, _target(IMPLS[op][name])).impl
     assert impl is not None  # resolve returned this backend only where its probe succeeded
@@ -178,10 +192,11 @@ def describe(devices: tuple[str, ...] = ("cpu", "cuda")) -> dict[str, Any]:
         "triton": {"available": probe_triton().available, "reason": probe_triton().reason},
         "mamba_ssm": {"available": probe_mamba_ssm().available, "reason": probe_mamba_ssm().reason},
         "causal_conv1d": {"available": probe_causal_conv1d().available, "reason": probe_causal_conv1d().reason},
+        "fla": {"available": probe_fla().available, "reason": probe_fla().reason},
     }
     for op, row in IMPLS.items():
         if AUTO_ON_CUDA in row:
-            probe = probe_implementation(AUTO_ON_CUDA, _target(row[AUTO_ON_CUDA]))
+            probe = _fast_probe(row[AUTO_ON_CUDA])
             backends[f"{AUTO_ON_CUDA}:{op}"] = {"available": probe.available, "reason": probe.reason}
     resolved = {device: {op: resolve(op, "auto", device) for op in OPS} for device in devices}
     return {"backends": backends, "auto": resolved}

@@ -1,6 +1,9 @@
 """Mamba-2's SSD scan as a kernel op (see rom.kernels.reference.ssd for its semantics).
 
-Only the pure-torch reference implements it so far; the backend switch is in place for a Triton one.
+Implementations (rom.kernels.registry): "reference" (pure torch, the semantics) everywhere, and "triton" on CUDA
+where flash-linear-attention is installed (``pip install fla-core``, the ``fla`` extra): rom.kernels.fla_ops runs
+the scan as fla's scalar-decay gated linear attention. "auto" picks "triton" on CUDA with fla, else the
+reference.
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""The flash-linear-attention ("fla") entries of ssd_scan and gated_delta_rule, on CPU: how they resolve and how
+rom.kernels.fla_ops falls back. The kernels themselves need CUDA (tests/gpu/test_fla_parity_gpu.py); fla 0.6.0's
+kernels do not run under Triton 3.6's interpreter (its autotuner needs a GPU driver), so there is no CPU parity
+test of them."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rom.errors import RomError
+from rom.kernels import backends, fla_ops, registry
+from rom.kernels.backends import BackendUnavailableError, Probe
+from rom.kernels.reference.gated_delta import gated_delta_rule_reference
+from rom.kernels.reference.ssd import ssd_scan_reference
+
+OPS = ("ssd_scan", "gated_delta_rule")
+
+
+def test_triton_entries_need_the_fla_package():
+    assert "fla" in backends.PACKAGE_PROBES
+    for op in OPS:
+        entry = registry.IMPLS[op]["triton"]
+        assert isinstance(entry, registry.Impl) and entry.package == "fla"
+        assert entry.target.startswith("rom.kernels.fla_ops:")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_auto_on_cpu_is_the_reference_and_forced_triton_raises(op):
+    assert registry.resolve(op, "auto", "cpu") == "reference"
+    assert registry.get_impl(op, "auto", "cpu") is registry._reference_impl(op)
+    with pytest.raises(BackendUnavailableError, match="triton") as info:
+        registry.resolve(op, "triton", "cpu")
+    assert isinstance(info.value, RomError)
+
+
+@pytest.mark.parametrize("fla_ok", [False, True])
+@pytest.mark.parametrize("op", OPS)
+def test_cuda_resolution_follows_the_fla_probe(op, fla_ok, monkeypatch):
+    """With triton usable on CUDA (faked), auto and forced triton use fla exactly when its probe succeeds."""
+    monkeypatch.setitem(backends.PACKAGE_PROBES, "fla",
+                        lambda: Probe(fla_ok, "fla 0.6.0" if fla_ok else "fla not importable (test)"))
+    monkeypatch.setattr(registry, "backend_status", lambda backend, device: Probe(True, "ok"))
+    monkeypatch.setattr(registry, "probe_implementation", lambda backend, target: Probe(True, "ok", object()))
+    expected = "triton" if fla_ok else "reference"
+    assert registry.resolve(op, "auto", "cuda") == expected
+    assert registry.resolve(op, "triton", "cuda") == expected  # rule 2: no fla -> the reference
+
+
+def test_probe_fla_without_cuda_is_unavailable_with_a_reason():
+    backends.probe_fla.cache_clear()
+    probe = backends.probe_fla()
+    if not torch.cuda.is_available():
+        assert not probe.available
+        assert "fla" in probe.reason and ("CUDA" in probe.reason or "not importable" in probe.reason)
+    assert "fla" in registry.describe(("cpu",))["backends"]
+
+
+def test_importing_fla_ops_imports_no_fla():
+    code = ("import sys, rom.kernels.fla_ops, rom.kernels.registry; "
+            "print(any(m.split('.')[0] == 'fla' for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def _ssd_inputs(dtype=torch.float32, b=2, L=11, H=4, P=8, G=2, N=6):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, L, H, P, generator=g, dtype=dtype)
+    dt = torch.randn(b, L, H, generator=g, dtype=dtype)
+    A = -torch.rand(H, generator=g, dtype=dtype) - 0.5
+    B = torch.randn(b, L, G, N, generator=g, dtype=dtype)
+    C = torch.randn(b, L, G, N, generator=g, dtype=dtype)
+    D = torch.randn(H, generator=g, dtype=dtype)
+    dt_bias = torch.randn(H, generator=g, dtype=dtype)
+    return x, dt, A, B, C, D, dt_bias
+
+
+def _gdn_inputs(dtype=torch.float32, b=2, L=9, H=2, K=8, V=12):
+    g = torch.Generator().manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(b, L, H, K, generator=g, dtype=dtype), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(b, L, H, K, generator=g, dtype=dtype), dim=-1)
+    v = torch.randn(b, L, H, V, generator=g, dtype=dtype)
+    gate = -torch.rand(b, L, H, generator=g, dtype=dtype)
+    beta = torch.rand(b, L, H, generator=g, dtype=dtype)
+    return q, k, v, gate, beta
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fla_ops_fall_back_to_the_reference_off_cuda(dtype, caplog):
+    fla_ops._warn_once.cache_clear()
+    args = _ssd_inputs(dtype)
+    with caplog.at_level(logging.WARNING, logger="rom.kernels.fla_ops"):
+        y = fla_ops.ssd_scan_fla(*args, 4)
+        o = fla_ops.gated_delta_rule_fla(*_gdn_inputs(dtype), None, chunk=4)
+    assert torch.equal(y, ssd_scan_reference(*args, 4))
+    assert torch.equal(o, gated_delta_rule_reference(*_gdn_inputs(dtype), None, chunk=4))
+    assert y.dtype == dtype and o.dtype == dtype
+    assert sum("pure-torch reference" in r.getMessage() for r in caplog.records) == 2  # once per op and reason
+
+
+def test_fla_ops_check_shapes_first():
+    x, dt, A, B, C, D, dt_bias = _ssd_inputs(H=3, G=2)
+    with pytest.raises(ValueError, match="not divisible into 2 groups"):
+        fla_ops.ssd_scan_fla(x, dt, A, B, C, D, dt_bias, 4)
+    q, k, v, g, beta = _gdn_inputs()
+    with pytest.raises(ValueError, match="beta must have shape"):
+        fla_ops.gated_delta_rule_fla(q, k, v, g, beta[:, :-1], None)
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_padded_dims(bug, monkeypatch):
+    """Dims round up to 16; on a Hopper + Triton [3.4, 3.7.1) machine keys of 33..64 go to 128 (fla #640)."""
+    monkeypatch.setattr(fla_ops, "_hopper_bk64_bug", lambda index: bug)
+    cuda = torch.device("cuda", 0)
+    assert fla_ops._padded_dim(8, True, cuda) == 16
+    assert fla_ops._padded_dim(32, True, cuda) == 32
+    assert fla_ops._padded_dim(64, True, cuda) == (128 if bug else 64)
+    assert fla_ops._padded_dim(48, True, cuda) == (128 if bug else 48)
+    assert fla_ops._padded_dim(64, False, cuda) == 64  # values are not affected
+    assert fla_ops._padded_dim(130, True, cuda) == 144
