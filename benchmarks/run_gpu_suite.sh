@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-call GPU suite for the lent H100 (or any CUDA host): parity tests, then benchmarks; short table last.
-#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv cast layers kernels step master host launch mamba_ssm
+#   bash benchmarks/run_gpu_suite.sh [parts...]    parts: tests scan sweep occupancy conv cast layers kernels step master host launch mamba_ssm mamba2
 #   (default: tests scan conv)
 # Writes logs and JSON under $OUT (default benchmarks/results/run) and benchmarks/results/*.json.
 set -u
@@ -82,5 +82,13 @@ PATCH
   if has master; then python3 benchmarks/gpu_master_weights.py --out-dir "$OUT"; fi
   if has host; then python3 benchmarks/gpu_host_profile.py --out-dir "$OUT" | tail -40; fi
   if has launch; then python3 benchmarks/gpu_launch_overhead.py --out-dir "$OUT" | tail -12; fi
+  if has mamba2; then
+    # Mamba-2 / Gated DeltaNet layers beside mamba-ssm's Mamba2 (issue 27): the pure-python mamba-ssm wheel and
+    # fla-core from the carried .gpuwhl27, in a scratch target so that a built mamba-ssm (part mamba_ssm) stays
+    if ls .gpuwhl27/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site27 .gpuwhl27/*.whl
+    fi
+    PYTHONPATH="$PYTHONPATH:/tmp/site27" python3 benchmarks/gpu_mamba2.py --out-dir "$OUT"
+  fi
   echo "== done $(date -u)"
 } 2>&1 | tee "$log"
