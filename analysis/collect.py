@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from rom.io import atomic_path
-from analysis.families import family_columns, family_of_record
+from analysis.families import SSM_KINDS, family_columns, family_of_record
 from rom.records import RecordError, load_record
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
                    "below, see analysis.families)"),
     "pattern": ("", "layer pattern (record model.pattern): mamba | rom | hybrid"),
     "ssm_mixer": ("", "the SSM mixer (model.pattern, or config.model.hybrid_ssm for hybrids): mamba | rom"),
+    "ssm": ("", "the SSM architecture (config.model.ssm; 'mamba' in records made before the field): mamba | "
+                "mamba2 | gated-deltanet"),
     "base_family": ("", "family without the '+moe' suffix"),
     "ffn_moe": ("bool", "the MLPs are FFN-MoE (record model.mlp == 'moe')"),
     "uses_rom": ("bool", "the SSM mixer is routed (Routing Mamba)"),
+    "expertization": ("", "which projections are experts: dense (no RoM) | selective | comprehensive | "
+                          "custom[<model.expert_projections>] (see expertization_of)"),
     "d_model": ("", "model width"),
     "n_layer": ("", "number of layers"),
     "num_experts": ("", "experts per RoM layer (1 for dense)"),
@@ -86,6 +90,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "record_path": ("path", "the final record this row came from"),
     "metrics_path": ("path", "the run's step metrics JSONL ('' if the record names none)"),
 }
+# rom.config.Expertization values (config.model.rom.expertization; "custom" in records made before the field);
+# tests/test_analysis_expertization.py checks them against the enum. A RoM run's column is the named setting, or
+# for "custom" the record's projection list: "custom[conv,gate,out]" (a custom list equal to a preset stays
+# custom: the record says what was asked for, and the expertization table compares the named settings only).
+EXPERTIZATIONS = ("custom", "selective", "comprehensive")
+DENSE_EXPERTIZATION = "dense"  # the column's value for runs without RoM
 DOWNSTREAM_PREFIX = "downstream."  # columns "downstream.<task>.<metric>", one value per run
 MAIN_POINT = "main"
 BRANCH_POINT = "branch"
@@ -126,10 +136,42 @@ def expand_record_paths(specs: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
+def ssm_of_family(mixer: str) -> str:
+    """The SSM architecture (a key of ``SSM_KINDS``, config.model.ssm) whose dense or routed mixer ``mixer`` is."""
+    kinds = [kind for kind, mixers in SSM_KINDS.items() if mixer in mixers]
+    if len(kinds) != 1:
+        raise AnalysisError(f"SSM mixer {mixer!r} belongs to {len(kinds)} architectures of SSM_KINDS "
+                            f"({sorted(SSM_KINDS)}); it must belong to exactly one (analysis/families.py)")
+    return kinds[0]
+
+
+def expertization_of(config: Any, projections: Any, uses_rom: bool, source: str | Path) -> str:
+    """The ``expertization`` column of a run (see ``EXPERTIZATIONS``): config.model.rom.expertization ("custom"
+    when the config has none), and for "custom" the run's expert projections (the record's typed
+    ``model.expert_projections``). An unknown setting or a custom run without projections is an error naming
+    ``source``."""
+    if not uses_rom:
+        return DENSE_EXPERTIZATION
+    model = config.get("model") if isinstance(config, dict) else None
+    rom = model.get("rom") if isinstance(model, dict) else None
+    value = rom.get("expertization", "custom") if isinstance(rom, dict) else "custom"  # records made before it
+    if value not in EXPERTIZATIONS:
+        raise AnalysisError(f"{source}: field 'config.model.rom.expertization' is {value!r}, a setting the analysis "
+                            f"does not know ({list(EXPERTIZATIONS)}); add it to EXPERTIZATIONS in analysis/collect.py")
+    if value != "custom":
+        return str(value)
+    if (not isinstance(projections, list) or not projections
+            or not all(isinstance(p, str) and p for p in projections)):
+        raise AnalysisError(f"{source}: field 'model.expert_projections' must be a non-empty list of projection "
+                            f"names for a RoM run of custom expertization, got {projections!r}")
+    return f"custom[{','.join(projections)}]"
+
+
 def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
     model, params, flops = record["model"], record["params"], record["flops"]
     training, prov = record["training"], record.get("provenance", {})
     family = family_of_record(record, path)  # typed fields; an unknown pattern or mixer is an error
+    ssm = ssm_of_family(family.ssm)
     metrics_file = record.get("metrics_file") or ""
     return {
         "run_id": record["run_id"],
@@ -139,6 +181,8 @@ def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "study": record["study"],
         "role": record["role"],
         **family_columns(family, model["pattern"]),
+        "ssm": ssm,
+        "expertization": expertization_of(record["config"], model.get("expert_projections"), family.routed, path),
         "d_model": model["d_model"],
         "n_layer": model["n_layer"],
         "num_experts": model["num_experts"],
@@ -300,13 +344,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise AnalysisError(f"{path}: table file does not exist (run `python -m analysis collect` first)")
-    df = pd.read_csv(path, dtype={"run_id": str, "source_run_id": str, "point": str, "name": str, "pattern": str, "ssm_mixer": str, "git_sha": str,
+    df = pd.read_csv(path, dtype={"run_id": str, "source_run_id": str, "point": str, "name": str, "pattern": str,
+                                  "ssm_mixer": str, "ssm": str, "expertization": str, "git_sha": str,
                                   "config_hash": str,
                                   "metrics_path": str, "record_path": str})
     if "run_id" in df.columns and "point" not in df.columns:  # written before cooldown branches: all main rows
         df.insert(1, "point", MAIN_POINT)
     if "run_id" in df.columns and "source_run_id" not in df.columns:
         df.insert(2, "source_run_id", df["run_id"])
+    if {"ssm_mixer", "uses_rom", "config_json"} <= set(df.columns):  # written before the two columns existed
+        if "ssm" not in df.columns:
+            df.insert(df.columns.get_loc("ssm_mixer") + 1, "ssm", [ssm_of_family(str(m)) for m in df["ssm_mixer"]])
+        if "expertization" not in df.columns:
+            configs = [json.loads(c) for c in df["config_json"]]  # the projections: the config's own list
+            df.insert(df.columns.get_loc("uses_rom") + 1, "expertization", [
+                expertization_of(c, ((c.get("model") or {}).get("rom") or {}).get("expert_projections"), bool(u),
+                                 f"{path}: run {r}")
+                for c, u, r in zip(configs, df["uses_rom"], df["run_id"])])
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise AnalysisError(f"{path}: table lacks columns {missing}; was it written by `analysis collect`?")

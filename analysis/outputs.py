@@ -59,6 +59,11 @@ TABLES: dict[str, str] = {
     "lr_check": "Learning-rate check (analysis.lr_check): validation loss at the training length of runs at a "
                 "quarter of the main token budget trained at 0.5x / 2x the study's rate, against the same model's "
                 "cooldown branch at that budget (the 1x rate, same WSD schedule).",
+    "expertization": "Expertization: dense vs selective vs comprehensive RoM at each model shape that has runs of "
+                     "more than one (analysis.tables.expertization_rows): active and total parameters, validation "
+                     "loss at the training length as the mean over seed replicates with their s.d. and count, and "
+                     "the differences of the means ± their seed noise, sqrt(s_a^2/n_a + s_b^2/n_b) from each "
+                     "family's seed s.d. (analysis.noise); a difference beyond twice that is outside seed noise.",
 }
 TABLE_FORMATS: tuple[str, ...] = ("csv", "md", "tex")
 

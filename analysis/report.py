@@ -1,7 +1,8 @@
 """The study report: one self-contained HTML file (CSS inline, PNGs base64-embedded) and a Markdown twin.
 
 Sections: summary, claims with verdicts and the verdict rules, figures with captions, fit diagnostics
-(status, parameters, CIs, points, residuals), per-run table, downstream table, provenance (git SHAs,
+(status, parameters, CIs, points, residuals), per-run table, downstream table, ablations, dense vs selective vs
+comprehensive RoM (studies with such runs only), provenance (git SHAs,
 configs, package versions, hardware: all read from the records via the collected table).
 """
 
@@ -27,8 +28,8 @@ from analysis.fit import FitResult
 from analysis.outputs import FIGURES_MANIFEST
 from analysis.pooled import PooledFit
 from analysis.prediction import Prediction
-from analysis.tables import (Table, ablations_table, claims_table, downstream_results_table, fmt, interval_columns,
-                             interval_label, pooled_table, runs_table)
+from analysis.tables import (Table, ablations_table, claims_table, downstream_results_table, expertization_rows,
+                             expertization_table, fmt, interval_columns, interval_label, pooled_table, runs_table)
 
 # Packages that shape the analysis' numbers, figures and tables (and the pipeline that ran it), reported with the
 # versions installed where the analysis ran; the runs' own packages (torch, triton, ...) come from the records.
@@ -333,6 +334,10 @@ def build_report(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[C
                        (ablations_table(df), "Ablations and seeds")):
         doc.section(t.name, heading)
         doc.table(t, caption=True)
+    expertization = expertization_rows(df)
+    if expertization:  # only in studies that compare expertizations (the table file says when there are none)
+        doc.section("expertization", "Expertization: dense vs selective vs comprehensive RoM")
+        doc.table(expertization_table(df, expertization), caption=True)
 
     # Provenance.
     doc.section("provenance", "Provenance")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,11 @@ from analysis.errors import AnalysisError
 from rom.io import atomic_write_text as write_text
 from analysis.claims import Claim
 from analysis.claims.downstream import CHANCE_LEVELS, DOWNSTREAM_COLUMNS, downstream_table
-from analysis.collect import runs_at_train_length
+from analysis.collect import DENSE_EXPERTIZATION, runs_at_train_length
+from analysis.families import families_in
 from analysis.fit import FitResult
 from analysis.lr_check import lr_check_rows
-from analysis.noise import config_key, config_leaves
+from analysis.noise import NoiseEstimate, config_key, config_leaves, estimate_noise
 from analysis.outputs import TABLE_FORMATS, TABLES
 from analysis.pooled import PooledFit
 from analysis.prediction import Prediction
@@ -358,13 +360,184 @@ def ablations_table(df: pd.DataFrame) -> Table:
     return Table("ablations", TABLES["ablations"], cols, tuple(rows))
 
 
+EXPERTIZATION_KINDS = (DENSE_EXPERTIZATION, "selective", "comprehensive")  # the table's columns, in order
+# (a, b) pairs of the table's differences a - b
+EXPERTIZATION_DIFFS = (("selective", DENSE_EXPERTIZATION), ("comprehensive", DENSE_EXPERTIZATION),
+                       ("comprehensive", "selective"))
+NO_EXPERTIZATION_RUNS = "no such runs in this study"
+# Config fields in which the runs of one comparison may differ (besides name, role and seed): the layer pattern
+# and the RoM settings are what the table compares.
+_EXPERTIZATION_FREE = (("model", "pattern"), ("model", "hybrid_ssm"), ("model", "rom"))
+
+
+@dataclass(frozen=True)
+class KindRuns:
+    """The seed replicates of one expertization at one model shape (one row of ``expertization_table``)."""
+
+    kind: str  # a value of EXPERTIZATION_KINDS
+    family: str
+    names: tuple[str, ...]  # every replicate, diverged ones included
+    params_active: int
+    params_total: int
+    losses: tuple[float, ...]  # validation losses at the training length of the replicates that did not diverge
+    noise: NoiseEstimate  # the family's seed noise (analysis.noise)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.losses) / len(self.losses) if self.losses else None
+
+    @property
+    def sd(self) -> float | None:
+        """Sample standard deviation over the seeds (None with fewer than two)."""
+        n = len(self.losses)
+        if n < 2:
+            return None
+        m = sum(self.losses) / n
+        return math.sqrt(sum((x - m) ** 2 for x in self.losses) / (n - 1))
+
+
+@dataclass(frozen=True)
+class ExpertizationRow:
+    architecture: str  # the dense family of the shape (e.g. mamba2, hybrid-gated-deltanet)
+    d_model: int
+    n_layer: int
+    train_seq_len: int
+    train_tokens: int
+    kinds: dict[str, KindRuns]  # the kinds present (at least two)
+    note: str
+
+    def diff(self, a: str, b: str) -> Est | None:
+        """Mean loss of ``a`` minus that of ``b``, ± the seed noise of that difference: sqrt(s_a^2 / n_a +
+        s_b^2 / n_b) with each family's seed s.d. (None where either kind is absent or has no finite loss)."""
+        ka, kb = self.kinds.get(a), self.kinds.get(b)
+        if ka is None or kb is None or ka.mean is None or kb.mean is None:
+            return None
+        sa, sb = ka.noise.sigma_nats, kb.noise.sigma_nats
+        known = ka.noise.dof > 0 and kb.noise.dof > 0 and math.isfinite(sa) and math.isfinite(sb)
+        se = math.sqrt(sa * sa / len(ka.losses) + sb * sb / len(kb.losses)) if known else None
+        return Est(ka.mean - kb.mean, se)
+
+
+def _setting_key(config_json: str) -> str:
+    """The run's configuration without name, role, seed and the fields in ``_EXPERTIZATION_FREE``: equal keys
+    are runs of one comparison (same shape, data, budget, schedule)."""
+    cfg = json.loads(config_key(config_json))
+    for path in _EXPERTIZATION_FREE:
+        node = cfg
+        for k in path[:-1]:
+            node = node.get(k, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def expertization_rows(df: pd.DataFrame) -> list[ExpertizationRow]:
+    """One row per model shape with runs of more than one of dense / selective / comprehensive RoM.
+
+    A shape is the dense family (architecture, pattern, MLPs), width, depth and the rest of the configuration
+    but the layer pattern and the RoM settings (``_setting_key``: training length, budget, rate, ...). Within a
+    shape each expertization's runs are grouped into seed replicates (``analysis.noise.config_key``); where one
+    expertization has several configurations (an ablation of another setting), the group holding a scaling run
+    is compared (else the largest) and the note names the others. RoM runs with a custom projection list are not
+    compared (the note names them). Losses: validation loss at the training length; diverged runs are left out
+    of the mean and named in the note."""
+    runs = runs_at_train_length(df)
+    if runs.empty or "expertization" not in runs.columns:
+        return []
+    fams = families_in(runs)
+    noise = estimate_noise(df)
+    runs = runs.assign(_arch=[fams[f].dense_counterpart().name for f in runs["family"]],
+                       _setting=[_setting_key(c) for c in runs["config_json"]],
+                       _replicate=[config_key(c) for c in runs["config_json"]])
+    out = []
+    for (arch, d_model, n_layer, seq_len, tokens, _), shape in runs.groupby(
+            ["_arch", "d_model", "n_layer", "train_seq_len", "train_tokens", "_setting"], sort=True):
+        kinds: dict[str, KindRuns] = {}
+        notes = []
+        for kind in EXPERTIZATION_KINDS:
+            mine = shape[shape["expertization"] == kind]
+            if mine.empty:
+                continue
+            groups = [g.sort_values("name") for _, g in mine.groupby("_replicate", sort=True)]
+            groups.sort(key=lambda g: (not (g["role"] == "scaling").any(), -len(g), str(g["name"].iloc[0])))
+            chosen, others = groups[0], groups[1:]
+            if others:
+                notes.append(f"{kind}: other configurations not compared: "
+                             + ", ".join(n for g in others for n in g["name"].astype(str)))
+            ok = chosen[~chosen["diverged"].astype(bool) & chosen["loss_nats"].astype(float).map(math.isfinite)]
+            bad = sorted(set(chosen["name"].astype(str)) - set(ok["name"].astype(str)))
+            if bad:
+                notes.append(f"{kind}: diverged or without a loss, left out: {', '.join(bad)}")
+            family = str(chosen["family"].iloc[0])
+            kinds[kind] = KindRuns(kind, family, tuple(chosen["name"].astype(str)),
+                                   int(chosen["params_active"].iloc[0]), int(chosen["params_total"].iloc[0]),
+                                   tuple(float(x) for x in ok["loss_nats"]),
+                                   noise.get(family, NoiseEstimate.none(family)))
+        if len(kinds) < 2:
+            continue
+        custom = sorted(shape.loc[~shape["expertization"].isin(EXPERTIZATION_KINDS), "name"].astype(str))
+        if custom:
+            notes.append(f"custom expert projections, not compared: {', '.join(custom)}")
+        out.append(ExpertizationRow(str(arch), int(d_model), int(n_layer), int(seq_len), int(tokens), kinds,
+                                    "; ".join(notes)))
+    out.sort(key=lambda r: (r.architecture, r.d_model, r.n_layer, r.train_seq_len, r.train_tokens))
+    return out
+
+
+def _noise_words(row: ExpertizationRow) -> str:
+    seen: dict[str, NoiseEstimate] = {}
+    for k in row.kinds.values():
+        seen.setdefault(k.family, k.noise)
+    parts = []
+    for fam, n in sorted(seen.items()):
+        parts.append(f"{fam}: {n.sigma_nats:.2g} nats ({n.source}, dof {n.dof})"
+                     if n.dof > 0 and math.isfinite(n.sigma_nats) else f"{fam}: none")
+    return "; ".join(parts)
+
+
+def expertization_table(df: pd.DataFrame, rows: Sequence[ExpertizationRow] | None = None) -> Table:
+    """Dense vs selective vs comprehensive RoM per model shape (``expertization_rows``): parameters, the mean
+    validation loss over seed replicates with their s.d. and count, and the differences of the means ± the seed
+    noise of each difference. Without such runs: one row saying so (the file is one of the fixed outputs)."""
+    rows = expertization_rows(df) if rows is None else rows
+    per_kind = tuple(c for k in EXPERTIZATION_KINDS for c in (
+        f"{k} active params", f"{k} total params", f"{k} val loss (nats, mean over seeds)", f"{k} seed s.d.",
+        f"{k} seeds"))
+    diffs = tuple(f"{a} − {b} (nats)" for a, b in EXPERTIZATION_DIFFS)
+    cols = ("architecture", "shape", "train tokens", *per_kind, *diffs, "beyond 2x the seed noise",
+            "seed noise (std of the loss)", "runs", "note")
+    caption = TABLES["expertization"]
+    if not rows:
+        empty = (NO_EXPERTIZATION_RUNS, *(None,) * (len(cols) - 2),
+                 "no model shape has runs of more than one of dense / selective / comprehensive RoM (RoM runs with "
+                 "a custom projection list are not compared)")
+        return Table("expertization", caption + f" ({NO_EXPERTIZATION_RUNS})", cols, (empty,))
+    body = []
+    for r in rows:
+        cells: list[Any] = []
+        for kind in EXPERTIZATION_KINDS:
+            k = r.kinds.get(kind)
+            cells += ([None] * 5 if k is None else [k.params_active, k.params_total, k.mean, k.sd, len(k.losses)])
+        ests = [r.diff(a, b) for a, b in EXPERTIZATION_DIFFS]
+        beyond = [f"{a} − {b}" for (a, b), e in zip(EXPERTIZATION_DIFFS, ests)
+                  if e is not None and e.se is not None and e.se > 0 and abs(e.value) > 2 * e.se]
+        known = [e for e in ests if e is not None and e.se is not None and e.se > 0]
+        names = "; ".join(f"{k}: {', '.join(v.names)}" for k, v in r.kinds.items())
+        body.append((r.architecture, f"d_model {r.d_model}, {r.n_layer} layers, seq {r.train_seq_len}",
+                     r.train_tokens, *cells, *ests,
+                     (", ".join(beyond) or "none") if known else "no seed noise estimate",
+                     _noise_words(r), names, r.note))
+    return Table("expertization", caption, cols, tuple(body))
+
+
 def all_tables(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[Claim],
                pooled: Sequence[PooledFit] = ()) -> list[Table]:
     """Every table of ``analysis.outputs.TABLES``, in that order."""
     builders = {"runs": lambda: runs_table(df), "fits": lambda: fits_table(fits),
                 "pooled": lambda: pooled_table(pooled),
                 "claims": lambda: claims_table(claims), "downstream": lambda: downstream_results_table(df),
-                "ablations": lambda: ablations_table(df), "lr_check": lambda: Table("lr_check", *lr_check_rows(df))}
+                "ablations": lambda: ablations_table(df), "lr_check": lambda: Table("lr_check", *lr_check_rows(df)),
+                "expertization": lambda: expertization_table(df)}
     if set(builders) != set(TABLES):
         raise AnalysisError(f"table builders {sorted(builders)} do not match analysis.outputs.TABLES "
                             f"{sorted(TABLES)}: each listed table needs exactly one builder")
