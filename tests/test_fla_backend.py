@@ -122,3 +122,26 @@ def test_padded_dims(bug, monkeypatch):
     assert fla_ops._padded_dim(48, True, cuda) == (128 if bug else 48)
     assert fla_ops._padded_dim(64, False, cuda) == 64  # values are not affected
     assert fla_ops._padded_dim(130, True, cuda) == 144
+
+
+def test_gate_grad_from_outputs_matches_autograd_float64():
+    """The identity the fla SSD path uses for the decay's gradient (rom.kernels.fla_ops.gate_grad_from_outputs)
+    equals autograd through a naive scalar-decay linear attention, in float64, with strong and weak decays."""
+    from rom.kernels.fla_ops import gate_grad_from_outputs
+
+    torch.manual_seed(3)
+    b, L, H, K, P = 2, 37, 3, 5, 4
+    for scale in (0.05, 3.0):
+        q, k, v, do = (torch.randn(b, L, H, n, dtype=torch.float64) for n in (K, K, P, P))
+        g = (-torch.rand(b, L, H, dtype=torch.float64) * scale).requires_grad_(True)
+        v.requires_grad_(True)
+        G = g.cumsum(1)  # (b, L, H)
+        decay = (G.unsqueeze(2) - G.unsqueeze(1)).permute(0, 3, 1, 2)  # (b, H, t, s)
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        att = torch.einsum("bthk,bshk->bhts", q, k) * torch.exp(decay.masked_fill(~causal, float("-inf")))
+        o = torch.einsum("bhts,bshp->bthp", att, v)
+        dg_auto, dv = torch.autograd.grad(o, (g, v), do)
+        dg = gate_grad_from_outputs(do, o.detach(), v.detach(), dv)
+        assert dg.dtype == torch.float32
+        rel = ((dg.double() - dg_auto).norm() / dg_auto.norm()).item()
+        assert rel < 1e-6, rel  # fp32 rounding only (a wrong sign or term gives O(1))
