@@ -15,13 +15,25 @@
 #       first). Unpack RECORDS_TAR into results/STUDY/ of the clone you carry (tar -C results/STUDY -xzf
 #       RECORDS_TAR) before the next slice: a slice trains every run whose record did not travel with it. Finished runs are then kept, and an interrupted one
 #       resumes from its checkpoint if the host kept it.
+#   scripts/offline_gpu_study.sh start STUDY BUNDLE_DIR WHEEL_DIR TIME_LIMIT_S [GPU_JOBS]
+#       (GPU side) the same as `run`, in the background, on a snapshot of this tree: installs the wheels now
+#       (so several studies started one after another never install at the same time), copies the tree to
+#       $ROM_SITTING_DIR/STUDY (default /tmp/rom-sitting; .git and the carried .gpu* folders stay behind), and
+#       starts `run` there under setsid, so it outlives the command that started it, and a later command that
+#       re-sends the working tree does not change the files it is running. Log: $ROM_SITTING_DIR/STUDY.log;
+#       records at the end: $ROM_SITTING_DIR/STUDY.records.tar.gz. Several studies can share one GPU this way.
+#   scripts/offline_gpu_study.sh collect STUDY OUT_TAR
+#       (GPU side, any time) the small run files of a started study so far (finished runs and the metrics
+#       and logs of unfinished ones; no checkpoints, weights or data) into OUT_TAR, and a progress table:
+#       each run finished, at step N, or not started, and whether the background run is still going.
+#       Copy OUT_TAR back after every call: a host that is taken back mid-sitting keeps nothing.
 #
 # Modification times do not survive every copy, so `run` re-stamps the run files that came with the
 # working tree in pipeline order (config < train < eval/flops/downstream < final) and tells Snakemake to
 # judge by modification times only (--rerun-triggers mtime): a finished run is never trained twice.
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 [[ $# -ge 1 ]] || usage 2
 
 pack() {
@@ -55,12 +67,17 @@ restamp_runs() {  # pipeline order of modification times for run files that arri
     return 0
 }
 
-run() {
-    local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs=${6:-1} rc=0
-    if compgen -G "$wheels/*.whl" > /dev/null; then  # an empty WHEEL_DIR: the host has every package already
+install_wheels() {  # WHEEL_DIR/*.whl into /tmp/site; an empty WHEEL_DIR: the host has every package already
+    local wheels=$1
+    if compgen -G "$wheels/*.whl" > /dev/null; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             "$wheels"/*.whl
     fi
+}
+
+run() {
+    local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs=${6:-1} rc=0
+    install_wheels "$wheels"
     export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     if [[ ! -e "results/$study/data/tokens/train.bin" ]]; then
         python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='fully_trusted')" \
@@ -75,9 +92,57 @@ run() {
     echo "snakemake exit status: $rc (124: stopped at the ${limit}s limit; rerun to continue)"
 }
 
+sitting_dir() { echo "${ROM_SITTING_DIR:-/tmp/rom-sitting}"; }
+
+start() {
+    local study=$1 bundle wheels limit=$4 gpu_jobs=${5:-1} sit dst
+    bundle=$(realpath "$2") wheels=$(realpath "$3") sit=$(sitting_dir)
+    [[ -e "$bundle/data.tar.xz" ]] || { echo "start: $bundle/data.tar.xz is missing" >&2; exit 1; }
+    install_wheels "$wheels"
+    dst="$sit/$study"
+    mkdir -p "$sit/no-wheels"
+    rm -rf "$dst" && mkdir -p "$dst"
+    tar -C . --exclude=./.git --exclude='./.gpu*' --exclude=./.snakemake -cf - . | tar -C "$dst" -xf -
+    # the background runs its own copy of this script: bash reads a script as it goes, so a re-sent tree
+    # must not change the file under it
+    cp "${BASH_SOURCE[0]}" "$sit/$study.offline_gpu_study.sh"
+    (cd "$dst" && setsid nohup bash "$sit/$study.offline_gpu_study.sh" run "$study" "$bundle" "$sit/no-wheels" \
+        "$sit/$study.records.tar.gz" "$limit" "$gpu_jobs" > "$sit/$study.log" 2>&1 < /dev/null &
+     echo $! > "$sit/$study.pid")
+    echo "started $study in $dst (pid $(cat "$sit/$study.pid"), log $sit/$study.log)"
+}
+
+collect() {
+    local study=$1 out=$2 sit runs run name state pid
+    sit=$(sitting_dir) runs="$(sitting_dir)/$1/results/$1/runs"
+    [[ -d "$sit/$study" ]] || { echo "collect: no started study $study under $sit" >&2; exit 1; }
+    pid=$(cat "$sit/$study.pid" 2>/dev/null || true)
+    state=ended  # a process that has exited but was not reaped yet (state Z) has ended too
+    if [[ -n "$pid" ]] && [[ "$(ps -o stat= -p "$pid" 2>/dev/null || true)" =~ ^[^Z] ]]; then state=running; fi
+    echo "$study: background run $state; log $sit/$study.log"
+    if [[ -d "$runs" ]]; then
+        for run in "$runs"/*/; do
+            name=$(basename "$run")
+            if [[ -e "$run/final.json" ]]; then echo "  $name: finished"
+            elif [[ -s "$run/metrics.jsonl" ]]; then
+                echo "  $name: at step $(tail -n 1 "$run/metrics.jsonl" | grep -o '"step": *[0-9]*' | grep -o '[0-9]*$' || echo '?')"
+            else echo "  $name: not started"; fi
+        done
+    fi
+    local parts=()
+    for part in runs benchmarks; do [[ -d "$sit/$study/results/$study/$part" ]] && parts+=("$part"); done
+    ((${#parts[@]})) || { echo "collect: nothing to collect yet" >&2; exit 1; }
+    tar -C "$sit/$study/results/$study" -czf "$out.tmp" --exclude='checkpoint*' --exclude='*.pt' \
+        --exclude='*.safetensors' "${parts[@]}"
+    mv "$out.tmp" "$out"
+    echo "collected $(tar -tzf "$out" | grep -c 'final.json$' || true) finished runs into $out"
+}
+
 case "$1" in
     pack) [[ $# -eq 3 ]] || usage 2; pack "$2" "$3" ;;
     run) [[ $# -ge 6 && $# -le 7 ]] || usage 2; run "${@:2}" ;;
+    start) [[ $# -ge 5 && $# -le 6 ]] || usage 2; start "${@:2}" ;;
+    collect) [[ $# -eq 3 ]] || usage 2; collect "$2" "$3" ;;
     -h|--help) usage 0 ;;
     *) echo "unknown command: $1" >&2; usage 2 ;;
 esac

@@ -83,3 +83,48 @@ def test_pack_run_and_continue_without_training_twice(tmp_path):
     assert {p: p.read_text() for p in before} == before
     record = json.loads(next(iter(before.values())))
     assert record["training"]["steps"] == 4096 // (8 * 64)
+
+
+def test_start_runs_in_the_background_on_a_snapshot_and_collect_takes_what_is_there(tmp_path):
+    """`start` returns at once and trains on a copy of the tree (the working tree can change under it);
+    `collect` packs the small files of the runs so far and says where each run stands."""
+    import time
+
+    net = _site(tmp_path, "net")
+    _sh(net, "snakemake", "--cores", "2", "--config", "study=micro", "--until", "tokenize", "export_tasks")
+    _sh(net, "bash", str(SCRIPT), "pack", "micro", str(tmp_path / "bundle"))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    host = _site(tmp_path, "host")
+    sit = tmp_path / "sitting"
+    env_sit = {"ROM_SITTING_DIR": str(sit)}
+    started = subprocess.run(["bash", str(SCRIPT), "start", "micro", str(tmp_path / "bundle"), str(wheels), "500",
+                              "1"], cwd=host, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **env_sit})
+    assert started.returncode == 0, started.stderr
+    assert "started micro" in started.stdout
+    (host / "Snakefile").write_text("this tree changed after start\n")  # the snapshot must not see it
+
+    log = sit / "micro.log"
+    deadline = time.monotonic() + 500
+    while time.monotonic() < deadline and "snakemake exit status" not in (log.read_text() if log.exists() else ""):
+        time.sleep(2)
+    time.sleep(2)  # the last line is written just before the background shell exits
+    assert (sit / "micro.records.tar.gz").exists(), (sit / "micro.log").read_text()[-3000:]
+    assert "snakemake exit status: 0" in (sit / "micro.log").read_text()
+    assert not (host / "results" / "micro" / "runs").exists()  # trained in the snapshot, not here
+
+    collected = subprocess.run(["bash", str(SCRIPT), "collect", "micro", str(tmp_path / "now.tgz")], cwd=host,
+                               capture_output=True, text=True, timeout=60, env={**os.environ, **env_sit})
+    assert collected.returncode == 0, collected.stderr
+    assert "background run ended" in collected.stdout
+    assert collected.stdout.count(": finished") == 2
+    assert "collected 2 finished runs" in collected.stdout
+    with tarfile.open(tmp_path / "now.tgz") as tar:
+        names = tar.getnames()
+    assert len([n for n in names if n.endswith("final.json")]) == 2
+    assert not [n for n in names if n.endswith((".pt", ".safetensors")) or "/checkpoint" in n]
+
+    missing = subprocess.run(["bash", str(SCRIPT), "collect", "other", str(tmp_path / "x.tgz")], cwd=host,
+                             capture_output=True, text=True, timeout=60, env={**os.environ, **env_sit})
+    assert missing.returncode != 0 and "no started study other" in missing.stderr
