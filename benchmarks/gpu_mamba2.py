@@ -311,10 +311,14 @@ def parity_check(args: argparse.Namespace, device: str, mamba_ssm: tuple | None)
         variants["mamba-ssm Mamba2 fused"] = lambda: make_theirs(True)
 
     outs: dict[tuple[str, str], torch.Tensor] = {}
+    t0 = time.perf_counter()
     for name, make in variants.items():
         for mode, autocast in (("fp32", False), ("bf16 autocast", True)):
             if autocast and device != "cuda":
                 continue
+            # progress with the time so far: first calls autotune and compile (fla's and mamba-ssm's Triton
+            # kernels, per dtype); on an H100 this check alone outlasted a 200 s limit once
+            print(f"[parity {time.perf_counter() - t0:.0f} s] {name}, {mode}", flush=True)
             try:
                 layer, unpack = make()
                 y, dx = run(layer, torch.float32, autocast, unpack)
