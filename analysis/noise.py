@@ -47,9 +47,10 @@ class NoiseEstimate:
         return NoiseEstimate(family, math.nan, math.nan, 0, "none")
 
 
-def config_key(config_json: str) -> str:
-    """The run's configuration without its name, role and seed: equal keys mean seed replicates."""
-    return _config_key(config_json)
+def config_key(config_json: str, also_ignore: tuple[tuple[str, ...], ...] = ()) -> str:
+    """The run's configuration without its name, role and seed (and the key paths in ``also_ignore``): equal
+    keys mean seed replicates (of one comparison, with ``also_ignore``)."""
+    return _config_key(config_json, also_ignore)
 
 
 def config_leaves(config_json: str) -> dict[str, Any]:
@@ -67,12 +68,12 @@ def config_leaves(config_json: str) -> dict[str, Any]:
     return out
 
 
-def _config_key(config_json: str) -> str:
+def _config_key(config_json: str, also_ignore: tuple[tuple[str, ...], ...] = ()) -> str:
     try:
         cfg = json.loads(config_json) if isinstance(config_json, str) and config_json else {}
     except json.JSONDecodeError:
         cfg = {}
-    for path in _IGNORED_CONFIG_KEYS:
+    for path in _IGNORED_CONFIG_KEYS + also_ignore:
         node = cfg
         for k in path[:-1]:
             node = node.get(k, {}) if isinstance(node, dict) else {}

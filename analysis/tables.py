@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,14 +420,7 @@ class ExpertizationRow:
 def _setting_key(config_json: str) -> str:
     """The run's configuration without name, role, seed and the fields in ``_EXPERTIZATION_FREE``: equal keys
     are runs of one comparison (same shape, data, budget, schedule)."""
-    cfg = json.loads(config_key(config_json))
-    for path in _EXPERTIZATION_FREE:
-        node = cfg
-        for k in path[:-1]:
-            node = node.get(k, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
-    return json.dumps(cfg, sort_keys=True)
+    return config_key(config_json, _EXPERTIZATION_FREE)
 
 
 def expertization_rows(df: pd.DataFrame) -> list[ExpertizationRow]:
