@@ -138,8 +138,7 @@ class _SimpleGLA(torch.autograd.Function):
 
         with _fla_guard_lifted(do.device):
             dq, dk, dv, _dg, *_ = ChunkSimpleGLAFunction.backward(ctx, do.contiguous(), None)
-        dg = gate_grad_from_outputs(do, ctx.rom_out, ctx.rom_v, dv)
-        del ctx.rom_out, ctx.rom_v
+        dg = gate_grad_from_outputs(do, ctx.rom_out, ctx.rom_v, dv)  # (kept on ctx: a retained graph may run twice)
         return dq, dk, dv, dg.to(_dg.dtype if _dg is not None else torch.float32)
 
 
