@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_mamba2 import _rel as rel  # noqa: E402
 from gpu_mamba2 import import_mamba_ssm  # noqa: E402
 
 from rom.kernels.fla_ops import ssd_scan_fla  # noqa: E402
@@ -24,10 +25,6 @@ from rom.kernels.reference.ssd import ssd_scan_reference  # noqa: E402
 
 SHAPES = [(2, 100, 4, 16, 1, 16), (2, 257, 8, 64, 2, 128), (2, 1024, 16, 64, 1, 64)]  # b, L, H, P, G, N
 NAMES = ("x", "dt", "A", "B", "C", "D", "dt_bias")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def grads(fn, inputs, grad_out):

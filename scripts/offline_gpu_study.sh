@@ -114,7 +114,8 @@ start() {
 
 collect() {
     local study=$1 out=$2 sit runs run name state pid
-    sit=$(sitting_dir) runs="$(sitting_dir)/$1/results/$1/runs"
+    sit=$(sitting_dir)
+    runs="$sit/$study/results/$study/runs"
     [[ -d "$sit/$study" ]] || { echo "collect: no started study $study under $sit" >&2; exit 1; }
     pid=$(cat "$sit/$study.pid" 2>/dev/null || true)
     state=ended  # a process that has exited but was not reaped yet (state Z) has ended too
