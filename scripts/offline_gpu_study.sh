@@ -22,18 +22,28 @@
 #       starts `run` there under setsid, so it outlives the command that started it, and a later command that
 #       re-sends the working tree does not change the files it is running. Log: $ROM_SITTING_DIR/STUDY.log;
 #       records at the end: $ROM_SITTING_DIR/STUDY.records.tar.gz. Several studies can share one GPU this way.
+#       Refuses while that study's background run is still going (it would delete the files in use).
 #   scripts/offline_gpu_study.sh collect STUDY OUT_TAR
 #       (GPU side, any time) the small run files of a started study so far (finished runs and the metrics
-#       and logs of unfinished ones; no checkpoints, weights or data) into OUT_TAR, and a progress table:
-#       each run finished, at step N, or not started, and whether the background run is still going.
-#       Copy OUT_TAR back after every call: a host that is taken back mid-sitting keeps nothing.
+#       and logs of unfinished ones; Snakemake's per-job logs, where failed jobs leave their error, and the
+#       sitting's own log as sitting.log; no checkpoints, weights or data) into OUT_TAR, and a progress table:
+#       each run finished, trained (waiting for eval/flops), at step N, or not started, and whether the
+#       background run is still going. Copy OUT_TAR back after every call: a host that is taken back
+#       mid-sitting keeps nothing.
+#   scripts/offline_gpu_study.sh stop STUDY
+#       (GPU side) ends a started study's background run with everything it started (its training and
+#       evaluation processes too, which hold GPU memory): TERM to the whole process group, KILL after 30 s.
+#   scripts/offline_gpu_study.sh resume STUDY TIME_LIMIT_S [GPU_JOBS]
+#       (GPU side) runs a started study again in its own snapshot, so checkpoints and trained models are
+#       kept (an interrupted run resumes, a trained one is only evaluated), after releasing the Snakemake
+#       lock that a killed run leaves. Refuses while the study's background run is still going.
 #
 # Modification times do not survive every copy, so `run` re-stamps the run files that came with the
 # working tree in pipeline order (config < train < eval/flops/downstream < final) and tells Snakemake to
 # judge by modification times only (--rerun-triggers mtime): a finished run is never trained twice.
 set -euo pipefail
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 [[ $# -ge 1 ]] || usage 2
 
 pack() {
@@ -98,6 +108,10 @@ start() {
     local study=$1 bundle wheels limit=$4 gpu_jobs=${5:-1} sit dst
     bundle=$(realpath "$2") wheels=$(realpath "$3") sit=$(sitting_dir)
     [[ -e "$bundle/data.tar.xz" ]] || { echo "start: $bundle/data.tar.xz is missing" >&2; exit 1; }
+    if is_running "$study"; then
+        echo "start: $study's background run is still going (pid $(cat "$sit/$study.pid")); stop it first" >&2
+        exit 1
+    fi
     install_wheels "$wheels"
     dst="$sit/$study"
     mkdir -p "$sit/no-wheels"
@@ -106,33 +120,83 @@ start() {
     # the background runs its own copy of this script: bash reads a script as it goes, so a re-sent tree
     # must not change the file under it
     cp "${BASH_SOURCE[0]}" "$sit/$study.offline_gpu_study.sh"
-    (cd "$dst" && setsid nohup bash "$sit/$study.offline_gpu_study.sh" run "$study" "$bundle" "$sit/no-wheels" \
-        "$sit/$study.records.tar.gz" "$limit" "$gpu_jobs" > "$sit/$study.log" 2>&1 < /dev/null &
-     echo $! > "$sit/$study.pid")
+    echo "$bundle" > "$sit/$study.bundle"
+    launch "$study" "$limit" "$gpu_jobs" > "$sit/$study.log"
     echo "started $study in $dst (pid $(cat "$sit/$study.pid"), log $sit/$study.log)"
 }
 
+launch() {  # `run` in the study's snapshot under setsid (its own process group, so `stop` can end all of it)
+    local study=$1 limit=$2 gpu_jobs=$3 sit
+    sit=$(sitting_dir)
+    (cd "$sit/$study" && setsid nohup bash "$sit/$study.offline_gpu_study.sh" run "$study" "$(cat "$sit/$study.bundle")" \
+        "$sit/no-wheels" "$sit/$study.records.tar.gz" "$limit" "$gpu_jobs" >> "$sit/$study.log" 2>&1 < /dev/null &
+     echo $! > "$sit/$study.pid")
+}
+
+is_running() {  # the study's background run is alive (a process that exited but was not reaped, state Z, is not)
+    local pid
+    pid=$(cat "$(sitting_dir)/$1.pid" 2>/dev/null || true)
+    [[ -n "$pid" ]] && [[ "$(ps -o stat= -p "$pid" 2>/dev/null || true)" =~ ^[^Z] ]]
+}
+
+group_alive() {  # some process of process group $1 has not exited (zombies, state Z, have)
+    ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
+stop() {
+    local study=$1 sit pid i
+    sit=$(sitting_dir)
+    pid=$(cat "$sit/$study.pid" 2>/dev/null || true)
+    [[ -n "$pid" ]] || { echo "stop: no started study $study under $sit" >&2; exit 1; }
+    # setsid made the background run a process-group leader: its group holds Snakemake and every job it started
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for ((i = 0; i < 30; i++)); do
+        group_alive "$pid" || break
+        sleep 1
+    done
+    group_alive "$pid" && kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "stopped $study (process group $pid)"
+}
+
+resume() {
+    local study=$1 limit=$2 gpu_jobs=${3:-1} sit
+    sit=$(sitting_dir)
+    [[ -d "$sit/$study" && -e "$sit/$study.bundle" ]] || { echo "resume: no started study $study under $sit" >&2; exit 1; }
+    if is_running "$study"; then
+        echo "resume: $study's background run is still going (pid $(cat "$sit/$study.pid")); stop it first" >&2
+        exit 1
+    fi
+    # a killed Snakemake leaves its lock; no other Snakemake runs in this snapshot (checked just above)
+    (cd "$sit/$study" && PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" \
+        python3 -m snakemake --unlock --cores 1 --config study="$study" > /dev/null 2>&1) \
+        || echo "resume: snakemake --unlock failed in $sit/$study; going on" >&2
+    echo "--- resumed $(date -u +%FT%TZ): limit ${limit}s, $gpu_jobs GPU jobs" >> "$sit/$study.log"
+    launch "$study" "$limit" "$gpu_jobs"
+    echo "resumed $study in $sit/$study (pid $(cat "$sit/$study.pid"), log $sit/$study.log)"
+}
+
 collect() {
-    local study=$1 out=$2 sit runs run name state pid
+    local study=$1 out=$2 sit runs run name state
     sit=$(sitting_dir)
     runs="$sit/$study/results/$study/runs"
     [[ -d "$sit/$study" ]] || { echo "collect: no started study $study under $sit" >&2; exit 1; }
-    pid=$(cat "$sit/$study.pid" 2>/dev/null || true)
-    state=ended  # a process that has exited but was not reaped yet (state Z) has ended too
-    if [[ -n "$pid" ]] && [[ "$(ps -o stat= -p "$pid" 2>/dev/null || true)" =~ ^[^Z] ]]; then state=running; fi
+    state=ended
+    if is_running "$study"; then state=running; fi
     echo "$study: background run $state; log $sit/$study.log"
     if [[ -d "$runs" ]]; then
         for run in "$runs"/*/; do
             name=$(basename "$run")
             if [[ -e "$run/final.json" ]]; then echo "  $name: finished"
+            elif [[ -e "$run/train.json" ]]; then echo "  $name: trained, not yet evaluated"
             elif [[ -s "$run/metrics.jsonl" ]]; then
                 echo "  $name: at step $(tail -n 1 "$run/metrics.jsonl" | grep -o '"step": *[0-9]*' | grep -o '[0-9]*$' || echo '?')"
             else echo "  $name: not started"; fi
         done
     fi
     local parts=()
-    for part in runs benchmarks; do [[ -d "$sit/$study/results/$study/$part" ]] && parts+=("$part"); done
+    for part in runs benchmarks logs; do [[ -d "$sit/$study/results/$study/$part" ]] && parts+=("$part"); done
     ((${#parts[@]})) || { echo "collect: nothing to collect yet" >&2; exit 1; }
+    [[ -e "$sit/$study.log" ]] && cp "$sit/$study.log" "$sit/$study/results/$study/sitting.log" && parts+=(sitting.log)
     tar -C "$sit/$study/results/$study" -czf "$out.tmp" --exclude='checkpoint*' --exclude='*.pt' \
         --exclude='*.safetensors' "${parts[@]}"
     mv "$out.tmp" "$out"
@@ -144,6 +208,8 @@ case "$1" in
     run) [[ $# -ge 6 && $# -le 7 ]] || usage 2; run "${@:2}" ;;
     start) [[ $# -ge 5 && $# -le 6 ]] || usage 2; start "${@:2}" ;;
     collect) [[ $# -eq 3 ]] || usage 2; collect "$2" "$3" ;;
+    stop) [[ $# -eq 2 ]] || usage 2; stop "$2" ;;
+    resume) [[ $# -ge 3 && $# -le 4 ]] || usage 2; resume "${@:2}" ;;
     -h|--help) usage 0 ;;
     *) echo "unknown command: $1" >&2; usage 2 ;;
 esac

@@ -77,3 +77,64 @@ def test_start_refuses_a_bundle_without_data(tmp_path):
     res = subprocess.run(["bash", str(SCRIPT), "start", "s", "bundle", "wheels", "60"], cwd=tmp_path,
                          capture_output=True, text=True, env={**os.environ, "ROM_SITTING_DIR": str(tmp_path / "sit")})
     assert res.returncode != 0 and "data.tar.xz is missing" in res.stderr
+
+
+def _script(tmp_path, *args, sit=None):
+    env = {**os.environ, "ROM_SITTING_DIR": str(sit or tmp_path / "sit")}
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+
+
+def _background_group(tmp_path) -> int:
+    """A process group like the one `start` leaves: a setsid'd shell with a child that holds on."""
+    proc = subprocess.Popen(["setsid", "bash", "-c", "sleep 300 & sleep 300; wait"], cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc.pid
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid")
+def test_stop_ends_the_whole_background_group_and_start_refuses_a_live_one(tmp_path):
+    sit = tmp_path / "sit"
+    (sit / "s").mkdir(parents=True)
+    (sit / "s" / "keep").write_text("files in use")
+    pid = _background_group(tmp_path)
+    (sit / "s.pid").write_text(f"{pid}\n")
+    (sit / "s.bundle").write_text(str(tmp_path / "bundle"))
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "data.tar.xz").write_bytes(b"")
+    (tmp_path / "wheels").mkdir()
+    try:
+        for args in (("start", "s", "bundle", "wheels", "60"), ("resume", "s", "60")):
+            res = _script(tmp_path, *args)
+            assert res.returncode != 0 and "still going" in res.stderr, (args, res.stderr)
+        assert (sit / "s" / "keep").exists()  # start did not wipe a live sitting
+        res = _script(tmp_path, "stop", "s")
+        assert res.returncode == 0, res.stderr
+        assert f"stopped s (process group {pid})" in res.stdout
+        alive = subprocess.run(["ps", "-e", "-o", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
+        assert not [l for l in alive if l.split()[:1] == [str(pid)] and not l.split()[1].startswith("Z")]  # none left
+    finally:
+        subprocess.run(["kill", "-KILL", "--", f"-{pid}"], capture_output=True)
+
+
+def test_stop_and_resume_name_a_study_that_was_never_started(tmp_path):
+    for args in (("stop", "nope"), ("resume", "nope", "60")):
+        res = _script(tmp_path, *args)
+        assert res.returncode != 0 and "no started study nope" in res.stderr
+
+
+def test_collect_packs_job_logs_and_the_sitting_log_and_names_trained_runs(tmp_path):
+    sit = tmp_path / "sit"
+    study = sit / "s" / "results" / "s"
+    (study / "runs" / "t").mkdir(parents=True)
+    (study / "runs" / "t" / "train.json").write_text("{}")
+    (study / "runs" / "t" / "metrics.jsonl").write_text('{"step": 1024}\n')
+    (study / "logs" / "eval").mkdir(parents=True)
+    (study / "logs" / "eval" / "t.log").write_text("torch.OutOfMemoryError: CUDA out of memory\n")
+    (sit / "s.log").write_text("Error in rule eval:\n")
+    (sit / "s.pid").write_text("999999999\n")
+    res = _script(tmp_path, "collect", "s", str(tmp_path / "out.tgz"))
+    assert res.returncode == 0, res.stderr
+    assert "t: trained, not yet evaluated" in res.stdout
+    with tarfile.open(tmp_path / "out.tgz") as tar:
+        assert tar.extractfile("logs/eval/t.log").read().startswith(b"torch.OutOfMemoryError")
+        assert tar.extractfile("sitting.log").read() == b"Error in rule eval:\n"
