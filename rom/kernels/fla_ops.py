@@ -10,9 +10,12 @@
   S_t = exp(g_t) S_{t-1} + k_t v_t^T, y_t = S_t^T q_t with q = C and k = B (groups expanded to heads),
   v = x * delta, g = delta * A, scale 1. Gradients of dt, A, dt_bias, D, x, B, C flow through those torch ops.
 
-Numerics: q/k/v run in the input's dtype (fp32, bf16 or fp16; fla's dots use tf32 / 16-bit tensor cores), the
-log decays g in fp32; the output is in the reference's dtype (x's for ssd_scan, v's for gated_delta_rule). fla
-picks its own chunk length (64), so ``chunk_size`` / ``chunk`` only matter to the reference.
+Numerics: q/k/v run in the input's dtype (fp32, bf16 or fp16), the log decays g in fp32; the output is in the
+reference's dtype (x's for ssd_scan, v's for gated_delta_rule). bf16 / fp16 inputs use 16-bit tensor-core dots.
+fp32 inputs run fla's kernels with 3xTF32 dots (``_fp32_dots``): fla's decay gradient is a difference of large
+terms (q . dq - k . dk), which magnifies plain TF32's ~1e-4 error in its inputs 100-1000 times (dA off by 5e-3 to
+2.6e-2 against float64 on an H100; up to 0.46 in a CPU emulation of TF32, where 3xTF32 gave 1e-4). fla picks its
+own chunk length (64), so ``chunk_size`` / ``chunk`` only matter to the reference.
 
 Where fla cannot take the call, both functions fall back to the pure-torch reference, logging the reason once
 per reason: float64 inputs (fla has no fp64 kernels), a non-CUDA tensor, or a key dimension above
@@ -105,41 +108,51 @@ def _fla_guard_lifted(device: torch.device) -> Iterator[None]:
         module.TRITON_ABOVE_3_7_1 = saved
 
 
-def gate_grad_from_outputs(do: Tensor, o: Tensor, v: Tensor, dv: Tensor) -> Tensor:
-    """d loss / d g for scalar-decay linear attention o_t = sum_{s<=t} exp(G_t - G_s) (q_t . k_s) v_s, with
-    G = cumsum(g) over time, from quantities the kernels give accurately: with
-    w_ts = exp(G_t - G_s) (q_t . k_s) (do_t . v_s),
-        dL/dG_u = sum_{s<=u} w_us - sum_{t>=u} w_tu = do_u . o_u - v_u . dv_u,
-    and dL/dg_r = sum_{t>=r} dL/dG_t (a reverse cumulative sum over time). fla's own gate gradient comes from
-    q . dq - k . dk through its tf32 dots and was measured 10x less accurate than mamba-ssm's (rel. error
-    ~2e-2 on dA against float64, H100); o and dv are accurate to ~2e-4. Shapes: do, o, v, dv (b, L, H, P) ->
-    (b, L, H) in fp32."""
-    dG = (do.float() * o.float()).sum(-1) - (v.float() * dv.float()).sum(-1)
-    return dG.flip(1).cumsum(1).flip(1)
+FP32_DOT_PRECISION = "tf32x3"  # Triton's input precision for fla's fp32 x fp32 dots (see the module docstring)
+
+
+@contextlib.contextmanager
+def _fp32_dots(dtype: torch.dtype) -> Iterator[None]:
+    """Kernels compiled inside compute their fp32 dots as 3xTF32 (Triton's ``TRITON_F32_DEFAULT`` knob, which
+    fla's dots follow: they name no precision). Triton reads it while compiling and keys its on-disk cache on
+    it; its in-process cache is not, so a kernel that something else in this process compiled first for the
+    same fp32 specialization keeps that precision. Nothing changes for 16-bit inputs."""
+    if dtype != torch.float32:
+        yield
+        return
+    import triton  # noqa: PLC0415 (fla needs it; only reached once fla imported)
+
+    language = getattr(getattr(triton, "knobs", None), "language", None)
+    if language is None or not hasattr(language, "scope"):
+        _warn_once("fla fp32", f"triton {triton.__version__} has no knobs.language.scope(); fp32 dots stay TF32")
+        yield
+        return
+    with language.scope():
+        language.fp32_default = FP32_DOT_PRECISION
+        yield
 
 
 class _SimpleGLA(torch.autograd.Function):
-    """fla's ChunkSimpleGLAFunction run through its forward/backward, with our backward inside the guard scope;
-    the gate's gradient is recomputed from the output and dv (``gate_grad_from_outputs``)."""
+    """fla's ChunkSimpleGLAFunction run through its forward/backward, with our backward inside the guard scope
+    and fp32 dots as 3xTF32 (``_fp32_dots``)."""
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, g: Tensor) -> Tensor:
         from fla.ops.simple_gla.chunk import ChunkSimpleGLAFunction  # noqa: PLC0415 (optional package)
 
-        o, _ = ChunkSimpleGLAFunction.forward(ctx, q, k, v, g, None, 1.0, None, False, False, None, None,
-                                              FLA_CHUNK)
-        # fla's forward owns ctx.save_for_backward; the two extra tensors ride as attributes (freed with ctx)
-        ctx.rom_out, ctx.rom_v = o.detach(), v.detach()
+        ctx.rom_dtype = q.dtype
+        with _fp32_dots(q.dtype):
+            o, _ = ChunkSimpleGLAFunction.forward(ctx, q, k, v, g, None, 1.0, None, False, False, None, None,
+                                                  FLA_CHUNK)
         return o
 
     @staticmethod
     def backward(ctx: Any, do: Tensor) -> tuple[Tensor | None, ...]:
         from fla.ops.simple_gla.chunk import ChunkSimpleGLAFunction  # noqa: PLC0415
 
-        with _fla_guard_lifted(do.device):
-            dq, dk, dv, _dg, *_ = ChunkSimpleGLAFunction.backward(ctx, do.contiguous(), None)
-        dg = gate_grad_from_outputs(do, ctx.rom_out, ctx.rom_v, dv)  # (kept on ctx: a retained graph may run twice)
-        return dq, dk, dv, dg.to(_dg.dtype if _dg is not None else torch.float32)
+        with _fla_guard_lifted(do.device), _fp32_dots(ctx.rom_dtype):
+            dq, dk, dv, dg, *_ = ChunkSimpleGLAFunction.backward(ctx, do.contiguous(), None)
+        return dq, dk, dv, dg
 
 
 class _GatedDelta(torch.autograd.Function):
@@ -149,16 +162,18 @@ class _GatedDelta(torch.autograd.Function):
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
         from fla.ops.gated_delta_rule.chunk import ChunkGatedDeltaRuleFunction  # noqa: PLC0415
 
-        o, _ = ChunkGatedDeltaRuleFunction.forward(
-            ctx, q, k, v, g, beta, scale, None, False, False, None, None, None,
-            False, False, None, None, False, False, None, FLA_CHUNK)
+        ctx.rom_dtype = q.dtype
+        with _fp32_dots(q.dtype):
+            o, _ = ChunkGatedDeltaRuleFunction.forward(
+                ctx, q, k, v, g, beta, scale, None, False, False, None, None, None,
+                False, False, None, None, False, False, None, FLA_CHUNK)
         return o
 
     @staticmethod
     def backward(ctx: Any, do: Tensor) -> tuple[Tensor | None, ...]:
         from fla.ops.gated_delta_rule.chunk import ChunkGatedDeltaRuleFunction  # noqa: PLC0415
 
-        with _fla_guard_lifted(do.device):
+        with _fla_guard_lifted(do.device), _fp32_dots(ctx.rom_dtype):
             dq, dk, dv, dg, db, *_ = ChunkGatedDeltaRuleFunction.backward(ctx, do.contiguous(), None)
         return dq, dk, dv, dg, db, None
 
@@ -208,4 +223,4 @@ def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tenso
     return o[..., :V].to(v.dtype)
 
 
-__all__ = ["FLA_CHUNK", "MAX_KEY_DIM", "gate_grad_from_outputs", "gated_delta_rule_fla", "ssd_scan_fla"]
+__all__ = ["FLA_CHUNK", "FP32_DOT_PRECISION", "MAX_KEY_DIM", "gated_delta_rule_fla", "ssd_scan_fla"]
