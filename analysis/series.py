@@ -7,10 +7,12 @@ once these fields are set aside:
 
 * ``model.rom`` (the routed mixer's own settings: experts, routing, load balancing; a dense run never uses them),
 * ``model.hybrid_ssm`` (set to the dense counterpart's mixer: the difference the claim measures),
-* ``model.mamba.expand`` (the width that the series scales).
+* the width that the series scales: ``model.mamba.expand`` for Mamba-1 (the paper's), and for the other
+  architectures (``model.ssm``) their own field in ``WIDTH_FIELDS`` (``model.mamba2.expand``,
+  ``model.gated_deltanet.expand_v``).
 
-It is a series when its scaling runs cover at least ``MIN_POINTS`` distinct ``mamba.expand`` values. The
-**whole-hybrid series** (a second view) is every dense counterpart run at r's ``mamba.expand`` whose model
+It is a series when its scaling runs cover at least ``MIN_POINTS`` distinct widths. The
+**whole-hybrid series** (a second view) is every dense counterpart run at r's width whose model
 differs otherwise (d_model, layers, heads...: the whole hybrid scaled), with the width series' run at r's
 expand as its shared point; it is a series with at least ``MIN_POINTS`` distinct sizes, and is looked for only
 beside a width series (it is a second view of that reading). The RoM side of both
@@ -41,7 +43,14 @@ from analysis.fit import FIT_ROLES, FitKind, FitResult, FlopConvention, ParamCon
 WIDTH = "mamba-width"
 WHOLE = "whole-hybrid"
 MIN_POINTS = 3  # distinct widths (sizes) of scaling runs that make a series: an L(C) fit has 3 parameters
-IGNORED_FIELDS = ("model.rom", "model.hybrid_ssm (set to the dense mixer)", "model.mamba.expand")
+IGNORED_FIELDS = ("model.rom", "model.hybrid_ssm (set to the dense mixer)")  # and the series' width field
+# model.ssm (absent in records made before it: "mamba") -> (config.model section, field) of the width a
+# Mamba-width series scales: the SSM layers' inner width relative to d_model
+WIDTH_FIELDS: dict[str, tuple[str, str]] = {
+    "mamba": ("mamba", "expand"),
+    "mamba2": ("mamba2", "expand"),
+    "gated-deltanet": ("gated_deltanet", "expand_v"),
+}
 
 
 @dataclass(frozen=True)
@@ -56,9 +65,10 @@ class HybridSeries:
     rom_runs: tuple[str, ...]  # rom_run and its seed replicates
     dense_runs: tuple[str, ...]  # the series' scaling runs (ordered by active parameters)
     seed_runs: tuple[str, ...]  # dense seed replicates of a series member
-    expand: tuple[float, ...]  # model.mamba.expand of each of dense_runs
+    expand: tuple[float, ...]  # the width field (width_field) of each of dense_runs
     d_model: tuple[int, ...]  # d_model of each of dense_runs
     names: tuple[str, ...]  # names of dense_runs
+    width_field: str = "model.mamba.expand"  # the config field the width series scales (WIDTH_FIELDS)
 
     @property
     def id(self) -> str:
@@ -78,19 +88,23 @@ class HybridSeries:
         col = "source_run_id" if "source_run_id" in df.columns else "run_id"
         return df[df[col].isin(self.runs) & (df["run_id"] == df[col])]
 
+    @property
+    def ignored_fields(self) -> tuple[str, ...]:
+        return IGNORED_FIELDS + (self.width_field,)
+
     def describe(self) -> str:
-        what = ("Mamba layers widened densely (model.mamba.expand " + ", ".join(f"{e:g}" for e in self.expand) + ")"
+        what = (f"Mamba layers widened densely ({self.width_field} " + ", ".join(f"{e:g}" for e in self.expand) + ")"
                 if self.kind == WIDTH else "the whole hybrid scaled (d_model " + ", ".join(map(str, self.d_model))
                 + ")")
         return (f"{self.kind} series of {self.rom_name}: {len(self.dense_runs)} {self.dense_family} runs "
                 f"({', '.join(self.names)}), {what}; other model fields as {self.rom_name}'s "
-                f"(ignored: {', '.join(IGNORED_FIELDS)})")
+                f"(ignored: {', '.join(self.ignored_fields)})")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["id"] = self.id
         d["fit_key"] = self.fit_key
-        d["ignored_fields"] = list(IGNORED_FIELDS)
+        d["ignored_fields"] = list(self.ignored_fields)
         d["description"] = self.describe()
         return d
 
@@ -104,8 +118,15 @@ def _model(config_json: str) -> dict[str, Any]:
     return model if isinstance(model, dict) else {}
 
 
+def _width_field(model: dict[str, Any]) -> tuple[str, str] | None:
+    """(section, field) of the model's SSM width (WIDTH_FIELDS), None for an architecture without one."""
+    return WIDTH_FIELDS.get(str(model.get("ssm") or "mamba"))
+
+
 def _expand(model: dict[str, Any]) -> float | None:
-    v = (model.get("mamba") or {}).get("expand") if isinstance(model.get("mamba"), dict) else None
+    where = _width_field(model)
+    section = model.get(where[0]) if where else None
+    v = section.get(where[1]) if isinstance(section, dict) else None
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
@@ -114,8 +135,9 @@ def _normalised(model: dict[str, Any], dense_mixer: str) -> str:
     m = copy.deepcopy(model)
     m.pop("rom", None)
     m["hybrid_ssm"] = dense_mixer
-    if isinstance(m.get("mamba"), dict):
-        m["mamba"].pop("expand", None)
+    where = _width_field(m)
+    if where and isinstance(m.get(where[0]), dict):
+        m[where[0]].pop(where[1], None)
     return json.dumps(m, sort_keys=True)
 
 
@@ -169,8 +191,14 @@ def hybrid_series(df: pd.DataFrame) -> list[HybridSeries]:
                     dense_runs=tuple(map(str, scaling["run_id"])),
                     seed_runs=tuple(sorted(map(str, members.loc[members["role"] == "seed", "run_id"]))),
                     expand=tuple(math.nan if e is None or pd.isna(e) else float(e) for e in scaling["_expand"]),
-                    d_model=tuple(int(d) for d in scaling["d_model"]), names=tuple(map(str, scaling["name"]))))
+                    d_model=tuple(int(d) for d in scaling["d_model"]), names=tuple(map(str, scaling["name"])),
+                    width_field=_width_label(r["_model"])))
     return out
+
+
+def _width_label(model: dict[str, Any]) -> str:
+    where = _width_field(model)
+    return f"model.{where[0]}.{where[1]}" if where else "(none)"
 
 
 def width_series(df: pd.DataFrame) -> HybridSeries | None:

@@ -9,7 +9,7 @@ active parameters where the pair's pooled fit is usable.
 
 The paper's 23% compares a RoM hybrid with widening the Mamba layers of the same hybrid densely. Where the
 study has such a **Mamba-width series** (``analysis.series``: dense hybrids equal to the RoM hybrid but for
-``mamba.expand``, at least 3 widths), the headline reads the RoM hybrid (its scaling run; its seeds are points
+``mamba.expand``, or the width field of another architecture, at least 3 widths), the headline reads the RoM hybrid (its scaling run; its seeds are points
 of the pooled fit) against that series alone: the series pooled with the RoM hybrid's runs
 (``pooled:flops:<dense>+<rom>@mamba-width:<run>``) when it converged, else the series' own L(C) fit
 (``flops:<dense>@mamba-width:<run>``), with the same rule and width; the prediction comes from the series'
@@ -114,7 +114,8 @@ def width_claim(claim_id: str, inputs: ClaimInputs, width: HybridSeries, family_
     details += [{**d, "headline": False, "series": "family fit"} for d in family_claim.details]
     names = ", ".join(width.names)
     reason = (f"read against the Mamba-width series ({names}: {width.dense_family} with "
-              f"mamba.expand {', '.join(f'{e:g}' for e in width.expand)}, otherwise as {width.rom_name}); "
+              f"{width.width_field.removeprefix('model.')} {', '.join(f'{e:g}' for e in width.expand)}, "
+              f"otherwise as {width.rom_name}); "
               + head.reason)
     return replace(head, reason=reason, headline=f"{width.kind} series: {head.headline}", details=details,
                    views=views)
