@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -262,3 +263,41 @@ def test_rom_fit_of_its_own(tmp_path: Path) -> None:
     fit = fit_family(df, "rom", FitKind.PARAMS, bootstrap=0)
     assert fit.params["alpha"] == pytest.approx(ALPHA, rel=1e-4)
     assert fit.params["A"] == pytest.approx(A * 2**-ALPHA, rel=1e-3)
+
+
+def _seed_copy(record: dict, seed: int, shift: float) -> dict:
+    """A seed replicate of ``record``: same config but train.seed, every loss moved by ``shift`` nats."""
+    r = json.loads(json.dumps(record))
+    r["name"], r["role"] = f"{record['name']}-seed{seed}", "seed"
+    r["config"]["name"], r["config"]["role"] = r["name"], "seed"
+    r["config"]["train"]["seed"] = seed
+    r["run_id"] = f"{r['name']}-{record['run_id'].rsplit('-', 1)[1]}"
+    for e in r["eval"]["results"]:
+        e["loss"] += shift
+        e["ppl"] = math.exp(e["loss"])
+    if "training" in r:
+        r["training"]["seed"] = seed
+    return r
+
+
+def test_the_headline_reads_the_mean_of_its_seed_replicates_with_their_noise(tmp_path: Path) -> None:
+    """A single run's loss is one draw: the headline is read at the mean loss of the run and its seed replicates,
+    and its interval adds that mean's seed noise (sigma / sqrt(k)) to the dense fit's bootstrap, where the
+    noise-free fit alone would give a zero-width interval."""
+    records = _study(2.0)
+    head = next(r for r in records if r["name"] == "rom-4000k")
+    records += [_seed_copy(head, 1, 0.02), _seed_copy(head, 2, -0.02)]  # mean unchanged, sigma 0.02
+    claims, _ = _claims(_table(tmp_path, records), bootstrap=200)
+    a = claims["a"]
+    per_family = next(d for d in a.details if d.get("headline") and d["run_id"] == head["run_id"])
+    assert per_family["loss"] == pytest.approx(next(e["loss"] for e in head["eval"]["results"]
+                                                    if e["context_length"] == 256), abs=1e-9)
+    assert per_family["value"] == pytest.approx(2.0, rel=1e-4)  # read at the mean: the 2x law holds there
+    lo, hi = per_family["ci"]
+    assert lo < 1.97 and hi > 2.03  # sigma/sqrt(3) = 0.0115 nats moves N_eq by several % at 95%
+    assert "mean loss of 3 seed replicates" in per_family["note"] and "/sqrt(3)" in per_family["note"]
+
+    plain, _ = _claims(_table(tmp_path / "plain", _study(2.0)), bootstrap=200)
+    d = next(d for d in plain["a"].details if d.get("headline"))
+    assert "seed" not in d["note"]  # no seed runs anywhere: no noise known, the read-off is as before
+    assert d["ci"][1] - d["ci"][0] < 1e-3
