@@ -128,3 +128,26 @@ def test_start_runs_in_the_background_on_a_snapshot_and_collect_takes_what_is_th
     missing = subprocess.run(["bash", str(SCRIPT), "collect", "other", str(tmp_path / "x.tgz")], cwd=host,
                              capture_output=True, text=True, timeout=60, env={**os.environ, **env_sit})
     assert missing.returncode != 0 and "no started study other" in missing.stderr
+
+    # a run that trained but lost its evaluation (as when a crowded GPU killed the eval job), and the lock a
+    # killed Snakemake leaves: `resume` releases the lock and only evaluates the trained run again
+    snapshot = sit / "micro"
+    run = sorted((snapshot / "results" / "micro" / "runs").glob("*/final.json"))[0].parent
+    trained = (run / "train.json").read_text()
+    for part in ("eval.json", "final.json"):
+        (run / part).unlink()
+    locks = snapshot / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.output.lock").write_text(f"results/micro/runs/{run.name}/eval.json\n")  # as Snakemake keys it
+    resumed = subprocess.run(["bash", str(SCRIPT), "resume", "micro", "300", "1"], cwd=host, capture_output=True,
+                             text=True, timeout=120, env={**os.environ, **env_sit})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed micro" in resumed.stdout
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and log.read_text().count("snakemake exit status") < 2:
+        time.sleep(2)
+    time.sleep(2)
+    after = log.read_text().split("--- resumed", 1)[1]
+    assert "snakemake exit status: 0" in after, after[-3000:]
+    assert "rule train:" not in after and "rule eval:" in after, after[-3000:]
+    assert (run / "final.json").exists() and (run / "train.json").read_text() == trained
