@@ -121,7 +121,8 @@ start() {
     # must not change the file under it
     cp "${BASH_SOURCE[0]}" "$sit/$study.offline_gpu_study.sh"
     echo "$bundle" > "$sit/$study.bundle"
-    launch "$study" "$limit" "$gpu_jobs" > "$sit/$study.log"
+    : > "$sit/$study.log"  # a fresh log; `resume` appends to it
+    launch "$study" "$limit" "$gpu_jobs"
     echo "started $study in $dst (pid $(cat "$sit/$study.pid"), log $sit/$study.log)"
 }
 

@@ -9,8 +9,9 @@ active parameters where the pair's pooled fit is usable.
 
 The paper's 23% compares a RoM hybrid with widening the Mamba layers of the same hybrid densely. Where the
 study has such a **Mamba-width series** (``analysis.series``: dense hybrids equal to the RoM hybrid but for
-``mamba.expand``, or the width field of another architecture, at least 3 widths), the headline reads the RoM hybrid (its scaling run, at the mean loss of it and its seeds
-with their noise, ``common._seed_aware``; its seeds are points of the pooled fit) against that series alone: the series pooled with the RoM hybrid's runs
+``mamba.expand``, or the width field of another architecture, at least 3 widths), the headline reads the RoM
+hybrid (its scaling run, at the mean loss of it and its seeds with their noise, ``common._seed_aware``; its
+seeds are points of the pooled fit) against that series alone: the series pooled with the RoM hybrid's runs
 (``pooled:flops:<dense>+<rom>@mamba-width:<run>``) when it converged, else the series' own L(C) fit
 (``flops:<dense>@mamba-width:<run>``), with the same rule and width; the prediction comes from the series'
 pooled fit. Views: the series and its runs, the whole-hybrid series (d_model scaled) read the same way, and

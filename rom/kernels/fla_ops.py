@@ -111,24 +111,26 @@ def _fla_guard_lifted(device: torch.device) -> Iterator[None]:
 FP32_DOT_PRECISION = "tf32x3"  # Triton's input precision for fla's fp32 x fp32 dots (see the module docstring)
 
 
-@contextlib.contextmanager
-def _fp32_dots(dtype: torch.dtype) -> Iterator[None]:
+def _fp32_dots(dtype: torch.dtype) -> contextlib.AbstractContextManager[None]:
     """Kernels compiled inside compute their fp32 dots as 3xTF32 (Triton's ``TRITON_F32_DEFAULT`` knob, which
     fla's dots follow: they name no precision). Triton reads it while compiling and keys its on-disk cache on
     it; its in-process cache is not, so a kernel that something else in this process compiled first for the
     same fp32 specialization keeps that precision. Nothing changes for 16-bit inputs."""
     if dtype != torch.float32:
-        yield
-        return
+        return contextlib.nullcontext()
     import triton  # noqa: PLC0415 (fla needs it; only reached once fla imported)
 
     language = getattr(getattr(triton, "knobs", None), "language", None)
     if language is None or not hasattr(language, "scope"):
         _warn_once("fla fp32", f"triton {triton.__version__} has no knobs.language.scope(); fp32 dots stay TF32")
-        yield
-        return
-    with language.scope():
-        language.fp32_default = FP32_DOT_PRECISION
+        return contextlib.nullcontext()
+    return _knob_scope(language, "fp32_default", FP32_DOT_PRECISION)
+
+
+@contextlib.contextmanager
+def _knob_scope(knobs: Any, name: str, value: str) -> Iterator[None]:
+    with knobs.scope():  # restores the knob and its environment variable on exit
+        setattr(knobs, name, value)
         yield
 
 
