@@ -89,6 +89,9 @@ run() {
     local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs=${6:-1} rc=0
     install_wheels "$wheels"
     export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    # Triton keeps autotuning results on disk, so only the first of a sitting's processes tunes each kernel
+    # shape (fla's kernels spent about 230 s of one 450 s mamba2 run tuning)
+    export TRITON_CACHE_AUTOTUNING="${TRITON_CACHE_AUTOTUNING:-1}"
     if [[ ! -e "results/$study/data/tokens/train.bin" ]]; then
         python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='fully_trusted')" \
             "$bundle/data.tar.xz" "results/$study"

@@ -34,6 +34,7 @@ def _needs_fla():
 
 def _check(name, out, ref, tol, failures):
     err = rel_err(out, ref)
+    print(f"{name}: rel err {err:.3g} (tolerance {tol})")  # shown with -s: the measured accuracy, not only pass
     if not err <= tol:  # NaN / inf never passes
         failures.append(f"{name}: rel err {err:.3g} > {tol}")
     return err
