@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from analysis.errors import AnalysisError, read_json
+from analysis.parallel import available_cores
 from rom.io import atomic_write_json_safe as write_json
 from rom.records import RecordError
 
@@ -36,6 +37,26 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def configure_logging(level: int) -> None:
+    """Log lines of the ``analysis`` package to stderr at ``level`` (also run in each worker process of
+    ``analysis fit``). Only our logger: the root at INFO would let matplotlib's font subsetting flood the log."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _parse_fixed(items: list[str]) -> dict[str, float]:
     fixed = {}
     for item in items:
@@ -50,28 +71,35 @@ def _parse_fixed(items: list[str]) -> dict[str, float]:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    import functools
+
     from analysis.collect import read_table
     from analysis.families import families_in
-    from analysis.fit import FlopConvention, ParamConvention, fit_all, fits_document
+    from analysis.fit import FlopConvention, ParamConvention, family_fit_tasks, fits_document, log_fit
+    from analysis.parallel import run_tasks
     from analysis.pooled import pooled_all
+    from analysis.series import series_fit_tasks, series_pooled  # claim (b)'s dense hybrid series (issue 23)
 
     df = read_table(args.table)
     pc, fc = ParamConvention(args.param_convention), FlopConvention(args.flop_convention)
     fixed = _parse_fixed(args.fix_E)
-    # A progress bar on a terminal; in a workflow log, one line per fit (logged by fit_all) is enough.
-    fits = fit_all(df, pc, fc, args.bootstrap, args.seed, args.ci_level, fixed, progress=sys.stderr.isatty())
-    from analysis.series import series_fits, series_pooled  # claim (b)'s dense hybrid series (issue 23)
-
-    fits += series_fits(df, pc, fc, args.bootstrap, args.seed, args.ci_level)
-    settings = {"table": str(args.table), "param_convention": pc.value, "flop_convention": fc.value,
-                "bootstrap": args.bootstrap, "seed": args.seed, "ci_level": args.ci_level, "fixed_E": fixed}
-    doc = fits_document(fits, **settings)
+    common = (pc, fc, args.bootstrap, args.seed, args.ci_level)
     # Pooled dense + RoM fits (issue 24) for every routed family whose dense counterpart is in the table.
     fams = families_in(df)
     pairs = [(f.dense_counterpart().name, f.name) for f in sorted(fams.values(), key=lambda f: f.name)
              if f.routed and f.dense_counterpart().name in fams]
-    doc["pooled"] = [p.to_dict() for p in pooled_all(df, pairs, pc, fc, args.bootstrap, args.seed, args.ci_level)]
-    doc["pooled"] += [p.to_dict() for p in series_pooled(df, pc, fc, args.bootstrap, args.seed, args.ci_level)]
+    # Every fit is independent (its own bootstrap seed): one task each, the long pooled ones first. A progress
+    # bar only on a terminal and in one process; in a workflow log, one line per fit is enough.
+    family = family_fit_tasks(df, *common, fixed, progress=sys.stderr.isatty() and args.workers == 1)
+    series = series_fit_tasks(df, *common)
+    pooled = [functools.partial(pooled_all, df, pairs, *common), functools.partial(series_pooled, df, *common)]
+    results = run_tasks(pooled + family + series, args.workers, configure_logging, (log.level,))
+    pooled_fits = [p for group in results[:len(pooled)] for p in group]
+    fits = [log_fit(f) for f in results[len(pooled):]]
+    settings = {"table": str(args.table), "param_convention": pc.value, "flop_convention": fc.value,
+                "bootstrap": args.bootstrap, "seed": args.seed, "ci_level": args.ci_level, "fixed_E": fixed}
+    doc = fits_document(fits, **settings)
+    doc["pooled"] = [p.to_dict() for p in pooled_fits]
     write_json(args.out, doc)
     return 0
 
@@ -161,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ci-level", type=float, default=0.95)
     p.add_argument("--fix-E", action="append", default=[], metavar="FAMILY=VALUE",
                    help="hold the asymptote E of a family's L(N) and L(C) fits fixed (repeatable)")
+    p.add_argument("--workers", type=_positive_int, default=available_cores(),
+                   help="processes for the independent fits (default: the cores available; same numbers "
+                        "with any number)")
     p.set_defaults(func=_cmd_fit)
 
     def inputs(p: argparse.ArgumentParser, claims: bool = True) -> None:
@@ -200,12 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Configure only our logger: the root at INFO would let matplotlib's font subsetting flood the log.
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    configure_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (AnalysisError, RecordError) as e:

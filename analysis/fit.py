@@ -583,6 +583,33 @@ def fit_family(
                      bootstrap=Bootstrap(bootstrap, len(samples), seed, tuple(samples)), **common)
 
 
+def family_fit_tasks(
+    df: pd.DataFrame,
+    param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
+    flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    ci_level: float = 0.95,
+    fixed_E: dict[str, float] | None = None,
+    progress: bool = False,
+) -> list[Callable[[], FitResult]]:
+    """``fit_family`` for every form of every family present in the table (families sorted, then params,
+    flops, joint), each a picklable task (``analysis.parallel.run_tasks``)."""
+    tasks = []
+    for family in sorted(df["family"].unique()):
+        for kind in FitKind:
+            fe = (fixed_E or {}).get(family)
+            tasks.append(functools.partial(fit_family, df, family, kind, param_convention, flop_convention,
+                                           bootstrap, seed, ci_level, fe if kind != FitKind.JOINT else None,
+                                           progress=progress))
+    return tasks
+
+
+def log_fit(fit: FitResult) -> FitResult:
+    log.info("fit %s: %s (%s)", fit.key, fit.status.value, fit.message)
+    return fit
+
+
 def fit_all(
     df: pd.DataFrame,
     param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
@@ -592,16 +619,14 @@ def fit_all(
     ci_level: float = 0.95,
     fixed_E: dict[str, float] | None = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> list[FitResult]:
-    """Every form for every family present in the table (families sorted, then params, flops, joint)."""
-    fits = []
-    for family in sorted(df["family"].unique()):
-        for kind in FitKind:
-            fe = (fixed_E or {}).get(family)
-            fits.append(fit_family(df, family, kind, param_convention, flop_convention, bootstrap, seed,
-                                   ci_level, fe if kind != FitKind.JOINT else None, progress=progress))
-            log.info("fit %s: %s (%s)", fits[-1].key, fits[-1].status.value, fits[-1].message)
-    return fits
+    """Every form for every family present in the table (families sorted, then params, flops, joint), in up to
+    ``workers`` processes (the same numbers with any number)."""
+    from analysis.parallel import run_tasks
+
+    tasks = family_fit_tasks(df, param_convention, flop_convention, bootstrap, seed, ci_level, fixed_E, progress)
+    return [log_fit(f) for f in run_tasks(tasks, workers)]
 
 
 @dataclass(frozen=True)

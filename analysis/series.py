@@ -27,6 +27,8 @@ them (``analysis.claims.saving``).
 
 from __future__ import annotations
 
+import functools
+
 import copy
 import json
 import math
@@ -215,12 +217,23 @@ def series_fits(df: pd.DataFrame, param_convention: ParamConvention = ParamConve
                 flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL, bootstrap: int = 1000, seed: int = 0,
                 ci_level: float = 0.95) -> list[FitResult]:
     """Each series' own L(C) fit (its dense runs alone), keyed ``HybridSeries.fit_key``; [] without a series."""
-    out = []
-    for s in hybrid_series(df):
-        fit = fit_family(s.subset(df), s.dense_family, FitKind.FLOPS, param_convention, flop_convention, bootstrap,
-                         seed, ci_level)
-        out.append(replace(fit, key=s.fit_key, message=f"{fit.message}; {s.describe()}"))
-    return out
+    return [task() for task in series_fit_tasks(df, param_convention, flop_convention, bootstrap, seed, ci_level)]
+
+
+def series_fit_tasks(df: pd.DataFrame, param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
+                     flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL, bootstrap: int = 1000,
+                     seed: int = 0, ci_level: float = 0.95) -> list:
+    """``series_fits`` as picklable tasks, one per series (``analysis.parallel.run_tasks``)."""
+    return [functools.partial(series_fit, df, s, param_convention, flop_convention, bootstrap, seed, ci_level)
+            for s in hybrid_series(df)]
+
+
+def series_fit(df: pd.DataFrame, s: HybridSeries, param_convention: ParamConvention,
+               flop_convention: FlopConvention, bootstrap: int, seed: int, ci_level: float) -> FitResult:
+    """One series' own L(C) fit (its dense runs alone), keyed ``s.fit_key``."""
+    fit = fit_family(s.subset(df), s.dense_family, FitKind.FLOPS, param_convention, flop_convention, bootstrap,
+                     seed, ci_level)
+    return replace(fit, key=s.fit_key, message=f"{fit.message}; {s.describe()}")
 
 
 def series_pooled(df: pd.DataFrame, param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,

@@ -38,12 +38,14 @@ rule fit:
         ci=FIT["ci_level"],
     log:
         f"{LOGS}/analysis/fit.log",
+    # the fits are independent: one process per core (the numbers do not depend on the count)
+    threads: workflow.cores
     conda:
         SOFTWARE
     shell:
         "python -m analysis fit --table {input.table} --param-convention {params.convention}"
         " --flop-convention {params.flops} --bootstrap {params.bootstrap} --seed {params.seed}"
-        " --ci-level {params.ci} --out {output.fits} > {log} 2>&1"
+        " --ci-level {params.ci} --workers {threads} --out {output.fits} > {log} 2>&1"
 
 
 rule claims:
