@@ -38,8 +38,9 @@ rule fit:
         ci=FIT["ci_level"],
     log:
         f"{LOGS}/analysis/fit.log",
-    # the fits are independent: one process per core (the numbers do not depend on the count)
-    threads: workflow.cores
+    # the fits are independent: one process per thread (the numbers do not depend on the count); Snakemake
+    # lowers this to --cores where fewer are given
+    threads: 8
     conda:
         SOFTWARE
     shell:
