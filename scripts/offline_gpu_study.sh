@@ -9,7 +9,8 @@
 #   scripts/offline_gpu_study.sh run STUDY BUNDLE_DIR WHEEL_DIR RECORDS_TAR TIME_LIMIT_S [GPU_JOBS]
 #       (GPU side, from the repository root) installs WHEEL_DIR/*.whl into /tmp/site (no index, no deps),
 #       unpacks the data, runs `snakemake --until record` for at most TIME_LIMIT_S seconds with GPU_JOBS
-#       GPU jobs at a time (default 1), and writes the small run files (records, metrics, logs, Snakemake's
+#       GPU jobs at a time (default 1; "auto": as many as the first GPU's memory holds at ROM_GPU_JOB_GIB, default
+#       17 GiB, per job, 1 to 8: 4 on an 80 GB H100, 8 on a 141 GB H200), and writes the small run files (records, metrics, logs, Snakemake's
 #       benchmark files; never checkpoints or weights) to RECORDS_TAR. Extra Snakemake arguments come from
 #       ROM_SNAKEMAKE_ARGS (e.g. "--prioritize results/STUDY/runs/RUN_ID/final.json ..." to train some runs
 #       first). Unpack RECORDS_TAR into results/STUDY/ of the clone you carry (tar -C results/STUDY -xzf
@@ -30,6 +31,12 @@
 #       each run finished, trained (waiting for eval/flops), at step N, or not started, and whether the
 #       background run is still going. Copy OUT_TAR back after every call: a host that is taken back
 #       mid-sitting keeps nothing.
+#   scripts/offline_gpu_study.sh gpu-jobs [GPU_JOBS]
+#       (GPU side) prints the number of GPU jobs that `run`, `start` and `resume` would use (default auto).
+#   scripts/offline_gpu_study.sh wait STUDY SECONDS [FINISHED]
+#       (GPU side) returns when the started study's background run has ended, when FINISHED of its runs have a
+#       record (final.json; committed ones count), or after SECONDS, printing the count every 30 s; then
+#       `collect`. Lets one device command start, wait and collect without guessing the sleep.
 #   scripts/offline_gpu_study.sh stop STUDY
 #       (GPU side) ends a started study's background run with everything it started (its training and
 #       evaluation processes too, which hold GPU memory): TERM to the whole process group, KILL after 30 s.
@@ -43,7 +50,7 @@
 # judge by modification times only (--rerun-triggers mtime): a finished run is never trained twice.
 set -euo pipefail
 
-usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 [[ $# -ge 1 ]] || usage 2
 
 pack() {
@@ -85,8 +92,27 @@ install_wheels() {  # WHEEL_DIR/*.whl into /tmp/site; an empty WHEEL_DIR: the ho
     fi
 }
 
+gpu_jobs_for() {  # GPU_JOBS as given, or for "auto" the jobs the first GPU's memory holds (see the usage)
+    local jobs=$1 mib per_job_mib
+    if [[ "$jobs" != auto ]]; then
+        [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "GPU_JOBS must be a whole number >= 1 or auto, got '$jobs'" >&2; return 1; }
+        echo "$jobs"; return 0
+    fi
+    # every training or evaluation process of these studies holds 13-16 GiB whatever the model's size (seen
+    # on an H100: 6 jobs ran out of memory, 4 did not)
+    per_job_mib=$(( ${ROM_GPU_JOB_GIB:-17} * 1024 ))
+    mib=$( (nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null || true) | head -n 1 | tr -d ' ')
+    [[ "$mib" =~ ^[0-9]+$ ]] || { echo "GPU_JOBS auto: nvidia-smi gave no GPU memory ('$mib')" >&2; return 1; }
+    jobs=$(( mib / per_job_mib ))
+    (( jobs > 8 )) && jobs=8
+    (( jobs < 1 )) && jobs=1
+    echo "$jobs"
+}
+
 run() {
-    local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs=${6:-1} rc=0
+    local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs rc=0
+    gpu_jobs=$(gpu_jobs_for "${6:-1}")
+    echo "GPU jobs: $gpu_jobs"
     install_wheels "$wheels"
     export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
     # Triton keeps autotuning results on disk, so only the first of a sitting's processes tunes each kernel
@@ -108,7 +134,8 @@ run() {
 sitting_dir() { echo "${ROM_SITTING_DIR:-/tmp/rom-sitting}"; }
 
 start() {
-    local study=$1 bundle wheels limit=$4 gpu_jobs=${5:-1} sit dst
+    local study=$1 bundle wheels limit=$4 gpu_jobs sit dst
+    gpu_jobs=$(gpu_jobs_for "${5:-1}")
     bundle=$(realpath "$2") wheels=$(realpath "$3") sit=$(sitting_dir)
     [[ -e "$bundle/data.tar.xz" ]] || { echo "start: $bundle/data.tar.xz is missing" >&2; exit 1; }
     if is_running "$study"; then
@@ -163,7 +190,8 @@ stop() {
 }
 
 resume() {
-    local study=$1 limit=$2 gpu_jobs=${3:-1} sit
+    local study=$1 limit=$2 gpu_jobs sit
+    gpu_jobs=$(gpu_jobs_for "${3:-1}")
     sit=$(sitting_dir)
     [[ -d "$sit/$study" && -e "$sit/$study.bundle" ]] || { echo "resume: no started study $study under $sit" >&2; exit 1; }
     if is_running "$study"; then
@@ -177,6 +205,23 @@ resume() {
     echo "--- resumed $(date -u +%FT%TZ): limit ${limit}s, $gpu_jobs GPU jobs" >> "$sit/$study.log"
     launch "$study" "$limit" "$gpu_jobs"
     echo "resumed $study in $sit/$study (pid $(cat "$sit/$study.pid"), log $sit/$study.log)"
+}
+
+wait_for() {
+    local study=$1 seconds=$2 want=${3:-} sit t0 n
+    sit=$(sitting_dir)
+    [[ -d "$sit/$study" ]] || { echo "wait: no started study $study under $sit" >&2; exit 1; }
+    [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "wait: SECONDS must be a whole number, got '$seconds'" >&2; exit 2; }
+    [[ -z "$want" || "$want" =~ ^[0-9]+$ ]] || { echo "wait: FINISHED must be a whole number, got '$want'" >&2; exit 2; }
+    t0=$(date +%s)
+    while :; do
+        n=$(find "$sit/$study/results/$study/runs" -name final.json 2>/dev/null | wc -l)
+        if ! is_running "$study"; then echo "wait: $study's background run has ended ($n records)"; return 0; fi
+        if [[ -n "$want" ]] && (( n >= want )); then echo "wait: $n records (asked for $want)"; return 0; fi
+        if (( $(date +%s) - t0 >= seconds )); then echo "wait: ${seconds}s passed ($n records)"; return 0; fi
+        echo "wait: $(( $(date +%s) - t0 ))s, $n records"
+        sleep "$(( seconds - ($(date +%s) - t0) < 30 ? seconds - ($(date +%s) - t0) : 30 ))"
+    done
 }
 
 collect() {
@@ -212,6 +257,8 @@ case "$1" in
     run) [[ $# -ge 6 && $# -le 7 ]] || usage 2; run "${@:2}" ;;
     start) [[ $# -ge 5 && $# -le 6 ]] || usage 2; start "${@:2}" ;;
     collect) [[ $# -eq 3 ]] || usage 2; collect "$2" "$3" ;;
+    gpu-jobs) [[ $# -le 2 ]] || usage 2; gpu_jobs_for "${2:-auto}" ;;
+    wait) [[ $# -ge 3 && $# -le 4 ]] || usage 2; wait_for "${@:2}" ;;
     stop) [[ $# -eq 2 ]] || usage 2; stop "$2" ;;
     resume) [[ $# -ge 3 && $# -le 4 ]] || usage 2; resume "${@:2}" ;;
     -h|--help) usage 0 ;;

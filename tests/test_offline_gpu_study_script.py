@@ -138,3 +138,64 @@ def test_collect_packs_job_logs_and_the_sitting_log_and_names_trained_runs(tmp_p
     with tarfile.open(tmp_path / "out.tgz") as tar:
         assert tar.extractfile("logs/eval/t.log").read().startswith(b"torch.OutOfMemoryError")
         assert tar.extractfile("sitting.log").read() == b"Error in rule eval:\n"
+
+
+def _fake_nvidia_smi(tmp_path, total_mib: str) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\necho '{total_mib}'\n")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize("total_mib, jobs", [("81559", "4"), ("143771", "8"), ("8000", "1"), ("200000", "8")])
+def test_gpu_jobs_auto_fits_the_first_gpus_memory(tmp_path, total_mib, jobs):
+    """17 GiB a job by default: 4 on an 80 GB H100, 8 on a 141 GB H200, never fewer than 1 or more than 8."""
+    env = _fake_nvidia_smi(tmp_path, f"{total_mib}\n1024")
+    res = subprocess.run(["bash", str(SCRIPT), "gpu-jobs", "auto"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == jobs
+    res = subprocess.run(["bash", str(SCRIPT), "gpu-jobs"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**env, "ROM_GPU_JOB_GIB": "40"})
+    assert res.stdout.strip() == str(min(8, max(1, int(total_mib) // (40 * 1024))))
+
+
+def test_gpu_jobs_names_a_bad_value_and_a_missing_gpu(tmp_path):
+    for value in ("0", "two", "-1"):
+        res = _script(tmp_path, "gpu-jobs", value)
+        assert res.returncode != 0 and f"GPU_JOBS must be a whole number >= 1 or auto, got '{value}'" in res.stderr
+    env = _fake_nvidia_smi(tmp_path, "")
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")  # no GPU
+    res = subprocess.run(["bash", str(SCRIPT), "gpu-jobs", "auto"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env)
+    assert res.returncode != 0 and "nvidia-smi gave no GPU memory" in res.stderr
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "data.tar.xz").write_bytes(b"")
+    res = _script(tmp_path, "start", "s", "bundle", "wheels", "60", "many")  # refused before anything starts
+    assert res.returncode != 0 and "got 'many'" in res.stderr and not (tmp_path / "sit" / "s").exists()
+
+
+def test_wait_returns_at_the_record_count_at_the_end_of_the_run_or_at_the_limit(tmp_path):
+    sit = tmp_path / "sit"
+    runs = sit / "s" / "results" / "s" / "runs"
+    for name in ("a", "b"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "final.json").write_text("{}")
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        (sit / "s.pid").write_text(f"{live.pid}\n")
+        res = _script(tmp_path, "wait", "s", "100", "2")
+        assert res.returncode == 0 and "wait: 2 records (asked for 2)" in res.stdout
+        res = _script(tmp_path, "wait", "s", "1", "3")
+        assert res.returncode == 0 and "wait: 1s passed (2 records)" in res.stdout
+    finally:
+        live.kill()
+        live.wait()
+    res = _script(tmp_path, "wait", "s", "100", "5")
+    assert res.returncode == 0 and "background run has ended (2 records)" in res.stdout
+    res = _script(tmp_path, "wait", "nope", "10")
+    assert res.returncode != 0 and "no started study nope" in res.stderr
+    res = _script(tmp_path, "wait", "s", "soon")
+    assert res.returncode != 0 and "SECONDS must be a whole number, got 'soon'" in res.stderr
