@@ -610,23 +610,12 @@ def log_fit(fit: FitResult) -> FitResult:
     return fit
 
 
-def fit_all(
-    df: pd.DataFrame,
-    param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
-    flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    ci_level: float = 0.95,
-    fixed_E: dict[str, float] | None = None,
-    progress: bool = False,
-    workers: int = 1,
-) -> list[FitResult]:
-    """Every form for every family present in the table (families sorted, then params, flops, joint), in up to
+def fit_all(df: pd.DataFrame, *args: Any, workers: int = 1, **kwargs: Any) -> list[FitResult]:
+    """Every form for every family present in the table (the arguments of ``family_fit_tasks``), in up to
     ``workers`` processes (the same numbers with any number)."""
     from analysis.parallel import run_tasks
 
-    tasks = family_fit_tasks(df, param_convention, flop_convention, bootstrap, seed, ci_level, fixed_E, progress)
-    return [log_fit(f) for f in run_tasks(tasks, workers)]
+    return [log_fit(f) for f in run_tasks(family_fit_tasks(df, *args, **kwargs), workers)]
 
 
 @dataclass(frozen=True)

@@ -109,15 +109,19 @@ gpu_jobs_for() {  # GPU_JOBS as given, or for "auto" the jobs the first GPU's me
     echo "$jobs"
 }
 
+offline_env() {  # the wheels installed into /tmp/site and this tree importable; no hub lookups
+    export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    # Triton keeps autotuning results on disk, so only the first of a sitting's processes tunes each kernel
+    # shape (fla's kernels spent about 230 s of one 450 s mamba2 run tuning)
+    export TRITON_CACHE_AUTOTUNING="${TRITON_CACHE_AUTOTUNING:-1}"
+}
+
 run() {
     local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs rc=0
     gpu_jobs=$(gpu_jobs_for "${6:-1}")
     echo "GPU jobs: $gpu_jobs"
     install_wheels "$wheels"
-    export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-    # Triton keeps autotuning results on disk, so only the first of a sitting's processes tunes each kernel
-    # shape (fla's kernels spent about 230 s of one 450 s mamba2 run tuning)
-    export TRITON_CACHE_AUTOTUNING="${TRITON_CACHE_AUTOTUNING:-1}"
+    offline_env
     if [[ ! -e "results/$study/data/tokens/train.bin" ]]; then
         python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='fully_trusted')" \
             "$bundle/data.tar.xz" "results/$study"
@@ -199,8 +203,8 @@ resume() {
         exit 1
     fi
     # a killed Snakemake leaves its lock; no other Snakemake runs in this snapshot (checked just above)
-    (cd "$sit/$study" && PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" \
-        python3 -m snakemake --unlock --cores 1 --config study="$study" > /dev/null 2>&1) \
+    (cd "$sit/$study" && offline_env && python3 -m snakemake --unlock --cores 1 --config study="$study" \
+        > /dev/null 2>&1) \
         || echo "resume: snakemake --unlock failed in $sit/$study; going on" >&2
     echo "--- resumed $(date -u +%FT%TZ): limit ${limit}s, $gpu_jobs GPU jobs" >> "$sit/$study.log"
     launch "$study" "$limit" "$gpu_jobs"
