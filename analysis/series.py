@@ -27,9 +27,8 @@ them (``analysis.claims.saving``).
 
 from __future__ import annotations
 
-import functools
-
 import copy
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, replace

@@ -9,10 +9,10 @@
 #   scripts/offline_gpu_study.sh run STUDY BUNDLE_DIR WHEEL_DIR RECORDS_TAR TIME_LIMIT_S [GPU_JOBS]
 #       (GPU side, from the repository root) installs WHEEL_DIR/*.whl into /tmp/site (no index, no deps),
 #       unpacks the data, runs `snakemake --until record` for at most TIME_LIMIT_S seconds with GPU_JOBS
-#       GPU jobs at a time (default 1; "auto": as many as the first GPU's memory holds at ROM_GPU_JOB_GIB, default
-#       17 GiB, per job, 1 to 8: 4 on an 80 GB H100, 8 on a 141 GB H200), and writes the small run files (records, metrics, logs, Snakemake's
-#       benchmark files; never checkpoints or weights) to RECORDS_TAR. Extra Snakemake arguments come from
-#       ROM_SNAKEMAKE_ARGS (e.g. "--prioritize results/STUDY/runs/RUN_ID/final.json ..." to train some runs
+#       GPU jobs at a time (default 1; "auto": as many as the first GPU's memory holds at ROM_GPU_JOB_GIB,
+#       default 17 GiB, per job, 1 to 8: 4 on an 80 GB H100, 8 on a 141 GB H200), and writes the small run
+#       files (records, metrics, logs, Snakemake's benchmark files; never checkpoints or weights) to
+#       RECORDS_TAR. Extra Snakemake arguments come from ROM_SNAKEMAKE_ARGS (e.g. "--prioritize results/STUDY/runs/RUN_ID/final.json ..." to train some runs
 #       first). Unpack RECORDS_TAR into results/STUDY/ of the clone you carry (tar -C results/STUDY -xzf
 #       RECORDS_TAR) before the next slice: a slice trains every run whose record did not travel with it. Finished runs are then kept, and an interrupted one
 #       resumes from its checkpoint if the host kept it.
@@ -212,7 +212,7 @@ resume() {
 }
 
 wait_for() {
-    local study=$1 seconds=$2 want=${3:-} sit t0 n
+    local study=$1 seconds=$2 want=${3:-} sit t0 n left
     sit=$(sitting_dir)
     [[ -d "$sit/$study" ]] || { echo "wait: no started study $study under $sit" >&2; exit 1; }
     [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "wait: SECONDS must be a whole number, got '$seconds'" >&2; exit 2; }
@@ -222,9 +222,10 @@ wait_for() {
         n=$(find "$sit/$study/results/$study/runs" -name final.json 2>/dev/null | wc -l)
         if ! is_running "$study"; then echo "wait: $study's background run has ended ($n records)"; return 0; fi
         if [[ -n "$want" ]] && (( n >= want )); then echo "wait: $n records (asked for $want)"; return 0; fi
-        if (( $(date +%s) - t0 >= seconds )); then echo "wait: ${seconds}s passed ($n records)"; return 0; fi
-        echo "wait: $(( $(date +%s) - t0 ))s, $n records"
-        sleep "$(( seconds - ($(date +%s) - t0) < 30 ? seconds - ($(date +%s) - t0) : 30 ))"
+        left=$(( seconds - ($(date +%s) - t0) ))
+        if (( left <= 0 )); then echo "wait: ${seconds}s passed ($n records)"; return 0; fi
+        echo "wait: $(( seconds - left ))s, $n records"
+        sleep "$(( left < 30 ? left : 30 ))"
     done
 }
 
