@@ -92,7 +92,7 @@ def test_import_errors_name_the_problem(tmp_path):
     with pytest.raises(InteropError, match="hidden_act='gelu'"):
         model_config_from_hf({**cfg, "hidden_act": "gelu"}, 32)
     with pytest.raises(InteropError, match="only 'mamba'"):
-        (src / "config.json").write_text(json.dumps({**cfg, "model_type": "mamba2"}))
+        (src / "config.json").write_text(json.dumps({**cfg, "model_type": "jamba"}))
         load_hf_mamba(src)
     (src / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 2}))
     with pytest.raises(InteropError, match="backbone.layers.1.norm.weight is missing"):

@@ -1,4 +1,4 @@
-"""`rom import-hf SRC --out DIR`: a transformers MambaForCausalLM (directory or hub repo id) as a model
+"""`rom import-hf SRC --out DIR`: a transformers MambaForCausalLM or Mamba2ForCausalLM (directory or hub repo id) as a model
 directory of this toolkit, which `rom eval --run DIR` and `rom downstream --run DIR` accept."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "convert a Hugging Face MambaForCausalLM (local directory or repo id) into a model directory of this toolkit"
+HELP = ("convert a Hugging Face MambaForCausalLM or Mamba2ForCausalLM (local directory or repo id) into a model "
+        "directory of this toolkit")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

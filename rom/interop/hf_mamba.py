@@ -1,4 +1,5 @@
-"""Hugging Face ``MambaForCausalLM`` checkpoints <-> this toolkit's dense Mamba language model.
+"""Hugging Face ``MambaForCausalLM`` checkpoints <-> this toolkit's dense Mamba language model (and, through
+``rom.interop.hf_mamba2``'s names and config keys, ``Mamba2ForCausalLM`` <-> dense Mamba-2).
 
 The Hugging Face format (transformers' ``modeling_mamba``; the state-spaces ``mamba-*-hf`` repositories) is a
 directory with ``config.json`` (``model_type: mamba``) and the weights in ``model.safetensors`` (or shards
@@ -50,6 +51,9 @@ import torch
 
 from rom.config import MambaConfig, ModelConfig, Pattern, Mlp, SsmKind
 from rom.errors import RomError
+from rom.interop.hf_mamba2 import (HF_DEFAULTS as MAMBA2_DEFAULTS, MIXER_NAMES as MAMBA2_MIXER_NAMES,
+                                   MODEL_TYPE as MAMBA2_TYPE, hf_config_from_model as mamba2_hf_config,
+                                   is_dense_mamba2, mixer_config_from_hf as mamba2_mixer_config)
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +106,9 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InteropError(f"{path}: not valid JSON ({e})") from None
-    if config.get("model_type") != "mamba":
+    if config.get("model_type") not in ("mamba", MAMBA2_TYPE):
         raise InteropError(f"{path}: model_type={config.get('model_type')!r}; only 'mamba' (MambaForCausalLM, "
-                           "Mamba-1) can be imported")
+                           "Mamba-1) and 'mamba2' (Mamba2ForCausalLM) can be imported")
     return config
 
 
@@ -142,10 +146,13 @@ def _get(config: dict, key: str, default: Any, where: Path | str) -> Any:
 
 
 def model_config_from_hf(config: dict[str, Any], vocab_rows: int, where: Path | str = HF_CONFIG) -> ModelConfig:
-    """This toolkit's ModelConfig for a transformers MambaConfig dict (defaults: transformers' own)."""
+    """This toolkit's ModelConfig for a transformers MambaConfig or Mamba2Config dict (told apart by model_type;
+    defaults: transformers' own)."""
     act = _get(config, "hidden_act", "silu", where)
     if act not in ("silu", "swish"):
         raise InteropError(f"{where}: hidden_act={act!r}; this toolkit's Mamba mixer uses silu only")
+    if config.get("model_type") == MAMBA2_TYPE:
+        return _mamba2_model_config(config, vocab_rows, where)
     d_model = int(_get(config, "hidden_size", 768, where))
     if "intermediate_size" in config:
         inner = int(config["intermediate_size"])
@@ -156,15 +163,7 @@ def model_config_from_hf(config: dict[str, Any], vocab_rows: int, where: Path | 
                            "(mamba.expand must be an integer here)")
     rank = _get(config, "time_step_rank", "auto", where)
     dt_rank = math.ceil(d_model / 16) if rank == "auto" else int(rank)
-    vocab = int(_get(config, "vocab_size", vocab_rows, where))
-    if vocab > vocab_rows:
-        raise InteropError(f"{where}: vocab_size={vocab} but the embedding has only {vocab_rows} rows")
-    if vocab != vocab_rows:
-        log.info("%s: vocab_size=%d, embedding rows %d (padded): the model keeps all %d rows", where, vocab,
-                 vocab_rows, vocab_rows)
-    if not _get(config, "residual_in_fp32", True, where):
-        log.warning("%s: residual_in_fp32=false: this toolkit keeps the residual stream in fp32, so outputs differ "
-                    "from transformers' run in bf16/fp16 (identical in fp32)", where)
+    _check_vocab_and_residual(config, vocab_rows, where)
     mamba = MambaConfig(
         expand=inner // d_model,
         d_state=int(_get(config, "state_size", 16, where)),
@@ -191,13 +190,50 @@ def model_config_from_hf(config: dict[str, Any], vocab_rows: int, where: Path | 
     return cfg
 
 
+def _check_vocab_and_residual(config: dict[str, Any], vocab_rows: int, where: Path | str) -> None:
+    vocab = int(_get(config, "vocab_size", vocab_rows, where))
+    if vocab > vocab_rows:
+        raise InteropError(f"{where}: vocab_size={vocab} but the embedding has only {vocab_rows} rows")
+    if vocab != vocab_rows:
+        log.info("%s: vocab_size=%d, embedding rows %d (padded): the model keeps all %d rows", where, vocab,
+                 vocab_rows, vocab_rows)
+    if not _get(config, "residual_in_fp32", True, where):
+        log.warning("%s: residual_in_fp32=false: this toolkit keeps the residual stream in fp32, so outputs differ "
+                    "from transformers' run in bf16/fp16 (identical in fp32)", where)
+
+
+def _mamba2_model_config(config: dict[str, Any], vocab_rows: int, where: Path | str) -> ModelConfig:
+    def get(key: str) -> Any:
+        return _get(config, key, MAMBA2_DEFAULTS[key], where)
+
+    d_model = int(get("hidden_size"))
+    _check_vocab_and_residual(config, vocab_rows, where)
+    cfg = ModelConfig(
+        d_model=d_model,
+        n_layer=int(get("num_hidden_layers")),
+        vocab_size=vocab_rows,
+        pattern=Pattern.MAMBA,
+        ssm=SsmKind.MAMBA2,
+        mlp=Mlp.NONE,
+        norm_eps=float(get("layer_norm_epsilon")),
+        tie_embeddings=bool(get("tie_word_embeddings")),
+        init_std=float(get("initializer_range")),
+        mamba2=mamba2_mixer_config(get, d_model, where, InteropError),
+    )
+    cfg.validate()
+    return cfg
+
+
 def hf_config_from_model(cfg: ModelConfig, eos_id: int | None = None) -> dict[str, Any]:
-    """The config.json of a MambaForCausalLM with the same function as a dense Mamba ModelConfig."""
-    if cfg.pattern != Pattern.MAMBA or cfg.mlp != Mlp.NONE or cfg.ssm != SsmKind.MAMBA:
-        raise InteropError(f"model family {cfg.family!r}: only dense Mamba (pattern=mamba, ssm=mamba, mlp=none) has a "
-                           "transformers MambaForCausalLM equivalent; save RoM and hybrid models with "
-                           "rom.interop.save_pretrained")
+    """The config.json of a MambaForCausalLM (Mamba2ForCausalLM) with the same function as a dense Mamba
+    (Mamba-2) ModelConfig."""
     token = 0 if eos_id is None else int(eos_id)
+    if is_dense_mamba2(cfg):
+        return mamba2_hf_config(cfg, token)
+    if cfg.pattern != Pattern.MAMBA or cfg.mlp != Mlp.NONE or cfg.ssm != SsmKind.MAMBA:
+        raise InteropError(f"model family {cfg.family!r}: only dense Mamba and Mamba-2 (pattern=mamba, ssm=mamba or "
+                           "mamba2, mlp=none) have a transformers MambaForCausalLM / Mamba2ForCausalLM equivalent; "
+                           "save RoM, Gated DeltaNet and hybrid models with rom.interop.save_pretrained")
     return {
         "architectures": ["MambaForCausalLM"],
         "model_type": "mamba",
@@ -233,15 +269,22 @@ def hf_config_from_model(cfg: ModelConfig, eos_id: int | None = None) -> dict[st
 # ----------------------------------------------------------------------------------------------- weights
 
 
-def _mixer_names(i: int) -> list[tuple[str, str]]:
+_MAMBA1_MIXER_NAMES = [(n, n) for n in ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias",
+                                          "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "out_proj.weight",
+                                          "out_proj.bias")] + [("A_log", "ssm.A_log"), ("D", "ssm.D")]
+
+
+def _mixer_names(i: int, cfg: ModelConfig) -> list[tuple[str, str]]:
     """(transformers name, rom name) of layer i's norm and mixer tensors (conv weight reshaped separately)."""
     hf, rom = f"backbone.layers.{i}.", f"layers.{i}."
-    pairs = [(hf + "norm.weight", rom + "norm.weight")]
-    for name in ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "x_proj.weight",
-                 "dt_proj.weight", "dt_proj.bias", "out_proj.weight", "out_proj.bias"):
-        pairs.append((hf + "mixer." + name, rom + "mixer." + name))
-    pairs += [(hf + "mixer.A_log", rom + "mixer.ssm.A_log"), (hf + "mixer.D", rom + "mixer.ssm.D")]
-    return pairs
+    names = MAMBA2_MIXER_NAMES if cfg.ssm == SsmKind.MAMBA2 else _MAMBA1_MIXER_NAMES
+    return [(hf + "norm.weight", rom + "norm.weight")] + [(hf + "mixer." + a, rom + "mixer." + b) for a, b in names]
+
+
+def _biases(cfg: ModelConfig) -> tuple[bool, bool]:
+    """(projection bias, conv bias) of the model's mixer."""
+    mixer = cfg.mamba2 if cfg.ssm == SsmKind.MAMBA2 else cfg.mamba
+    return mixer.proj_bias, mixer.conv_bias
 
 
 def state_dict_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig,
@@ -252,21 +295,22 @@ def state_dict_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig,
         weights["backbone.embeddings.weight"] = weights.pop("backbone.embedding.weight")  # older conversions
     pairs = [("backbone.embeddings.weight", "embedding.weight"), ("backbone.norm_f.weight", "norm_f.weight")]
     for i in range(cfg.n_layer):
-        pairs += _mixer_names(i)
+        pairs += _mixer_names(i, cfg)
+    proj_bias, conv_bias = _biases(cfg)
     optional = {n for n in (hf for hf, _ in pairs) if n.endswith(("in_proj.bias", "out_proj.bias", "conv1d.bias"))}
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for hf, rom in pairs:
         if hf not in weights:
-            wanted = (hf.endswith(("in_proj.bias", "out_proj.bias")) and cfg.mamba.proj_bias) or (
-                hf.endswith("conv1d.bias") and cfg.mamba.conv_bias)
+            wanted = (hf.endswith(("in_proj.bias", "out_proj.bias")) and proj_bias) or (
+                hf.endswith("conv1d.bias") and conv_bias)
             if hf in optional and not wanted:
                 continue
             raise InteropError(f"{where}: tensor {hf} is missing")
         t = weights[hf]
         if hf.endswith("conv1d.weight"):
             if t.ndim != 3 or t.shape[1] != 1:
-                raise InteropError(f"{where}: {hf} has shape {tuple(t.shape)}, expected (d_inner, 1, d_conv)")
+                raise InteropError(f"{where}: {hf} has shape {tuple(t.shape)}, expected (channels, 1, d_conv)")
             t = t[:, 0, :]
         out[rom] = t.float().contiguous()
         used.add(hf)
@@ -282,7 +326,7 @@ def state_dict_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig,
     used.add("lm_head.weight")
     extra = sorted(k for k in weights if k not in used)
     if extra:
-        raise InteropError(f"{where}: tensors this Mamba model has no place for: {extra[:8]}"
+        raise InteropError(f"{where}: tensors this model has no place for: {extra[:8]}"
                            f"{' ...' if len(extra) > 8 else ''} (is num_hidden_layers right?)")
     return out
 
@@ -294,7 +338,7 @@ def state_dict_to_hf(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> d
         "backbone.norm_f.weight": state_dict["norm_f.weight"],
     }
     for i in range(cfg.n_layer):
-        for hf, rom in _mixer_names(i):
+        for hf, rom in _mixer_names(i, cfg):
             if rom not in state_dict:
                 continue  # biases the config does not have
             t = state_dict[rom]
@@ -309,8 +353,8 @@ def state_dict_to_hf(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> d
 
 def load_hf_mamba(path_or_repo_id: str | Path, device: str | torch.device = "cpu", revision: str | None = None,
                   backend: str = "auto"):
-    """A transformers MambaForCausalLM checkpoint (directory or hub repo id) as a rom ``LanguageModel`` in
-    eval mode (fp32 weights, ``model.cfg`` its ModelConfig)."""
+    """A transformers MambaForCausalLM or Mamba2ForCausalLM checkpoint (directory or hub repo id) as a rom
+    ``LanguageModel`` in eval mode (fp32 weights, ``model.cfg`` its ModelConfig)."""
     model, _ = load_hf_mamba_with_source(path_or_repo_id, device=device, revision=revision, backend=backend)
     return model
 

@@ -8,7 +8,8 @@ for a Hugging Face Mamba) holds:
   without torch; ``source`` says where the weights came from);
 - ``tokenizer.json``: the tokenizer, when one is known.
 
-``load_pretrained(DIR)`` reads either that format or a transformers MambaForCausalLM directory.
+``load_pretrained(DIR)`` reads either that format or a transformers MambaForCausalLM / Mamba2ForCausalLM
+directory.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def _slug(text: str) -> str:
 
 def import_hf(src: str | Path, out: str | Path, name: str | None = None, seq_len: int = IMPORT_SEQ_LEN,
               revision: str | None = None) -> tuple[Path, RunConfig]:
-    """Convert a transformers MambaForCausalLM (directory or repo id) into a model directory of this toolkit."""
+    """Convert a transformers MambaForCausalLM or Mamba2ForCausalLM (directory or repo id) into a model directory
+    of this toolkit."""
     model, directory = load_hf_mamba_with_source(src, revision=revision)
     tok_src = directory / TOKENIZER_FILE
     tok_src = tok_src if tok_src.is_file() else None
@@ -112,9 +114,10 @@ def import_hf(src: str | Path, out: str | Path, name: str | None = None, seq_len
         data=DataConfig(tokenizer=TokenizerConfig(kind=TokenizerKind.FILE, path=TOKENIZER_FILE)),
         train=TrainConfig(seq_len=seq_len),
     ).validate()
+    hf_config = json.loads((directory / HF_CONFIG).read_text(encoding="utf-8"))
     save_pretrained(model, cfg, out, tokenizer=tok_src,
-                    source={"kind": "transformers-mamba", "from": str(src), "revision": revision,
-                            "hf_config": json.loads((directory / HF_CONFIG).read_text(encoding="utf-8"))})
+                    source={"kind": f"transformers-{hf_config['model_type']}", "from": str(src),
+                            "revision": revision, "hf_config": hf_config})
     return Path(out), cfg
 
 
@@ -131,8 +134,8 @@ def _token_string(tokenizer_json: Path, token_id: int) -> str:
 
 
 def export_run(run_dir: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> tuple[Path, str]:
-    """A trained run (or model directory) as a transformers MambaForCausalLM directory when it is dense Mamba,
-    else as this toolkit's model directory. Returns (out, "transformers" | "rom")."""
+    """A trained run (or model directory) as a transformers MambaForCausalLM (Mamba2ForCausalLM) directory when it
+    is dense Mamba (Mamba-2), else as this toolkit's model directory. Returns (out, "transformers" | "rom")."""
     from rom.data.tokenizer import load_tokenizer
     from rom.eval.scorer import ScorerError, find_tokenizer
 
