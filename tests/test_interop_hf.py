@@ -166,15 +166,20 @@ def _trained(tmp_path: Path, model: dict, vocab: int = 384) -> Path:
     return run
 
 
+def exported_to_transformers(run: Path, out: Path, capsys, architecture: str):
+    """`rom export-hf RUN --out OUT`, then (transformers' model read back by AutoModelForCausalLM, the run's model)."""
+    assert rom_main(["export-hf", str(run), "--out", str(out)]) == 0
+    assert f"transformers {architecture}" in capsys.readouterr().err
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert type(hf).__name__ == architecture
+    return hf, load_trained_model(run)[0]
+
+
 def test_dense_run_exports_to_transformers_with_the_same_logits(tmp_path, capsys):
     run = _trained(tmp_path, {"pattern": "mamba", "d_model": 32, "n_layer": 2, "mamba": {"d_state": 8}})
     assert (run / MODEL_FILE).is_file() and not (run / LEGACY_MODEL_FILE).exists()
     out = tmp_path / "hf"
-    assert rom_main(["export-hf", str(run), "--out", str(out)]) == 0
-    assert "MambaForCausalLM" in capsys.readouterr().err
-    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-    assert type(hf).__name__ == "MambaForCausalLM"
-    ours, _ = load_trained_model(run)
+    hf, ours = exported_to_transformers(run, out, capsys, "MambaForCausalLM")
     ids = torch.randint(0, 384, (2, 23))
     torch.testing.assert_close(hf_logits(hf, ids), rom_logits(ours, ids), atol=ATOL, rtol=1e-4)
     tok = transformers.AutoTokenizer.from_pretrained(out)

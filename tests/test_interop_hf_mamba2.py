@@ -16,8 +16,7 @@ pytest.importorskip("safetensors")
 from rom.cli import main as rom_main  # noqa: E402
 from rom.config import ModelConfig, SsmKind, run_config_from_dict  # noqa: E402
 from rom.interop import InteropError, hf_config_from_model, load_hf_mamba, model_config_from_hf  # noqa: E402
-from rom.models.files import load_trained_model  # noqa: E402
-from test_interop_hf import ATOL, _trained, hf_logits, rom_logits  # noqa: E402
+from test_interop_hf import ATOL, _trained, exported_to_transformers, hf_logits, rom_logits  # noqa: E402
 
 HF_MAMBA2_SHAPES = {
     # two groups of heads sharing B and C; 23 tokens over chunks of 8: transformers pads the last chunk
@@ -88,11 +87,7 @@ def test_dense_mamba2_run_exports_to_transformers_with_the_same_logits(tmp_path,
     run = _trained(tmp_path, {"pattern": "mamba", "ssm": "mamba2", "d_model": 32, "n_layer": 2,
                               "mamba2": {"headdim": 16, "d_state": 8, "ngroups": 2, "chunk_size": 16}})
     out = tmp_path / "hf"
-    assert rom_main(["export-hf", str(run), "--out", str(out)]) == 0
-    assert "transformers Mamba2ForCausalLM" in capsys.readouterr().err
-    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-    assert type(hf).__name__ == "Mamba2ForCausalLM"
-    ours, _ = load_trained_model(run)
+    hf, ours = exported_to_transformers(run, out, capsys, "Mamba2ForCausalLM")
     ids = torch.randint(0, 384, (2, 37), generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(hf_logits(hf, ids), rom_logits(ours, ids), atol=ATOL, rtol=1e-4)
     # and back in: the round trip through transformers' format changes nothing

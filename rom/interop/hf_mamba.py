@@ -52,7 +52,7 @@ import torch
 from rom.config import MambaConfig, ModelConfig, Pattern, Mlp, SsmKind
 from rom.errors import RomError
 from rom.interop.hf_mamba2 import (HF_DEFAULTS as MAMBA2_DEFAULTS, MIXER_NAMES as MAMBA2_MIXER_NAMES,
-                                   MODEL_TYPE as MAMBA2_TYPE, hf_config_from_model as mamba2_hf_config,
+                                   MODEL_TYPE as MAMBA2_TYPE, mixer_hf_config as mamba2_mixer_keys,
                                    is_dense_mamba2, mixer_config_from_hf as mamba2_mixer_config)
 
 log = logging.getLogger(__name__)
@@ -227,9 +227,8 @@ def _mamba2_model_config(config: dict[str, Any], vocab_rows: int, where: Path | 
 def hf_config_from_model(cfg: ModelConfig, eos_id: int | None = None) -> dict[str, Any]:
     """The config.json of a MambaForCausalLM (Mamba2ForCausalLM) with the same function as a dense Mamba
     (Mamba-2) ModelConfig."""
-    token = 0 if eos_id is None else int(eos_id)
     if is_dense_mamba2(cfg):
-        return mamba2_hf_config(cfg, token)
+        return {**mamba2_mixer_keys(cfg), **_shared_hf_keys(cfg, eos_id)}
     if cfg.pattern != Pattern.MAMBA or cfg.mlp != Mlp.NONE or cfg.ssm != SsmKind.MAMBA:
         raise InteropError(f"model family {cfg.family!r}: only dense Mamba and Mamba-2 (pattern=mamba, ssm=mamba or "
                            "mamba2, mlp=none) have a transformers MambaForCausalLM / Mamba2ForCausalLM equivalent; "
@@ -237,12 +236,9 @@ def hf_config_from_model(cfg: ModelConfig, eos_id: int | None = None) -> dict[st
     return {
         "architectures": ["MambaForCausalLM"],
         "model_type": "mamba",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model,
         "intermediate_size": cfg.d_inner,
         "expand": cfg.mamba.expand,
         "state_size": cfg.mamba.d_state,
-        "num_hidden_layers": cfg.n_layer,
         "conv_kernel": cfg.mamba.d_conv,
         "time_step_rank": cfg.dt_rank,
         "time_step_min": cfg.mamba.dt_min,
@@ -250,9 +246,20 @@ def hf_config_from_model(cfg: ModelConfig, eos_id: int | None = None) -> dict[st
         "time_step_floor": cfg.mamba.dt_init_floor,
         "time_step_scale": 1.0,
         "time_step_init_scheme": "random",
-        "layer_norm_epsilon": cfg.norm_eps,
         "use_bias": cfg.mamba.proj_bias,
         "use_conv_bias": cfg.mamba.conv_bias,
+        **_shared_hf_keys(cfg, eos_id),
+    }
+
+
+def _shared_hf_keys(cfg: ModelConfig, eos_id: int | None) -> dict[str, Any]:
+    """The config.json keys transformers' Mamba and Mamba-2 configs have alike (one token id for pad/bos/eos)."""
+    token = 0 if eos_id is None else int(eos_id)
+    return {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "num_hidden_layers": cfg.n_layer,
+        "layer_norm_epsilon": cfg.norm_eps,
         "hidden_act": "silu",
         "residual_in_fp32": True,
         "rescale_prenorm_residual": False,

@@ -82,18 +82,15 @@ def _json_float(value: Any) -> float:
     return float(value)
 
 
-def hf_config_from_model(cfg: ModelConfig, token: int) -> dict[str, Any]:
-    """The config.json of a Mamba2ForCausalLM with the same function as a dense Mamba-2 ModelConfig."""
+def mixer_hf_config(cfg: ModelConfig) -> dict[str, Any]:
+    """The Mamba2ForCausalLM-specific keys of the config.json for a dense Mamba-2 ModelConfig (the keys every
+    transformers Mamba shares are added by ``rom.interop.hf_mamba.hf_config_from_model``)."""
     m = cfg.mamba2
-    inner = m.expand * cfg.d_model
     return {
         "architectures": ["Mamba2ForCausalLM"],
         "model_type": MODEL_TYPE,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model,
-        "num_hidden_layers": cfg.n_layer,
         "expand": m.expand,
-        "num_heads": inner // m.headdim,
+        "num_heads": m.expand * cfg.d_model // m.headdim,
         "head_dim": m.headdim,
         "n_groups": m.ngroups,
         "state_size": m.d_state,
@@ -104,19 +101,8 @@ def hf_config_from_model(cfg: ModelConfig, token: int) -> dict[str, Any]:
         "time_step_max": m.dt_max,
         "time_step_floor": m.dt_init_floor,
         # time_step_limit left out: transformers' default (0, inf) is this mixer's (no clamp), and JSON has no inf
-        "layer_norm_epsilon": cfg.norm_eps,
         "use_bias": m.proj_bias,
         "use_conv_bias": m.conv_bias,
-        "hidden_act": "silu",
-        "residual_in_fp32": True,
-        "rescale_prenorm_residual": False,
-        "initializer_range": cfg.init_std,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "pad_token_id": token,
-        "bos_token_id": token,
-        "eos_token_id": token,
-        "use_cache": True,
-        "torch_dtype": "float32",
     }
 
 
@@ -124,5 +110,4 @@ def is_dense_mamba2(cfg: ModelConfig) -> bool:
     return cfg.pattern == Pattern.MAMBA and cfg.mlp == Mlp.NONE and cfg.ssm == SsmKind.MAMBA2
 
 
-__all__ = ["HF_DEFAULTS", "MIXER_NAMES", "MODEL_TYPE", "hf_config_from_model", "is_dense_mamba2",
-           "mixer_config_from_hf"]
+__all__ = ["HF_DEFAULTS", "MIXER_NAMES", "MODEL_TYPE", "is_dense_mamba2", "mixer_config_from_hf", "mixer_hf_config"]
