@@ -51,6 +51,7 @@ import torch
 
 from rom.config import MambaConfig, ModelConfig, Pattern, Mlp, SsmKind
 from rom.errors import RomError
+from rom.interop.mamba_ssm_native import hf_config_from_native, is_native_config
 from rom.interop.hf_mamba2 import (HF_DEFAULTS as MAMBA2_DEFAULTS, MIXER_NAMES as MAMBA2_MIXER_NAMES,
                                    MODEL_TYPE as MAMBA2_TYPE, mixer_hf_config as mamba2_mixer_keys,
                                    is_dense_mamba2, mixer_config_from_hf as mamba2_mixer_config)
@@ -99,6 +100,8 @@ def resolve_source(path_or_repo_id: str | Path, revision: str | None = None) -> 
 
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
+    """The directory's transformers config (MambaConfig or Mamba2Config keys); a mamba_ssm config translated to
+    it (``rom.interop.mamba_ssm_native``)."""
     path = directory / HF_CONFIG
     if not path.is_file():
         raise InteropError(f"{directory}: no {HF_CONFIG} (not a Hugging Face model directory)")
@@ -106,10 +109,21 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InteropError(f"{path}: not valid JSON ({e})") from None
+    if is_native_config(config):  # mamba_ssm's own format: the transformers config of the same function
+        return hf_config_from_native(config, path, InteropError)
     if config.get("model_type") not in ("mamba", MAMBA2_TYPE):
         raise InteropError(f"{path}: model_type={config.get('model_type')!r}; only 'mamba' (MambaForCausalLM, "
-                           "Mamba-1) and 'mamba2' (Mamba2ForCausalLM) can be imported")
+                           "Mamba-1) and 'mamba2' (Mamba2ForCausalLM) can be imported, or mamba_ssm's own config "
+                           "(d_model, n_layer, ssm_cfg)")
     return config
+
+
+def source_kind(directory: Path) -> str:
+    """What the model directory holds: transformers-mamba, transformers-mamba2, mamba_ssm-mamba, mamba_ssm-mamba2."""
+    raw = json.loads((directory / HF_CONFIG).read_text(encoding="utf-8"))
+    if is_native_config(raw):
+        return f"mamba_ssm-{read_hf_config(directory)['model_type']}"
+    return f"transformers-{raw['model_type']}"
 
 
 def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ import torch
 
 from rom.config import DataConfig, RunConfig, TokenizerConfig, TokenizerKind, TrainConfig, to_dict
 from rom.interop.hf_mamba import (HF_CONFIG, HF_WEIGHTS, InteropError, hf_config_from_model,
-                                  load_hf_mamba_with_source, state_dict_to_hf)
+                                  load_hf_mamba_with_source, source_kind, state_dict_to_hf)
 from rom.io import atomic_path, atomic_write_json
 from rom.models.files import load_trained_model, read_model_metadata, save_model
 
@@ -114,10 +114,9 @@ def import_hf(src: str | Path, out: str | Path, name: str | None = None, seq_len
         data=DataConfig(tokenizer=TokenizerConfig(kind=TokenizerKind.FILE, path=TOKENIZER_FILE)),
         train=TrainConfig(seq_len=seq_len),
     ).validate()
-    hf_config = json.loads((directory / HF_CONFIG).read_text(encoding="utf-8"))
     save_pretrained(model, cfg, out, tokenizer=tok_src,
-                    source={"kind": f"transformers-{hf_config['model_type']}", "from": str(src),
-                            "revision": revision, "hf_config": hf_config})
+                    source={"kind": source_kind(directory), "from": str(src), "revision": revision,
+                            "hf_config": json.loads((directory / HF_CONFIG).read_text(encoding="utf-8"))})
     return Path(out), cfg
 
 
