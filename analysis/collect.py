@@ -21,9 +21,10 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from rom.errors import RomError
 from rom.io import atomic_path
 from analysis.families import SSM_KINDS, family_columns, family_of_record
-from rom.records import RecordError, load_record
+from rom.records import RecordError, config_as_read, load_record
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,17 @@ def expertization_of(config: Any, projections: Any, uses_rom: bool, source: str 
     return f"custom[{','.join(projections)}]"
 
 
+def _config_as_read(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The record's config with every field this code knows (defaults filled in), so that seed groups and
+    width series match a record written before a field existed with a new one of the same run. A config
+    this code cannot read stays as written (and then matches only configs written the same way)."""
+    try:
+        return config_as_read(config)
+    except (RomError, TypeError) as exc:
+        log.warning("%s: config kept as written, not read with defaults: %s", path, exc)
+        return config
+
+
 def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
     model, params, flops = record["model"], record["params"], record["flops"]
     training, prov = record["training"], record.get("provenance", {})
@@ -215,7 +227,7 @@ def _row_base(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "python": str(prov.get("python", "")),
         "created": str(prov.get("created", "")),
         "packages_json": json.dumps(prov.get("packages", {}), sort_keys=True),
-        "config_json": json.dumps(record["config"], sort_keys=True),
+        "config_json": json.dumps(_config_as_read(record["config"], path), sort_keys=True),
         "record_path": str(path),
         "metrics_path": str(path.parent / metrics_file) if metrics_file else "",
     }

@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from rom.config import RunConfig, from_dict, to_dict
 from rom.errors import RomError
 
 SCHEMA_VERSION = 1
@@ -211,6 +212,15 @@ def merge_parts(parts: Mapping[str, Mapping[str, Any]], source: str = "<merge>")
             record[name] = parts[name][name]
     record.setdefault("downstream", None)
     return validate_record(record, source)
+
+
+def config_as_read(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's ``config`` as this code reads it: every field present, defaults filled in.
+
+    A record written before a field existed then compares equal to a new record of the same run, since a new
+    field's default is what the code did before it (the rule ``RunConfig.config_hash`` relies on too). Raises
+    ``rom.config.ConfigError`` naming a key this code does not know."""
+    return to_dict(from_dict(RunConfig, config))
 
 
 def now_iso() -> str:

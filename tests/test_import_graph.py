@@ -31,7 +31,7 @@ RANKS: dict[str, int] = {
     "rom.commands": 7, "rom.cli": 7, "rom.__main__": 7,
 }
 ANALYSIS_MAY_IMPORT = {"rom.io", "rom.records", "rom.errors"}
-TORCH_FREE = ("rom.errors", "rom.io", "rom.records")  # what the analysis imports must not pull torch in
+TORCH_FREE = ("rom.errors", "rom.io", "rom.records", "rom.config")  # what the analysis imports must not pull torch in
 
 
 def module_files() -> dict[str, Path]:
