@@ -39,7 +39,10 @@
 #       `collect`. Lets one device command start, wait and collect without guessing the sleep.
 #   scripts/offline_gpu_study.sh stop STUDY
 #       (GPU side) ends a started study's background run with everything it started (its training and
-#       evaluation processes too, which hold GPU memory): TERM to the whole process group, KILL after 30 s.
+#       evaluation processes too, which hold GPU memory): TERM to its whole session, KILL after 30 s. Works
+#       from a later device command that cannot see those processes (each may run in a process namespace of
+#       its own): the run's heartbeat reads the request from a file and ends its own session. `wait`,
+#       `collect`, `start` and `resume` likewise tell whether the run is alive from its heartbeat file.
 #   scripts/offline_gpu_study.sh resume STUDY TIME_LIMIT_S [GPU_JOBS]
 #       (GPU side) runs a started study again in its own snapshot, so checkpoints and trained models are
 #       kept (an interrupted run resumes, a trained one is only evaluated), after releasing the Snakemake
@@ -50,7 +53,7 @@
 # judge by modification times only (--rerun-triggers mtime): a finished run is never trained twice.
 set -euo pipefail
 
-usage() { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,53p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 [[ $# -ge 1 ]] || usage 2
 
 pack() {
@@ -160,37 +163,88 @@ start() {
     echo "started $study in $dst (pid $(cat "$sit/$study.pid"), log $sit/$study.log)"
 }
 
-launch() {  # `run` in the study's snapshot under setsid (its own process group, so `stop` can end all of it)
-    local study=$1 limit=$2 gpu_jobs=$3 sit
+launch() {  # `background` in the study's snapshot under setsid (a session of its own, so `stop` can end all of it)
+    local study=$1 limit=$2 gpu_jobs=$3 sit i
     sit=$(sitting_dir)
-    (cd "$sit/$study" && setsid nohup bash "$sit/$study.offline_gpu_study.sh" run "$study" "$(cat "$sit/$study.bundle")" \
-        "$sit/no-wheels" "$sit/$study.records.tar.gz" "$limit" "$gpu_jobs" >> "$sit/$study.log" 2>&1 < /dev/null &
-     echo $! > "$sit/$study.pid")
+    rm -f "$sit/$study.pid" "$sit/$study.exit" "$sit/$study.stop" "$sit/$study.stopped"
+    touch "$sit/$study.alive"
+    # exec: no shell stays behind between this command and the run (one would hold this command's output open
+    # until the run ends, and its pid is not the run's session)
+    (cd "$sit/$study" && exec setsid nohup bash "$sit/$study.offline_gpu_study.sh" background "$study" "$limit" \
+        "$gpu_jobs" >> "$sit/$study.log" 2>&1 < /dev/null) &
+    for ((i = 0; i < 100; i++)); do [[ -s "$sit/$study.pid" ]] && return 0; sleep 0.1; done
+    echo "launch: $study's background run wrote no pid file in 10 s; see $sit/$study.log" >&2
+    exit 1
 }
 
-is_running() {  # the study's background run is alive (a process that exited but was not reaped, state Z, is not)
-    local pid
-    pid=$(cat "$(sitting_dir)/$1.pid" 2>/dev/null || true)
+# Each device command may run in a process namespace of its own: a later command may not see the background
+# run's processes, or may see another process under its pid. So the background run says itself whether it is
+# alive: a heartbeat file touched every BEAT_S seconds, an exit marker when it ends; and `stop` asks it to end
+# itself through a file.
+BEAT_S=5 STALE_S=20
+
+background() {  # what `launch` starts: `run`, with the heartbeat beside it and the exit marker after it
+    local study=$1 limit=$2 gpu_jobs=$3 sit beat
+    sit=$(sitting_dir)
+    echo $$ > "$sit/$study.pid.tmp" && mv "$sit/$study.pid.tmp" "$sit/$study.pid"  # the session's id (setsid)
+    heartbeat "$sit/$study" &
+    beat=$!
+    # asked to stop, the heartbeat goes on to KILL what ignored the TERM; otherwise it ends with the run
+    # (expanded now: the trap runs after this function's locals are gone)
+    trap "rc=\$?; [[ -e '$sit/$study.stop' ]] || kill $beat 2>/dev/null; echo \$rc > '$sit/$study.exit'" EXIT
+    trap 'exit 143' TERM
+    run "$study" "$(cat "$sit/$study.bundle")" "$sit/no-wheels" "$sit/$study.records.tar.gz" "$limit" "$gpu_jobs"
+}
+
+heartbeat() {  # touches BASE.alive until BASE.stop appears, then ends its whole session: TERM, then KILL once
+    # the run has written its exit marker (or after 30 s)
+    local base=$1 i
+    while [[ ! -e "$base.stop" ]]; do touch "$base.alive"; sleep "$BEAT_S"; done
+    trap '' TERM
+    # the session, not the process group: `timeout` puts Snakemake in a process group of its own
+    pkill -TERM -s 0 || true
+    for ((i = 0; i < 30; i++)); do [[ -e "$base.exit" ]] && break; sleep 1; done
+    touch "$base.stopped"
+    pkill -KILL -s 0 || true
+}
+
+is_running() {  # the study's background run is alive (see BEAT_S); a run started before the heartbeat existed, or
+    # faked by a test, by its pid (a process that exited but was not reaped, state Z, is not alive)
+    local sit pid
+    sit=$(sitting_dir)
+    [[ -e "$sit/$1.exit" || -e "$sit/$1.stopped" ]] && return 1
+    if [[ -e "$sit/$1.alive" ]]; then
+        (( $(date +%s) - $(stat -c %Y "$sit/$1.alive") <= STALE_S ))
+        return
+    fi
+    pid=$(cat "$sit/$1.pid" 2>/dev/null || true)
     [[ -n "$pid" ]] && [[ "$(ps -o stat= -p "$pid" 2>/dev/null || true)" =~ ^[^Z] ]]
 }
 
-group_alive() {  # some process of process group $1 has not exited (zombies, state Z, have)
-    ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+session_alive() {  # some process of session $1 other than pid $2 (if given) has not exited (zombies, state Z, have)
+    ps -e -o sid=,pid=,stat= | awk -v s="$1" -v me="${2:-}" '$1 == s && $2 != me && $3 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
+own_session() {  # pid $1, seen from this command, leads study $2's background run (not another process under that pid)
+    [[ "$(ps -ww -o args= -p "$1" 2>/dev/null || true)" == *"$2.offline_gpu_study.sh"* ]]
 }
 
 stop() {
-    local study=$1 sit pid i
+    local study=$1 sit pid i visible=
     sit=$(sitting_dir)
     pid=$(cat "$sit/$study.pid" 2>/dev/null || true)
     [[ -n "$pid" ]] || { echo "stop: no started study $study under $sit" >&2; exit 1; }
-    # setsid made the background run a process-group leader: its group holds Snakemake and every job it started
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do
-        group_alive "$pid" || break
+    touch "$sit/$study.stop"  # heard by the run's heartbeat, whether or not this command can see its processes
+    # seen from here: TERM to the whole session at once (setsid made the run a session leader; its session holds
+    # Snakemake, which `timeout` put in a process group of its own, and every job it started)
+    if own_session "$pid" "$study"; then visible=1; pkill -TERM -s "$pid" 2>/dev/null || true; fi
+    for ((i = 0; i < 45; i++)); do
+        is_running "$study" || { [[ -n "$visible" ]] && session_alive "$pid"; } || break
         sleep 1
     done
-    group_alive "$pid" && kill -KILL -- "-$pid" 2>/dev/null || true
-    echo "stopped $study (process group $pid)"
+    if [[ -n "$visible" ]] && session_alive "$pid"; then pkill -KILL -s "$pid" 2>/dev/null || true; fi
+    if is_running "$study"; then echo "stop: $study's background run is still alive after 45 s" >&2; exit 1; fi
+    echo "stopped $study (session $pid)"
 }
 
 resume() {
@@ -219,7 +273,7 @@ wait_for() {
     [[ -z "$want" || "$want" =~ ^[0-9]+$ ]] || { echo "wait: FINISHED must be a whole number, got '$want'" >&2; exit 2; }
     t0=$(date +%s)
     while :; do
-        n=$(find "$sit/$study/results/$study/runs" -name final.json 2>/dev/null | wc -l)
+        n=$( (find "$sit/$study/results/$study/runs" -name final.json 2>/dev/null || true) | wc -l)  # none yet: 0
         if ! is_running "$study"; then echo "wait: $study's background run has ended ($n records)"; return 0; fi
         if [[ -n "$want" ]] && (( n >= want )); then echo "wait: $n records (asked for $want)"; return 0; fi
         left=$(( seconds - ($(date +%s) - t0) ))
@@ -266,6 +320,7 @@ case "$1" in
     wait) [[ $# -ge 3 && $# -le 4 ]] || usage 2; wait_for "${@:2}" ;;
     stop) [[ $# -eq 2 ]] || usage 2; stop "$2" ;;
     resume) [[ $# -ge 3 && $# -le 4 ]] || usage 2; resume "${@:2}" ;;
+    background) [[ $# -eq 4 ]] || usage 2; background "${@:2}" ;;  # internal: what `start` and `resume` launch
     -h|--help) usage 0 ;;
     *) echo "unknown command: $1" >&2; usage 2 ;;
 esac

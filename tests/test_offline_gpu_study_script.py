@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -85,14 +86,21 @@ def _script(tmp_path, *args, sit=None):
 
 
 def _background_group(tmp_path) -> int:
-    """A process group like the one `start` leaves: a setsid'd shell with a child that holds on."""
-    proc = subprocess.Popen(["setsid", "bash", "-c", "sleep 300 & sleep 300; wait"], cwd=tmp_path,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A session like the one `start` leaves: a setsid'd shell named like the study's script copy, with a child
+    that holds on in a process group of its own (as `timeout` puts Snakemake)."""
+    proc = subprocess.Popen(["setsid", "bash", "-c", "set -m; sleep 300 & sleep 300; wait", "s.offline_gpu_study.sh"],
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     return proc.pid
 
 
+def _alive_in_session(sid: int) -> list[str]:
+    rows = subprocess.run(["ps", "-ww", "-e", "-o", "sid=,pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [r for r in rows.splitlines() if r.split()[:1] == [str(sid)] and not r.split()[2].startswith("Z")]
+
+
 @pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid")
-def test_stop_ends_the_whole_background_group_and_start_refuses_a_live_one(tmp_path):
+def test_stop_ends_the_whole_background_session_and_start_refuses_a_live_one(tmp_path):
     sit = tmp_path / "sit"
     (sit / "s").mkdir(parents=True)
     (sit / "s" / "keep").write_text("files in use")
@@ -109,11 +117,10 @@ def test_stop_ends_the_whole_background_group_and_start_refuses_a_live_one(tmp_p
         assert (sit / "s" / "keep").exists()  # start did not wipe a live sitting
         res = _script(tmp_path, "stop", "s")
         assert res.returncode == 0, res.stderr
-        assert f"stopped s (process group {pid})" in res.stdout
-        alive = subprocess.run(["ps", "-e", "-o", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
-        assert not [l for l in alive if l.split()[:1] == [str(pid)] and not l.split()[1].startswith("Z")]  # none left
+        assert f"stopped s (session {pid})" in res.stdout
+        assert _alive_in_session(pid) == []  # the child in its own process group too
     finally:
-        subprocess.run(["kill", "-KILL", "--", f"-{pid}"], capture_output=True)
+        subprocess.run(["pkill", "-KILL", "-s", str(pid)], capture_output=True)
 
 
 def test_stop_and_resume_name_a_study_that_was_never_started(tmp_path):
@@ -199,3 +206,57 @@ def test_wait_returns_at_the_record_count_at_the_end_of_the_run_or_at_the_limit(
     assert res.returncode != 0 and "no started study nope" in res.stderr
     res = _script(tmp_path, "wait", "s", "soon")
     assert res.returncode != 0 and "SECONDS must be a whole number, got 'soon'" in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None or shutil.which("pkill") is None, reason="needs setsid, pkill")
+def test_a_command_that_cannot_see_the_background_run_still_sees_it_alive_and_stops_it(tmp_path):
+    """Each device command may run in a process namespace of its own. A real `start` whose Snakemake (a stand-in
+    python3 that sleeps, under `timeout` like the real one) keeps running; then the pid file is made to name a
+    process that does not exist, as a later command sees it: `collect` and `wait` must still call the run alive
+    (its heartbeat), and `stop` must end its whole session through the stop file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text("#!/bin/bash\nsleep 300 & wait\n")
+    fake.chmod(0o755)
+    host = tmp_path / "host"  # the tree `start` snapshots (the sitting folder must not be inside it)
+    (host / "results" / "s" / "data" / "tokens").mkdir(parents=True)
+    (host / "results" / "s" / "data" / "tokens" / "train.bin").write_bytes(b"")
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "data.tar.xz").write_bytes(b"")
+    (tmp_path / "wheels").mkdir()
+    sit = tmp_path / "sit"
+    env = {**os.environ, "ROM_SITTING_DIR": str(sit), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def script(*args):
+        return subprocess.run(["bash", str(SCRIPT), *args], cwd=host, capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    res = script("start", "s", str(tmp_path / "bundle"), str(tmp_path / "wheels"), "600", "1")
+    assert res.returncode == 0, res.stderr
+    sid = int((sit / "s.pid").read_text())
+    try:
+        for _ in range(50):  # until the stand-in Snakemake runs under `timeout`
+            if any(str(fake) in row for row in _alive_in_session(sid)):
+                break
+            time.sleep(0.2)
+        assert any(str(fake) in row for row in _alive_in_session(sid)), (_alive_in_session(sid), (sit / "s.log").read_text())
+        (sit / "s.pid").write_text("4194000\n")  # what a command in another process namespace finds there
+        res = script("collect", "s", str(tmp_path / "c.tgz"))
+        assert "s: background run running" in res.stdout
+        res = script("wait", "s", "1")
+        assert "wait: 1s passed" in res.stdout
+        res = script("start", "s", str(tmp_path / "bundle"), str(tmp_path / "wheels"), "600", "1")
+        assert res.returncode != 0 and "still going" in res.stderr
+        res = script("stop", "s")
+        assert res.returncode == 0, res.stderr + (sit / "s.log").read_text()
+        assert "stopped s" in res.stdout
+        deadline = time.monotonic() + 10
+        while _alive_in_session(sid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive_in_session(sid) == []
+        assert (sit / "s.exit").read_text().strip() == "143"  # the run saw the TERM and wrote its exit marker
+        res = script("wait", "s", "100")
+        assert "background run has ended" in res.stdout
+    finally:
+        subprocess.run(["pkill", "-KILL", "-s", str(sid)], capture_output=True)
