@@ -221,8 +221,8 @@ is_running() {  # the study's background run is alive (see BEAT_S); a run starte
     [[ -n "$pid" ]] && [[ "$(ps -o stat= -p "$pid" 2>/dev/null || true)" =~ ^[^Z] ]]
 }
 
-session_alive() {  # some process of session $1 other than pid $2 (if given) has not exited (zombies, state Z, have)
-    ps -e -o sid=,pid=,stat= | awk -v s="$1" -v me="${2:-}" '$1 == s && $2 != me && $3 !~ /^Z/ { found = 1 } END { exit !found }'
+session_alive() {  # some process of session $1 has not exited (zombies, state Z, have)
+    ps -e -o sid=,stat= | awk -v s="$1" '$1 == s && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 
 own_session() {  # pid $1, seen from this command, leads study $2's background run (not another process under that pid)

@@ -1,6 +1,6 @@
 """Records written before a config field existed match new records of the same run: the analysis reads every
 record's config with the defaults of this code filled in (rom.records.config_as_read), so seed groups and the
-Mamba-width series of claim (b) take old and new records together (the miniature study's sitting 5 records
+Mamba-width series of claim (b) take old and new records together (the miniature study's sitting 6 records
 carry model.mamba2, model.gated_deltanet, model.ssm and model.rom.expertization; its first records do not)."""
 from __future__ import annotations
 
