@@ -118,3 +118,22 @@ def test_slurm_profile_gives_training_gpus_and_torchrun(workdir, flag):
     for rule in ("eval", "downstream"):
         blocks_rule = [b for b in blocks if b.startswith(f"{rule}:")]
         assert blocks_rule and all(re.search(r"\bgpu=1\b", b) for b in blocks_rule)
+
+
+def test_scoring_a_trained_run_outranks_the_next_training(workdir):
+    """A GPU slot freed by a finished training must go to that run's eval (and its record) before another training
+    starts: otherwise a sitting cut short leaves trained runs without records (sitting 7 of the miniature study
+    ended with five). Snakemake prints a job's priority when it is not 0."""
+    result = snakemake(workdir, "-n", "--cores", "2", "--config", "study=gpu")
+    assert result.returncode == 0, result.stderr + result.stdout
+    blocks = result.stdout.split("\nrule ")
+
+    def priorities(rule: str) -> set[int]:
+        found = [b for b in blocks if b.startswith(f"{rule}:")]
+        assert found, rule
+        return {int(m.group(1)) if (m := re.search(r"\n\s+priority: (\d+)", b)) else 0 for b in found}
+
+    train = priorities("train")
+    assert train == {0}
+    for rule in ("eval", "flops", "downstream", "record"):
+        assert min(priorities(rule)) > max(train), (rule, priorities(rule))

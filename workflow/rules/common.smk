@@ -123,6 +123,7 @@ FIT = STUDY["fit"]
 OUT = f"results/{STUDY['study']}"
 DATA = f"{OUT}/data"
 RUN = f"{OUT}/runs/{{run_id}}"
+POST_TRAIN_PRIORITY = 10  # eval, flops, downstream and record of a trained run (rules/train.smk)
 LOGS = f"{OUT}/logs"
 ANALYSIS = f"{OUT}/analysis"
 

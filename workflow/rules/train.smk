@@ -48,6 +48,10 @@ rule train:
 
 
 rule eval:
+    # above training (priority 0): a GPU slot freed by a finished training goes to scoring a trained run
+    # before the next training starts, so a sitting cut short leaves whole records rather than
+    # trained-but-unscored runs (sitting 7 of the miniature study ended with five of those)
+    priority: POST_TRAIN_PRIORITY
     input:
         train=rules.train.output.train,
         val_tokens=rules.tokenize.output.val,
@@ -70,6 +74,8 @@ rule eval:
 
 
 rule flops:
+    # see rule eval
+    priority: POST_TRAIN_PRIORITY
     input:
         train=rules.train.output.train,
     output:
@@ -86,6 +92,8 @@ rule flops:
 
 
 rule downstream:
+    # see rule eval
+    priority: POST_TRAIN_PRIORITY
     input:
         train=rules.train.output.train,
         tasks=rules.export_tasks.output.tasks,
@@ -112,6 +120,8 @@ rule downstream:
 
 
 rule record:
+    # see rule eval
+    priority: POST_TRAIN_PRIORITY
     input:
         record_parts,
     output:
