@@ -81,6 +81,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "ppl": ("", "validation perplexity exp(loss)"),
     "bpb": ("bits/byte", "validation bits per byte"),
     "eval_tokens": ("tokens", "validation tokens scored"),
+    "eval_device": ("", "device of the evaluation (record field eval.device: cuda, cpu; under precision auto a "
+                        "CPU scores in fp32 where CUDA autocasts to bf16); in a cooldown-branch row the training "
+                        "device, whose trainer scored it"),
     "git_sha": ("", "git commit of the code that trained the run"),
     "config_hash": ("", "hash of the run config"),
     "hardware": ("", "machine description from the record's provenance (e.g. GPU model)"),
@@ -261,13 +264,14 @@ def record_rows(record: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "ppl": float(result["ppl"]),
                 "bpb": float(result["bpb"]),
                 "eval_tokens": int(result.get("tokens", 0) or 0),
+                "eval_device": str(record["eval"].get("device", "")),
             }
         )
     if not rows and base["diverged"]:
         # a diverged run is not evaluated (issue 28): one row at the training length without a loss, so the
         # fits list it among the runs they leave out, with the reason
         rows.append({**base, "context_length": seq_len, "context_multiple": 1.0, "at_train_length": True,
-                     "loss_nats": math.nan, "ppl": math.nan, "bpb": math.nan, "eval_tokens": 0})
+                     "loss_nats": math.nan, "ppl": math.nan, "bpb": math.nan, "eval_tokens": 0, "eval_device": ""})
     if not rows:
         log.warning("%s: record has no eval results; the run contributes no rows", path)
     return rows + branch_rows(record, path, base)
@@ -322,6 +326,7 @@ def branch_rows(record: dict[str, Any], path: Path, base: dict[str, Any] | None 
             "ppl": math.exp(loss) if math.isfinite(loss) else math.nan,
             "bpb": loss / math.log(2) / float(bytes_per_token) if bytes_per_token else math.nan,
             "eval_tokens": 0,
+            "eval_device": base["device"],
         })
     return rows
 
@@ -373,10 +378,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 expertization_of(c, ((c.get("model") or {}).get("rom") or {}).get("expert_projections"), bool(u),
                                  f"{path}: run {r}")
                 for c, u, r in zip(configs, df["uses_rom"], df["run_id"])])
+    if "eval_device" not in df.columns and "eval_tokens" in df.columns:  # collected before the column existed
+        df.insert(df.columns.get_loc("eval_tokens") + 1, "eval_device", "")
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise AnalysisError(f"{path}: table lacks columns {missing}; was it written by `analysis collect`?")
-    for col in ("metrics_path", "git_sha", "device", "hardware", "precision", "python", "created"):
+    for col in ("metrics_path", "git_sha", "device", "eval_device", "hardware", "precision", "python", "created"):
         df[col] = df[col].fillna("").astype(str)
     for col in ("ffn_moe", "uses_rom", "diverged", "at_train_length"):
         df[col] = df[col].astype(bool)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from analysis.collect import main_rows
 from analysis.errors import AnalysisError, read_json
 from rom.io import atomic_write_text as write_text
 from analysis.claims import Claim, Verdict, report_sections
@@ -74,6 +75,25 @@ def _md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def _eval_devices(df: pd.DataFrame) -> dict[str, list[str]]:
+    """{device: run ids} of the runs' own evaluations (cooldown branches, scored by the trainer, left out); a
+    table without the column (collected before it existed) gives {}."""
+    if "eval_device" not in df.columns:
+        return {}
+    runs = main_rows(df).drop_duplicates("run_id")
+    return {str(dev): sorted(g["run_id"].astype(str)) for dev, g in runs.groupby(runs["eval_device"].astype(str))}
+
+
+def _eval_devices_text(by_device: dict[str, list[str]]) -> str:
+    """'cuda (37 runs)', or with several devices every device but the most used one with its runs named."""
+    if not by_device:
+        return "not in the table"
+    common = max(by_device, key=lambda d: len(by_device[d]))
+    parts = [f"{d or 'not recorded'} ({len(ids)} run{'s' if len(ids) != 1 else ''}"
+             + ("" if d == common else ": " + ", ".join(ids)) + ")" for d, ids in sorted(by_device.items())]
+    return "; ".join(parts)
+
+
 def _provenance(df: pd.DataFrame) -> dict[str, Any]:
     runs = df.drop_duplicates("run_id")
     packages: dict[str, set[str]] = defaultdict(set)
@@ -86,6 +106,7 @@ def _provenance(df: pd.DataFrame) -> dict[str, Any]:
     return {
         "git_sha": sorted(set(runs["git_sha"].astype(str))),
         "devices": sorted(set(runs["device"].astype(str))),
+        "eval_devices": _eval_devices(df),
         "hardware": sorted(set(runs["hardware"].astype(str))),
         "python": sorted(set(runs["python"].astype(str))),
         "packages": {k: sorted(v) for k, v in sorted(packages.items())},
@@ -343,6 +364,7 @@ def build_report(df: pd.DataFrame, fits: Sequence[FitResult], claims: Sequence[C
     doc.section("provenance", "Provenance")
     doc.bullets([f"analysis regenerated at {here['generated']} from commit {here['commit']}",
                  f"runs: git SHA {', '.join(prov['git_sha'])}", f"devices: {', '.join(prov['devices'])}",
+                 f"evaluation (rom eval) devices: {_eval_devices_text(prov['eval_devices'])}",
                  f"hardware: {', '.join(prov['hardware'])}", f"python (runs): {', '.join(prov['python'])}",
                  f"records created: {', '.join(prov['created'])}"])
     names = sorted(set(prov["packages"]) | set(here["packages"]))

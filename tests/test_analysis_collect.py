@@ -163,3 +163,32 @@ def test_analysis_knows_every_mixer_and_pattern_of_the_model_config() -> None:
                 hybrid, fixed = PATTERNS[pattern.value]
                 fam = Family(hybrid=hybrid, ssm=fixed or ssm, moe=mlp == Mlp.MOE)
                 assert fam.name == cfg.family
+
+
+def test_eval_device_rides_along_and_the_report_names_the_odd_ones(tmp_path: Path) -> None:
+    """Runs scored by `rom eval` on another device (sitting 7 of the miniature study scored five trained runs on a
+    CPU, in fp32, where the rest were scored on CUDA in bf16) are named in the table and the report's provenance;
+    cooldown branches, scored by the trainer, carry the training device."""
+    from analysis.report import _eval_devices, _eval_devices_text
+
+    paths = []
+    for i, device in enumerate(("cuda", "cuda", "cpu")):
+        rec = synthetic_record(name=f"run{i}", n_active_nonembedding=1_000_000 * (i + 1), loss=3.0 - 0.1 * i,
+                               branches=[(0.5, 3.2)] if i == 0 else ())
+        rec["eval"]["device"] = device
+        paths.append(_write(tmp_path / f"run{i}" / "final.json", rec))
+    df = collect(paths)
+    write_table(df, tmp_path / "table.csv")
+    back = read_table(tmp_path / "table.csv")
+    main = back[back["point"] == "main"]
+    assert dict(zip(main["name"], main["eval_device"])) == {"run0": "cuda", "run1": "cuda", "run2": "cpu"}
+    branch = back[back["point"] == "branch"]
+    assert len(branch) == 1 and list(branch["eval_device"]) == list(branch["device"])
+    by_device = _eval_devices(back)
+    assert {d: len(ids) for d, ids in by_device.items()} == {"cuda": 2, "cpu": 1}
+    text = _eval_devices_text(by_device)
+    assert "cpu (1 run: run2-" in text and "cuda (2 runs)" in text
+    # a table collected before the column existed still reads; its devices are unknown, not invented
+    old = tmp_path / "old.csv"
+    back.drop(columns=["eval_device"]).to_csv(old, index=False)
+    assert set(read_table(old)["eval_device"]) == {""}
