@@ -1,7 +1,9 @@
 """Step metrics as JSON lines (``metrics.jsonl``), one object per logged step, namespaced keys.
 
 Keys: ``step``, ``tokens``, ``lr``, ``grad_norm``, ``train/loss`` (CE + aux, mean over the steps since the
-last line), ``train/ce``, ``train/aux_loss``, ``perf/*`` (tokens_per_s, step_time_s, data_time_frac, mfu),
+last line), ``train/ce``, ``train/aux_loss``, ``perf/*`` (tokens_per_s, step_time_s, data_time_frac: the share of wall
+time spent in the batch loader, the host-to-device copy excluded since 2026-12-07 (records before then include
+it and with it the GPU's backlog), mfu),
 ``val/loss``, ``aux/load_balance``, ``aux/z_loss`` (raw, unweighted, summed over routers) and per router
 ``router/layer{i}/load_min|load_max|load_cv|entropy`` where load is the share of routed token-slots each
 expert received (sums to 1 over experts; balanced = 1/E) and cv = std/mean of the per-expert counts.
