@@ -131,6 +131,42 @@ def test_divergence_is_recorded(data_dir: Path, tmp_path: Path, monkeypatch: pyt
     assert (tmp_path / "run" / "train.json").exists() and "non-finite" in (tmp_path / "run" / "train.log").read_text()
 
 
+class _SlowCopy(torch.Tensor):
+    """A batch tensor whose device copy takes 60 ms, as a copy from pageable memory does when it must first wait
+    for the GPU's queued work."""
+
+    def to(self, *args, **kwargs):
+        import time
+
+        time.sleep(0.06)
+        return torch.Tensor.to(self.as_subclass(torch.Tensor), *args, **kwargs)
+
+
+def test_data_time_is_the_loaders_not_the_device_copy(data_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """perf/data_time_frac times fetching the batch only: the host-to-device copy waits for the stream on a GPU,
+    so timing it read the GPU's backlog as data time (0.80-0.87 in every miniature GPU run)."""
+    real = factory.make_loader
+
+    class SlowCopyLoader:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def __iter__(self):
+            for x, y in self.loader:
+                yield x.as_subclass(_SlowCopy), y
+
+        def __getattr__(self, name):  # state_dict, load_state_dict, ... of the real loader
+            return getattr(self.loader, name)
+
+    monkeypatch.setattr(factory, "make_loader", lambda *a, **k: SlowCopyLoader(real(*a, **k)))
+    train(run_config_from_dict(tiny_config(checkpoint_every=100)), data_dir, tmp_path / "run")
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "perf/data_time_frac" in r]
+    assert rows
+    assert all(r["perf/step_time_s"] >= 0.06 for r in rows)  # the copy is in the step
+    assert max(r["perf/data_time_frac"] for r in rows) < 0.3, [r["perf/data_time_frac"] for r in rows]
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 
