@@ -378,8 +378,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 expertization_of(c, ((c.get("model") or {}).get("rom") or {}).get("expert_projections"), bool(u),
                                  f"{path}: run {r}")
                 for c, u, r in zip(configs, df["uses_rom"], df["run_id"])])
-    if "eval_device" not in df.columns and "eval_tokens" in df.columns:  # collected before the column existed
-        df.insert(df.columns.get_loc("eval_tokens") + 1, "eval_device", "")
+    if "eval_device" not in df.columns:  # collected before the column existed: the device is unknown
+        df["eval_device"] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise AnalysisError(f"{path}: table lacks columns {missing}; was it written by `analysis collect`?")

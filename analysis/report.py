@@ -76,10 +76,7 @@ def _md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _eval_devices(df: pd.DataFrame) -> dict[str, list[str]]:
-    """{device: run ids} of the runs' own evaluations (cooldown branches, scored by the trainer, left out); a
-    table without the column (collected before it existed) gives {}."""
-    if "eval_device" not in df.columns:
-        return {}
+    """{device: run ids} of the runs' own evaluations (cooldown branches, scored by the trainer, left out)."""
     runs = main_rows(df).drop_duplicates("run_id")
     return {str(dev): sorted(g["run_id"].astype(str)) for dev, g in runs.groupby(runs["eval_device"].astype(str))}
 
@@ -87,7 +84,7 @@ def _eval_devices(df: pd.DataFrame) -> dict[str, list[str]]:
 def _eval_devices_text(by_device: dict[str, list[str]]) -> str:
     """'cuda (37 runs)', or with several devices every device but the most used one with its runs named."""
     if not by_device:
-        return "not in the table"
+        return "none"
     common = max(by_device, key=lambda d: len(by_device[d]))
     parts = [f"{d or 'not recorded'} ({len(ids)} run{'s' if len(ids) != 1 else ''}"
              + ("" if d == common else ": " + ", ".join(ids)) + ")" for d, ids in sorted(by_device.items())]

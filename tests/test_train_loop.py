@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -136,8 +137,6 @@ class _SlowCopy(torch.Tensor):
     for the GPU's queued work."""
 
     def to(self, *args, **kwargs):
-        import time
-
         time.sleep(0.06)
         return torch.Tensor.to(self.as_subclass(torch.Tensor), *args, **kwargs)
 
