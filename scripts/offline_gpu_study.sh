@@ -9,8 +9,8 @@
 #   scripts/offline_gpu_study.sh run STUDY BUNDLE_DIR WHEEL_DIR RECORDS_TAR TIME_LIMIT_S [GPU_JOBS]
 #       (GPU side, from the repository root) installs WHEEL_DIR/*.whl into /tmp/site (no index, no deps),
 #       unpacks the data, runs `snakemake --until record` for at most TIME_LIMIT_S seconds with GPU_JOBS
-#       GPU jobs at a time (default 1; "auto": as many as the first GPU's memory holds at ROM_GPU_JOB_GIB,
-#       default 17 GiB, per job, 1 to 8: 4 on an 80 GB H100, 8 on a 141 GB H200), and writes the small run
+#       GPU jobs at a time (default 1; "auto": as many as the first GPU's free memory holds at ROM_GPU_JOB_GIB,
+#       default 17 GiB, per job, 1 to 8: 4 on an idle 80 GB H100, 8 on an idle 141 GB H200), and writes the small run
 #       files (records, metrics, logs, Snakemake's benchmark files; never checkpoints or weights) to
 #       RECORDS_TAR. Extra Snakemake arguments come from ROM_SNAKEMAKE_ARGS (e.g. "--prioritize results/STUDY/runs/RUN_ID/final.json ..." to train some runs
 #       first). Unpack RECORDS_TAR into results/STUDY/ of the clone you carry (tar -C results/STUDY -xzf
@@ -95,17 +95,24 @@ install_wheels() {  # WHEEL_DIR/*.whl into /tmp/site; an empty WHEEL_DIR: the ho
     fi
 }
 
-gpu_jobs_for() {  # GPU_JOBS as given, or for "auto" the jobs the first GPU's memory holds (see the usage)
-    local jobs=$1 mib per_job_mib
+gpu_jobs_for() {  # GPU_JOBS as given, or for "auto" the jobs the first GPU's free memory holds (see the usage)
+    local jobs=$1 mib total per_job_mib
     if [[ "$jobs" != auto ]]; then
         [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "GPU_JOBS must be a whole number >= 1 or auto, got '$jobs'" >&2; return 1; }
         echo "$jobs"; return 0
     fi
     # every training or evaluation process of these studies holds 13-16 GiB whatever the model's size (seen
-    # on an H100: 6 jobs ran out of memory, 4 did not)
+    # on an H100: 6 jobs ran out of memory, 4 did not). Count the memory still free, not the card's total: a
+    # study started beside another study, or beside GPU tests, must not plan for memory those already hold
+    # (sitting 8 of the mamba2 study ran 4 jobs beside 4 parity-test workers of 2-17 GiB each: 5 of its
+    # training jobs died of CUDA out-of-memory).
     per_job_mib=$(( ${ROM_GPU_JOB_GIB:-17} * 1024 ))
-    mib=$( (nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null || true) | head -n 1 | tr -d ' ')
+    mib=$( (nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits 2>/dev/null || true) | head -n 1 | tr -d ' ')
     [[ "$mib" =~ ^[0-9]+$ ]] || { echo "GPU_JOBS auto: nvidia-smi gave no GPU memory ('$mib')" >&2; return 1; }
+    total=$( (nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null || true) | head -n 1 | tr -d ' ')
+    if [[ "$total" =~ ^[0-9]+$ ]] && (( total - mib > per_job_mib / 2 )); then
+        echo "GPU_JOBS auto: $mib of $total MiB free (other processes hold the rest)" >&2
+    fi
     jobs=$(( mib / per_job_mib ))
     (( jobs > 8 )) && jobs=8
     (( jobs < 1 )) && jobs=1

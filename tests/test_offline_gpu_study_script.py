@@ -156,6 +156,28 @@ def _fake_nvidia_smi(tmp_path, total_mib: str) -> dict:
     return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
 
 
+def _fake_nvidia_smi_memory(tmp_path, total_mib: int, free_mib: int) -> dict:
+    """An nvidia-smi that answers memory.total and memory.free queries apart, as the real one does."""
+    env = _fake_nvidia_smi(tmp_path, "")
+    (tmp_path / "bin" / "nvidia-smi").write_text(
+        f'#!/bin/sh\ncase "$*" in *memory.free*) echo {free_mib};; *memory.total*) echo {total_mib};; esac\n')
+    return env
+
+
+def test_gpu_jobs_auto_counts_the_memory_other_processes_leave_free(tmp_path):
+    """An H100 whose 4 parity-test workers hold 30 GiB gets 2 jobs, not the idle card's 4, and says why on stderr."""
+    env = _fake_nvidia_smi_memory(tmp_path, total_mib=81559, free_mib=81559 - 30 * 1024)
+    res = subprocess.run(["bash", str(SCRIPT), "gpu-jobs", "auto"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "2"
+    assert "50839 of 81559 MiB free (other processes hold the rest)" in res.stderr
+    env = _fake_nvidia_smi_memory(tmp_path, total_mib=81559, free_mib=81000)  # an idle card: no message
+    res = subprocess.run(["bash", str(SCRIPT), "gpu-jobs", "auto"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env)
+    assert (res.stdout.strip(), res.stderr) == ("4", "")
+
+
 @pytest.mark.parametrize("total_mib, jobs", [("81559", "4"), ("143771", "8"), ("8000", "1"), ("200000", "8")])
 def test_gpu_jobs_auto_fits_the_first_gpus_memory(tmp_path, total_mib, jobs):
     """17 GiB a job by default: 4 on an 80 GB H100, 8 on a 141 GB H200, never fewer than 1 or more than 8."""
