@@ -31,6 +31,7 @@ Prints the rows, then the ratios (ours(triton) / mamba-ssm, RoM / dense per arch
 as a table last; writes JSON to --out (default benchmarks/results/gpu_mamba2.json).
 
     python benchmarks/gpu_mamba2.py [--d-models 768,1024,2048] [--batch 8] [--seq-len 2048] [--out PATH]
+                                    [--time-budget SECONDS]   # under a hard limit: stop starting rows
     python benchmarks/gpu_mamba2.py --device cpu --smoke      # tiny shapes, reference rows only, no timing claims
 
 mamba-ssm needs no CUDA build here: a pure-python wheel (MAMBA_SKIP_CUDA_BUILD) gives its Triton SSD, Triton
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import sys
 import time
 import types
@@ -190,6 +192,15 @@ def op_impl(op: str, backend: str, device: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------------- timing
+
+
+def _out_of_time(args: argparse.Namespace) -> str | None:
+    """The note of a row not started because --time-budget was spent (None while time is left): a command with
+    a hard limit then still ends by itself, with its JSON and the ratio table of the rows it has."""
+    deadline = getattr(args, "deadline", math.inf)
+    if time.perf_counter() < deadline:
+        return None
+    return f"skipped: the --time-budget of {args.time_budget:g} s was spent before this row started"
 
 
 def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
@@ -368,6 +379,11 @@ def layer_rows(d_model: int, args: argparse.Namespace, device: str, mamba_ssm: t
             continue
         if device != "cuda" and (kind != "ours" or backend != "reference"):
             continue  # the CPU smoke runs the reference rows only
+        if over := _out_of_time(args):
+            row["note"] = over
+            print(f"[d_model {d_model}] {label}: {over}", flush=True)
+            rows.append(row)
+            continue
         op = "ssd_scan" if arch == "mamba2" else "gated_delta_rule"
         if kind == "ours":
             impl, why = op_impl(op, backend, device)
@@ -458,6 +474,8 @@ def scan_rows(d_model: int, args: argparse.Namespace, device: str, mamba_ssm: tu
     bench = _timer(device)
     for label, fn in fns.items():
         row: dict[str, Any] = {"d_model": d_model, "layer": f"scan only: {label}", "arch": "mamba2-scan"}
+        if not isinstance(fn, str) and (over := _out_of_time(args)):
+            fn = over
         if isinstance(fn, str):
             row["note"] = fn
             print(f"[d_model {d_model}] {row['layer']}: {fn}", flush=True)
@@ -548,6 +566,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--no-reference", action="store_true", help="skip the pure-torch reference rows")
     ap.add_argument("--no-parity", action="store_true", help="skip the untimed mamba-ssm weight-copy check")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds (0: none): start no new row after this long, so a command with a hard limit "
+                         "still writes its JSON and tables (rows not started say so in 'note')")
     ap.add_argument("--keep-fallback-rows", action="store_true",
                     help="time triton rows whose recurrence falls back to the reference instead of skipping them")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_mamba2.json; "
@@ -584,7 +605,7 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))
 
-    widths = [max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in columns]
+    widths = [max([len(c)] + [len(fmt(r.get(c))) for r in rows]) for c in columns]  # no rows: the header
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in rows:
         print("  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
@@ -596,6 +617,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_mamba2.py: --device cuda but CUDA is not available (use --device cpu --smoke)")
     t_start = time.perf_counter()
+    if args.time_budget < 0:
+        raise SystemExit(f"gpu_mamba2.py: --time-budget must be >= 0 seconds, got {args.time_budget}")
+    args.deadline = t_start + args.time_budget if args.time_budget > 0 else math.inf
     facts = _facts(device)
     try:
         mamba_ssm: tuple | None = import_mamba_ssm()
@@ -631,6 +655,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "experts": args.experts, "top_k": 1, "autocast": "bf16" if device == "cuda" else "none",
                          "params": "fp32", "timing": "eager, do_bench median" if device == "cuda" else
                          "wall clock (smoke, no claims)"},
+               "time_budget_s": args.time_budget or None,
                "parity": parity, "results": rows, "ratios_fwd_bwd": table,
                "wall_s": time.perf_counter() - t_start}
     out = Path(args.out) if args.out else (None if args.smoke else RESULTS / "gpu_mamba2.json")

@@ -38,3 +38,26 @@ def test_bench_mamba2_cpu_smoke(tmp_path):
     ref = payload["parity"]["ours (reference), fp32"]
     assert ref["out"] < 1e-5 and ref["d_input"] < 1e-5
     assert max(ref["d_params"].values()) < 1e-4
+
+
+def test_bench_mamba2_time_budget_ends_by_itself_with_every_row_accounted_for(tmp_path):
+    """A spent --time-budget starts no further row: each says why in 'note', and the JSON is still written."""
+    bench = _load()
+    out = tmp_path / "bench.json"
+    payload = bench.main(["--device", "cpu", "--smoke", "--no-parity", "--time-budget", "1e-9", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["time_budget_s"] == 1e-9
+    rows = payload["results"]
+    assert rows and not [r for r in rows if "fwd_bwd_ms" in r]
+    assert all("--time-budget of 1e-09 s was spent" in r["note"] for r in rows), [r.get("note") for r in rows]
+    assert {r["layer"] for r in rows} >= {"mamba2 dense, ours (reference)", "scan only: ssd_scan ours (reference)"}
+
+
+def test_bench_mamba2_rejects_a_negative_time_budget():
+    bench = _load()
+    try:
+        bench.main(["--device", "cpu", "--smoke", "--no-parity", "--time-budget", "-5"])
+    except SystemExit as err:
+        assert "--time-budget must be >= 0 seconds, got -5.0" in str(err)
+    else:
+        raise AssertionError("a negative --time-budget was accepted")
