@@ -657,8 +657,6 @@ def profile_E(
     n_grid: int = 40,
 ) -> ProfileE:
     """Refit ``family``'s one-variable ``kind`` fit with E fixed on a grid over [0, min L) (least squares)."""
-    from scipy.stats import chi2
-
     if kind == FitKind.JOINT:
         raise AnalysisError("profile_E: the joint form is not profiled")
     points, _ = select_points(df, family)
@@ -679,18 +677,113 @@ def profile_E(
         else:
             rss.append(float(sum(p.log_residual ** 2 for p in f.points)))
             params.append(f.params)
-    arr = np.asarray(rss)
+    accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
+    return ProfileE(key, tuple(float(e) for e in grid), tuple(rss), tuple(params), accepted, level, criterion,
+                    len(loss))
+
+
+def _likelihood_ratio_accepts(rss: Sequence[float], n_points: int, level: float, sigma_log: float | None
+                              ) -> tuple[tuple[bool, ...], str]:
+    """Which profiled values a likelihood-ratio test at ``level`` accepts (one profiled parameter), and how:
+    (rss - rss_min) / sigma^2 with the measured seed noise ``sigma_log``, or n log(rss / rss_min) without it."""
+    from scipy.stats import chi2
+
+    arr = np.asarray(rss, float)
     best = np.nanmin(arr) if np.isfinite(arr).any() else math.nan
     q = float(chi2.ppf(level, 1))
     if sigma_log is not None and sigma_log > 0:
         stat = (arr - best) / sigma_log ** 2
         criterion = f"(rss - rss_min) / sigma^2 <= {q:.3g} (chi2_1 at {level:g}), sigma_log = {sigma_log:.3g} from seeds"
     else:
-        stat = len(loss) * np.log(np.maximum(arr, 1e-300) / max(best, 1e-300))
+        stat = n_points * np.log(np.maximum(arr, 1e-300) / max(best, 1e-300))
         criterion = f"n log(rss / rss_min) <= {q:.3g} (chi2_1 at {level:g}), noise from the residuals"
-    accepted = tuple(bool(np.isfinite(s) and s <= q) for s in stat)
-    return ProfileE(key, tuple(float(e) for e in grid), tuple(rss), tuple(params), accepted, level, criterion,
-                    len(loss))
+    return tuple(bool(np.isfinite(s) and s <= q) for s in stat), criterion
+
+
+# Exponents a profile visits: well past EXPONENT_BOUNDS' upper end, since the profile exists to see what the
+# bound hides (a curve whose bend the data cannot place).
+EXPONENT_PROFILE_GRID = tuple(float(v) for v in np.round(np.geomspace(0.02, 24.0, 93), 6))  # steps of 8%
+
+
+@dataclass(frozen=True)
+class ProfileExponent:
+    """A one-variable fit refitted with its exponent fixed over a grid (E and the coefficient free, E in
+    [0, min L)): which exponents the data allow, including those beyond the fit's bound. ``rss``, ``accepted``
+    and ``criterion`` as in ProfileE."""
+
+    key: str
+    name: str  # the form's exponent: alpha or beta
+    grid: tuple[float, ...]
+    rss: tuple[float, ...]
+    params: tuple[dict[str, float] | None, ...]
+    accepted: tuple[bool, ...]
+    level: float
+    criterion: str
+    n_points: int
+
+    def accepted_params(self) -> list[dict[str, float]]:
+        return [p for p, ok in zip(self.params, self.accepted) if ok and p is not None]
+
+    @property
+    def accepted_range(self) -> tuple[float, float] | None:
+        vals = [v for v, ok in zip(self.grid, self.accepted) if ok]
+        return (min(vals), max(vals)) if vals else None
+
+
+def profile_exponent(
+    df: pd.DataFrame,
+    family: str,
+    kind: FitKind,
+    param_convention: ParamConvention = ParamConvention.ACTIVE_NONEMBEDDING,
+    flop_convention: FlopConvention = FlopConvention.TRAIN_TOTAL,
+    level: float = 0.95,
+    sigma_log: float | None = None,
+    grid: Sequence[float] = EXPONENT_PROFILE_GRID,
+) -> ProfileExponent:
+    """Refit ``family``'s one-variable ``kind`` fit (least squares on log losses, as the fit) with the exponent
+    fixed at each value of ``grid``."""
+    from scipy.optimize import least_squares
+
+    if kind == FitKind.JOINT:
+        raise AnalysisError("profile_exponent: the joint form is not profiled")
+    base = fit_family(df, family, kind, param_convention, flop_convention, bootstrap=0, huber_delta=math.inf)
+    _, (e_name, coef_name, exp_name), _ = FORMS[kind]
+    x = np.asarray([p.x[0] for p in base.points], float)
+    loss = np.asarray([p.loss for p in base.points], float)
+    if len(loss) < 3 or np.any(x <= 0) or np.any(loss <= 0):
+        return ProfileExponent(base.key, exp_name, (), (), (), (), level, "too few usable points", len(loss))
+    ref = float(np.exp(np.log(x).mean()))
+    logx, logy, lmin = np.log(x / ref), np.log(loss), float(loss.min())
+    rss, params = [], []
+    for q in grid:
+        def residuals(theta, q=q):  # theta: E, log of the coefficient at the reference x
+            return np.log(np.maximum(theta[0] + np.exp(theta[1] - q * logx), 1e-300)) - logy
+
+        best = None
+        for e0 in (0.0, 0.5 * lmin, 0.9 * lmin, 0.99 * lmin):
+            gap = max(float(loss.mean()) - e0, 1e-3 * lmin)
+            try:
+                res = least_squares(residuals, [e0, math.log(gap)], bounds=([0.0, -50.0], [lmin * (1 - 1e-9), 50.0]),
+                                    xtol=1e-12, ftol=1e-12, gtol=1e-12)
+            except ValueError:
+                continue
+            if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
+                best = res
+        if best is None:
+            rss.append(math.nan)
+            params.append(None)
+            continue
+        E, logc = map(float, best.x)
+        log_coef = logc + q * math.log(ref)  # the coefficient in raw units of x
+        if log_coef > 700.0:  # beyond float range (x ~ 1e15 FLOPs at an exponent past ~20): not profiled
+            rss.append(math.nan)
+            params.append(None)
+            continue
+        rss.append(float(2.0 * best.cost))  # cost = half the sum of squares
+        params.append({e_name: E, coef_name: math.exp(log_coef), exp_name: float(q)})
+    accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
+    return ProfileExponent(base.key, exp_name, tuple(float(q) for q in grid), tuple(rss), tuple(params), accepted,
+                           level, criterion, len(loss))
 
 
 FITS_SCHEMA = "analysis.fits/1"

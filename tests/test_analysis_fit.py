@@ -193,3 +193,47 @@ def test_profile_over_E_when_the_fit_sits_at_a_bound(tmp_path: Path) -> None:
     assert "sigma_log = 0.004" in prof.criterion
     no_sigma = profile_E(df, "mamba", FitKind.PARAMS)
     assert no_sigma.E_range is not None and "residuals" in no_sigma.criterion
+
+
+def _steep(tmp_path: Path) -> pd.DataFrame:
+    """A law steeper than the fit's exponent bound (alpha 4.5 > 3) over a narrow size range (2x): the fit puts
+    alpha at its upper bound, as the miniature study's width series did with beta."""
+    sizes = (1_000_000, 1_200_000, 1_400_000, 1_700_000, 2_000_000)
+    return _table(tmp_path, scaling_study(E=2.0, A=0.1 * 1e6 ** 4.5, alpha=4.5, sizes=sizes, rom_sizes=(),
+                                          noise=0.0005, seed=3, hybrids=False, downstream=False))
+
+
+def test_profile_over_the_exponent_sees_past_its_bound(tmp_path: Path) -> None:
+    from analysis.fit import EXPONENT_BOUNDS, profile_exponent
+
+    df = _steep(tmp_path)
+    fit = fit_family(df, "mamba", FitKind.PARAMS, bootstrap=0)
+    assert fit.status == FitStatus.HIT_BOUND and fit.message.startswith("alpha=3 at upper bound"), fit.message
+    prof = profile_exponent(df, "mamba", FitKind.PARAMS, sigma_log=0.002)  # grid steps are 8% apart
+    lo, hi = prof.accepted_range
+    assert prof.name == "alpha" and lo <= 4.5 <= hi and hi > EXPONENT_BOUNDS[1]
+    # every accepted curve passes near the data: its read-off at a loss inside the range is interpolated
+    x = [inverse(fit, 2.05, p) for p in prof.accepted_params()]
+    assert all(1_000_000 < v < 2_000_000 for v in x), x
+    assert all(p["alpha"] in prof.grid and 0 <= p["E"] < 2.0 + 0.1 for p in prof.accepted_params())
+
+
+def test_a_claim_on_a_fit_with_its_exponent_at_a_bound_says_how_far_the_profile_moves_it(tmp_path: Path) -> None:
+    from analysis.claims.common import ReadOff, _exponent_at_bound, _exponent_profile_note, claim_inputs
+
+    df = _steep(tmp_path)
+    fit = fit_family(df, "mamba", FitKind.PARAMS, bootstrap=0)
+    assert _exponent_at_bound(fit) == "alpha"
+    inputs = claim_inputs(df, {fit.key: fit})
+    x_run = 1_000_000.0
+    head = ReadOff("r", "rom", fit.key, x_run, 2.05, inverse(fit, 2.05), inverse(fit, 2.05) / x_run, None, 0,
+                   False, "")
+    note = _exponent_profile_note(head, fit, inputs, FitKind.PARAMS, "ratio")
+    assert note.startswith("alpha at a bound, checked by a profile: with alpha fixed")
+    assert "not part of the interval or the verdict" in note
+    lo, hi = (float(v) for v in note.split("ranges over [")[1].split("]")[0].split(", "))
+    truth = 2.0 ** (1 / 4.5)  # 2.0 + 0.1 (x / 1e6)^-4.5 = 2.05 at x = 1e6 * 2^(1/4.5)
+    assert lo - 0.01 <= truth <= hi + 0.01 and hi - lo < 0.1  # 0.01: the grid's steps, with 5 near-exact points
+    assert head.value > hi + 0.02  # the fit held at alpha = 3 reads past what the data allow: why the note exists
+    converged = fit_family(_dense(tmp_path / "dense", 0.0), "mamba", FitKind.PARAMS, bootstrap=0)
+    assert _exponent_at_bound(converged) is None

@@ -26,7 +26,7 @@ from rom.io import as_float, restore_floats
 from analysis.collect import runs_at_train_length
 from analysis.families import Family, families_in
 from analysis.fit import (FIT_ROLES, FitKind, FitResult, FitStatus, FlopConvention, ParamConvention, fit_key,
-                          inverse, power_law_inverse, profile_E)
+                          inverse, power_law_inverse, profile_E, profile_exponent)
 from analysis.noise import estimate_noise, seed_groups
 from analysis.pooled import PooledFit, PooledX, pooled_key
 from analysis.prediction import choose_prediction
@@ -306,6 +306,38 @@ def _profiled(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind,
                    head.replicates_without_inverse, head.extrapolated, "; ".join(n for n in (head.note, note) if n))
 
 
+def _exponent_at_bound(fit: FitResult) -> str | None:
+    """The exponent's name when it is a one-variable fit's only parameter at a bound, else None."""
+    if fit.status != FitStatus.HIT_BOUND or fit.kind == FitKind.JOINT:
+        return None
+    name = fit.param_names[2]
+    hits = [h for h in fit.message.split("; ") if "bound" in h]
+    return name if hits and all(h.startswith(f"{name}=") for h in hits) else None
+
+
+def _exponent_profile_note(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind,
+                           value_kind: str) -> str:
+    """How far the read-off moves over every exponent a likelihood-ratio profile accepts, the bound's far side
+    included (profile_exponent). Reported beside the verdict; it changes neither the interval nor the verdict:
+    a fit at a bound still leaves the claim inconclusive, and more range in x is the remedy."""
+    dense = fit.family
+    noise = estimate_noise(inputs.df, [dense]).get(dense)
+    sigma = noise.sigma_log if noise is not None and noise.dof > 0 else None
+    prof = profile_exponent(inputs.df, dense, kind, inputs.params, inputs.flops, level=fit.ci_level,
+                            sigma_log=sigma)
+    vals = []
+    for p in prof.accepted_params():
+        x = inverse(fit, head.loss, p)
+        if math.isfinite(x) and x > 0:
+            vals.append(x / head.x_run if value_kind == "ratio" else 1.0 - head.x_run / x)
+    if not vals:
+        return ""
+    lo, hi = prof.accepted_range
+    return (f"{prof.name} at a bound, checked by a profile: with {prof.name} fixed, a likelihood-ratio test "
+            f"accepts {prof.name} in [{lo:.3g}, {hi:.3g}] ({prof.criterion}), and over those the read-off "
+            f"ranges over [{min(vals):.4g}, {max(vals):.4g}] (a check, not part of the interval or the verdict)")
+
+
 def interval_claim(
     claim_id: str,
     title: str,
@@ -374,6 +406,9 @@ def interval_claim(
         why += f"; dense fit {head.fit_key} {fits[head.fit_key].status.value}: {fits[head.fit_key].message}"
     if profiled:
         why += f"; {head.note}"
+    if head.value is not None and not head.extrapolated and _exponent_at_bound(fits[head.fit_key]):
+        note = _exponent_profile_note(head, fits[head.fit_key], inputs, kind, value_kind)
+        why += f"; {note}" if note else ""
     unmeasured = (
         head.extrapolated
         or (head.ci is not None and not all(np.isfinite(head.ci)))
