@@ -619,18 +619,21 @@ def fit_all(df: pd.DataFrame, *args: Any, workers: int = 1, **kwargs: Any) -> li
 
 
 @dataclass(frozen=True)
-class ProfileE:
-    """A fit refitted with E fixed over a grid (the other parameters free): which asymptotes the data allow.
+class Profile:
+    """A fit refitted with one parameter (``name``: E, or the exponent) fixed over a grid, the others free:
+    which values of it the data allow.
 
-    ``rss[i]`` is the least-squares sum of squared log residuals with E = ``grid[i]``; E is accepted when the
-    likelihood-ratio statistic stays below the chi-square(1) quantile at ``level``: (rss - rss_min) / sigma^2
-    with ``sigma_log`` the measured seed noise, or n log(rss / rss_min) without it (``criterion`` says which).
-    Read-offs over the accepted E values give an interval that does not rest on E sitting at a bound.
+    ``rss[i]`` is the least-squares sum of squared log residuals with the parameter at ``grid[i]`` (nan where
+    that fit failed); a value is accepted when the likelihood-ratio statistic stays below the chi-square(1)
+    quantile at ``level``: (rss - rss_min) / sigma^2 with ``sigma_log`` the measured seed noise, or
+    n log(rss / rss_min) without it (``criterion`` says which). Read-offs over the accepted values show what
+    a fit at a bound hides.
     """
 
     key: str
+    name: str
     grid: tuple[float, ...]
-    rss: tuple[float, ...]  # nan where the fit with that E failed
+    rss: tuple[float, ...]
     params: tuple[dict[str, float] | None, ...]
     accepted: tuple[bool, ...]
     level: float
@@ -641,9 +644,9 @@ class ProfileE:
         return [p for p, ok in zip(self.params, self.accepted) if ok and p is not None]
 
     @property
-    def E_range(self) -> tuple[float, float] | None:
-        es = [e for e, ok in zip(self.grid, self.accepted) if ok]
-        return (min(es), max(es)) if es else None
+    def accepted_range(self) -> tuple[float, float] | None:
+        vals = [v for v, ok in zip(self.grid, self.accepted) if ok]
+        return (min(vals), max(vals)) if vals else None
 
 
 def profile_E(
@@ -655,15 +658,16 @@ def profile_E(
     level: float = 0.95,
     sigma_log: float | None = None,
     n_grid: int = 40,
-) -> ProfileE:
-    """Refit ``family``'s one-variable ``kind`` fit with E fixed on a grid over [0, min L) (least squares)."""
+) -> Profile:
+    """Refit ``family``'s one-variable ``kind`` fit with E fixed on a grid over [0, min L) (least squares).
+    Read-offs over the accepted E give an interval that does not rest on E sitting at a bound."""
     if kind == FitKind.JOINT:
         raise AnalysisError("profile_E: the joint form is not profiled")
     points, _ = select_points(df, family)
     loss = points["loss_nats"].to_numpy(float)
     key = fit_key(kind, family)
     if len(loss) == 0:
-        return ProfileE(key, (), (), (), (), level, "no points", 0)
+        return Profile(key, "E", (), (), (), (), level, "no points", 0)
     lmin = float(loss.min())
     grid = sorted(set(np.round(np.concatenate([np.linspace(0.0, lmin, n_grid, endpoint=False),
                                                lmin * (1 - np.geomspace(1e-4, 0.05, 8))]), 12)))
@@ -678,7 +682,7 @@ def profile_E(
             rss.append(float(sum(p.log_residual ** 2 for p in f.points)))
             params.append(f.params)
     accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
-    return ProfileE(key, tuple(float(e) for e in grid), tuple(rss), tuple(params), accepted, level, criterion,
+    return Profile(key, "E", tuple(float(e) for e in grid), tuple(rss), tuple(params), accepted, level, criterion,
                     len(loss))
 
 
@@ -705,31 +709,6 @@ def _likelihood_ratio_accepts(rss: Sequence[float], n_points: int, level: float,
 EXPONENT_PROFILE_GRID = tuple(float(v) for v in np.round(np.geomspace(0.02, 24.0, 93), 6))  # steps of 8%
 
 
-@dataclass(frozen=True)
-class ProfileExponent:
-    """A one-variable fit refitted with its exponent fixed over a grid (E and the coefficient free, E in
-    [0, min L)): which exponents the data allow, including those beyond the fit's bound. ``rss``, ``accepted``
-    and ``criterion`` as in ProfileE."""
-
-    key: str
-    name: str  # the form's exponent: alpha or beta
-    grid: tuple[float, ...]
-    rss: tuple[float, ...]
-    params: tuple[dict[str, float] | None, ...]
-    accepted: tuple[bool, ...]
-    level: float
-    criterion: str
-    n_points: int
-
-    def accepted_params(self) -> list[dict[str, float]]:
-        return [p for p, ok in zip(self.params, self.accepted) if ok and p is not None]
-
-    @property
-    def accepted_range(self) -> tuple[float, float] | None:
-        vals = [v for v, ok in zip(self.grid, self.accepted) if ok]
-        return (min(vals), max(vals)) if vals else None
-
-
 def profile_exponent(
     df: pd.DataFrame,
     family: str,
@@ -739,9 +718,10 @@ def profile_exponent(
     level: float = 0.95,
     sigma_log: float | None = None,
     grid: Sequence[float] = EXPONENT_PROFILE_GRID,
-) -> ProfileExponent:
+) -> Profile:
     """Refit ``family``'s one-variable ``kind`` fit (least squares on log losses, as the fit) with the exponent
-    fixed at each value of ``grid``."""
+    fixed at each value of ``grid``, E in [0, min L) and the coefficient free; ``name`` is the form's exponent
+    (alpha or beta)."""
     from scipy.optimize import least_squares
 
     if kind == FitKind.JOINT:
@@ -751,7 +731,7 @@ def profile_exponent(
     x = np.asarray([p.x[0] for p in base.points], float)
     loss = np.asarray([p.loss for p in base.points], float)
     if len(loss) < 3 or np.any(x <= 0) or np.any(loss <= 0):
-        return ProfileExponent(base.key, exp_name, (), (), (), (), level, "too few usable points", len(loss))
+        return Profile(base.key, exp_name, (), (), (), (), level, "too few usable points", len(loss))
     ref = float(np.exp(np.log(x).mean()))
     logx, logy, lmin = np.log(x / ref), np.log(loss), float(loss.min())
     rss, params = [], []
@@ -782,7 +762,7 @@ def profile_exponent(
         rss.append(float(2.0 * best.cost))  # cost = half the sum of squares
         params.append({e_name: E, coef_name: math.exp(log_coef), exp_name: float(q)})
     accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
-    return ProfileExponent(base.key, exp_name, tuple(float(q) for q in grid), tuple(rss), tuple(params), accepted,
+    return Profile(base.key, exp_name, tuple(float(q) for q in grid), tuple(rss), tuple(params), accepted,
                            level, criterion, len(loss))
 
 

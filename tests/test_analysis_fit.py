@@ -187,12 +187,12 @@ def test_profile_over_E_when_the_fit_sits_at_a_bound(tmp_path: Path) -> None:
                                                                            27_000_000),
                                         rom_sizes=(), noise=0.004, seed=5, hybrids=False, downstream=False))
     prof = profile_E(df, "mamba", FitKind.PARAMS, sigma_log=0.004)
-    lo, hi = prof.E_range
+    lo, hi = prof.accepted_range
     assert lo <= 0.3 <= hi and hi - lo > 0.2
     assert len(prof.accepted_params()) == sum(prof.accepted) > 3
     assert "sigma_log = 0.004" in prof.criterion
     no_sigma = profile_E(df, "mamba", FitKind.PARAMS)
-    assert no_sigma.E_range is not None and "residuals" in no_sigma.criterion
+    assert no_sigma.accepted_range is not None and "residuals" in no_sigma.criterion
 
 
 def _steep(tmp_path: Path) -> pd.DataFrame:

@@ -299,7 +299,7 @@ def _profiled(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind,
         return head
     pool = vals + ([head.value] if head.value is not None else []) + (list(head.ci) if head.ci else [])
     ci = (float(min(pool)), float(max(pool)))
-    e_lo, e_hi = prof.E_range
+    e_lo, e_hi = prof.accepted_range
     note = (f"E at a bound: interval = bootstrap CI joined with the read-offs over the {len(vals)} profiled E in "
             f"[{e_lo:.4g}, {e_hi:.4g}] ({prof.criterion})")
     return ReadOff(head.run_id, head.family, head.fit_key, head.x_run, head.loss, head.x_dense, head.value, ci,
