@@ -31,6 +31,15 @@
 #       each run finished, trained (waiting for eval/flops), at step N, or not started, and whether the
 #       background run is still going. Copy OUT_TAR back after every call: a host that is taken back
 #       mid-sitting keeps nothing.
+#   scripts/offline_gpu_study.sh unscored STUDY OUT_DIR
+#       (GPU side, any time; typically in a lease's last command) for every run of a started study that has
+#       finished training but has no record yet: its weights and training parts (model.safetensors, train.json,
+#       config.yaml, metrics.jsonl, and flops.json and train.log where present) as OUT_DIR/RUN.tgz.partaa, ...,
+#       split at ROM_PART_BYTES (default 14M: a lent device returns files of at most 16 MiB). Where the network
+#       and the data are: `cat RUN.tgz.part* | tar -C results/STUDY/runs/RUN -xzf -`, then score the run there
+#       with the pipeline's own commands, `python -m rom eval --run R --data DATA --out R/eval.json` and
+#       `python -m rom record --run R --require eval,flops --out R/final.json` (the record says where it was
+#       scored: eval.device), and leave model.safetensors out of what you commit.
 #   scripts/offline_gpu_study.sh gpu-jobs [GPU_JOBS]
 #       (GPU side) prints the number of GPU jobs that `run`, `start` and `resume` would use (default auto).
 #   scripts/offline_gpu_study.sh wait STUDY SECONDS [FINISHED]
@@ -53,7 +62,7 @@
 # judge by modification times only (--rerun-triggers mtime): a finished run is never trained twice.
 set -euo pipefail
 
-usage() { sed -n '2,53p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }  # the header
 [[ $# -ge 1 ]] || usage 2
 
 pack() {
@@ -318,11 +327,37 @@ collect() {
     echo "collected $(tar -tzf "$out" | grep -c 'final.json$' || true) finished runs into $out"
 }
 
+unscored() {
+    local study=$1 out=$2 sit runs run name n=0 files f
+    sit=$(sitting_dir)
+    runs="$sit/$study/results/$study/runs"
+    [[ -d "$sit/$study" ]] || { echo "unscored: no started study $study under $sit" >&2; exit 1; }
+    mkdir -p "$out"
+    for run in "$runs"/*/; do
+        [[ -e "$run/train.json" && ! -e "$run/final.json" ]] || continue
+        name=$(basename "$run")
+        if [[ ! -e "$run/model.safetensors" ]]; then
+            echo "  $name: trained, but its model.safetensors is gone; nothing to send" >&2
+            continue
+        fi
+        files=(model.safetensors train.json config.yaml metrics.jsonl)
+        for f in flops.json train.log; do [[ -e "$run/$f" ]] && files+=("$f"); done
+        tar -C "$run" -czf "$out/$name.tgz.tmp" "${files[@]}"
+        rm -f "$out/$name.tgz.part"*
+        split -b "${ROM_PART_BYTES:-14M}" "$out/$name.tgz.tmp" "$out/$name.tgz.part"
+        rm "$out/$name.tgz.tmp"
+        echo "  $name: $(find "$out" -maxdepth 1 -name "$name.tgz.part*" | wc -l) part(s) in $out"
+        n=$((n + 1))
+    done
+    echo "unscored: $n trained run(s) of $study without a record"
+}
+
 case "$1" in
     pack) [[ $# -eq 3 ]] || usage 2; pack "$2" "$3" ;;
     run) [[ $# -ge 6 && $# -le 7 ]] || usage 2; run "${@:2}" ;;
     start) [[ $# -ge 5 && $# -le 6 ]] || usage 2; start "${@:2}" ;;
     collect) [[ $# -eq 3 ]] || usage 2; collect "$2" "$3" ;;
+    unscored) [[ $# -eq 3 ]] || usage 2; unscored "$2" "$3" ;;
     gpu-jobs) [[ $# -le 2 ]] || usage 2; gpu_jobs_for "${2:-auto}" ;;
     wait) [[ $# -ge 3 && $# -le 4 ]] || usage 2; wait_for "${@:2}" ;;
     stop) [[ $# -eq 2 ]] || usage 2; stop "$2" ;;

@@ -282,3 +282,46 @@ def test_a_command_that_cannot_see_the_background_run_still_sees_it_alive_and_st
         assert "background run has ended" in res.stdout
     finally:
         subprocess.run(["pkill", "-KILL", "-s", str(sid)], capture_output=True)
+
+
+def test_unscored_sends_each_trained_unrecorded_run_in_parts_that_reassemble(tmp_path):
+    """A lease that ends between training and scoring: the trained run's weights and parts come back in parts
+    under a size limit; a recorded run, a run still training and a run whose weights are gone do not."""
+    study = tmp_path / "sit" / "s" / "results" / "s" / "runs"
+    weights = os.urandom(5000)
+    for name, files in {
+        "trained": {"model.safetensors": weights, "train.json": b"{}", "config.yaml": b"a: 1\n",
+                    "metrics.jsonl": b'{"step": 1}\n', "flops.json": b"{}", "checkpoint.pt": b"x"},
+        "recorded": {"model.safetensors": b"w", "train.json": b"{}", "final.json": b"{}"},
+        "training": {"metrics.jsonl": b'{"step": 3}\n', "checkpoint.pt": b"x"},
+        "no-weights": {"train.json": b"{}"},
+    }.items():
+        (study / name).mkdir(parents=True)
+        for f, data in files.items():
+            (study / name / f).write_bytes(data)
+    out = tmp_path / "out"
+    res = subprocess.run(["bash", str(SCRIPT), "unscored", "s", str(out)], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "ROM_SITTING_DIR": str(tmp_path / "sit"),
+                                         "ROM_PART_BYTES": "2K"})
+    assert res.returncode == 0, res.stderr
+    assert "unscored: 1 trained run(s) of s without a record" in res.stdout
+    assert "no-weights: trained, but its model.safetensors is gone" in res.stderr
+    parts = sorted(out.iterdir())
+    assert [p.name for p in parts][:2] == ["trained.tgz.partaa", "trained.tgz.partab"] and len(parts) >= 2
+    assert all(p.stat().st_size <= 2048 for p in parts)
+    whole = tmp_path / "trained.tgz"
+    whole.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(whole) as tar:
+        assert sorted(tar.getnames()) == ["config.yaml", "flops.json", "metrics.jsonl", "model.safetensors",
+                                          "train.json"]
+        assert tar.extractfile("model.safetensors").read() == weights
+    res = _script(tmp_path, "unscored", "nope", str(out))
+    assert res.returncode != 0 and "no started study nope" in res.stderr
+
+
+def test_usage_prints_the_whole_header():
+    res = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "scripts/offline_gpu_study.sh unscored STUDY OUT_DIR" in res.stdout
+    assert res.stdout.rstrip().endswith("a finished run is never trained twice.")
+    assert "set -euo pipefail" not in res.stdout
