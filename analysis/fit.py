@@ -683,7 +683,7 @@ def profile_E(
             params.append(f.params)
     accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
     return Profile(key, "E", tuple(float(e) for e in grid), tuple(rss), tuple(params), accepted, level, criterion,
-                    len(loss))
+                   len(loss))
 
 
 def _likelihood_ratio_accepts(rss: Sequence[float], n_points: int, level: float, sigma_log: float | None
@@ -749,21 +749,17 @@ def profile_exponent(
                 continue
             if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
                 best = res
-        if best is None:
-            rss.append(math.nan)
-            params.append(None)
-            continue
-        E, logc = map(float, best.x)
-        log_coef = logc + q * math.log(ref)  # the coefficient in raw units of x
-        if log_coef > 700.0:  # beyond float range (x ~ 1e15 FLOPs at an exponent past ~20): not profiled
+        # the coefficient in raw units of x; past float range (x ~ 1e15 FLOPs at an exponent past ~20): no profile
+        log_coef = math.inf if best is None else float(best.x[1]) + q * math.log(ref)
+        if log_coef > 700.0:
             rss.append(math.nan)
             params.append(None)
             continue
         rss.append(float(2.0 * best.cost))  # cost = half the sum of squares
-        params.append({e_name: E, coef_name: math.exp(log_coef), exp_name: float(q)})
+        params.append({e_name: float(best.x[0]), coef_name: math.exp(log_coef), exp_name: float(q)})
     accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
     return Profile(base.key, exp_name, tuple(float(q) for q in grid), tuple(rss), tuple(params), accepted,
-                           level, criterion, len(loss))
+                   level, criterion, len(loss))
 
 
 FITS_SCHEMA = "analysis.fits/1"

@@ -280,17 +280,27 @@ def _seed_aware(head: ReadOff, fit: FitResult, inputs: ClaimInputs, value_kind: 
     return replace(new, note="; ".join(n for n in (new.note, note) if n))
 
 
-def _only_E_at_bound(fit: FitResult) -> bool:
+def _only_at_bound(fit: FitResult, name: str) -> bool:
+    """Whether parameter ``name`` is the only one of ``fit`` at a bound."""
     hits = [h for h in fit.message.split("; ") if "bound" in h]
-    return fit.status == FitStatus.HIT_BOUND and bool(hits) and all(h.startswith("E=") for h in hits)
+    return fit.status == FitStatus.HIT_BOUND and bool(hits) and all(h.startswith(f"{name}=") for h in hits)
+
+
+def _only_E_at_bound(fit: FitResult) -> bool:
+    return _only_at_bound(fit, "E")
+
+
+def _seed_sigma_log(inputs: ClaimInputs, family: str) -> float | None:
+    """The family's measured seed noise on log loss (what the profiles' likelihood-ratio test uses), if any."""
+    noise = estimate_noise(inputs.df, [family]).get(family)
+    return noise.sigma_log if noise is not None and noise.dof > 0 else None
 
 
 def _profiled(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind, value_kind: str) -> ReadOff:
     """The read-off's interval joined with its values over every E the profile accepts (see profile_E)."""
     dense = fit.family
-    noise = estimate_noise(inputs.df, [dense]).get(dense)
-    sigma = noise.sigma_log if noise is not None and noise.dof > 0 else None
-    prof = profile_E(inputs.df, dense, kind, inputs.params, inputs.flops, level=fit.ci_level, sigma_log=sigma)
+    prof = profile_E(inputs.df, dense, kind, inputs.params, inputs.flops, level=fit.ci_level,
+                     sigma_log=_seed_sigma_log(inputs, dense))
     vals = []
     for p in prof.accepted_params():
         x = inverse(fit, head.loss, p)
@@ -308,11 +318,10 @@ def _profiled(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind,
 
 def _exponent_at_bound(fit: FitResult) -> str | None:
     """The exponent's name when it is a one-variable fit's only parameter at a bound, else None."""
-    if fit.status != FitStatus.HIT_BOUND or fit.kind == FitKind.JOINT:
+    if fit.kind == FitKind.JOINT:
         return None
     name = fit.param_names[2]
-    hits = [h for h in fit.message.split("; ") if "bound" in h]
-    return name if hits and all(h.startswith(f"{name}=") for h in hits) else None
+    return name if _only_at_bound(fit, name) else None
 
 
 def _exponent_profile_note(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind,
@@ -321,10 +330,8 @@ def _exponent_profile_note(head: ReadOff, fit: FitResult, inputs: ClaimInputs, k
     included (profile_exponent). Reported beside the verdict; it changes neither the interval nor the verdict:
     a fit at a bound still leaves the claim inconclusive, and more range in x is the remedy."""
     dense = fit.family
-    noise = estimate_noise(inputs.df, [dense]).get(dense)
-    sigma = noise.sigma_log if noise is not None and noise.dof > 0 else None
     prof = profile_exponent(inputs.df, dense, kind, inputs.params, inputs.flops, level=fit.ci_level,
-                            sigma_log=sigma)
+                            sigma_log=_seed_sigma_log(inputs, dense))
     vals = []
     for p in prof.accepted_params():
         x = inverse(fit, head.loss, p)
