@@ -484,6 +484,10 @@ def _train(cfg: RunConfig, data_dir: Path, run_dir: Path, info: D.DistInfo) -> d
             "perf/overhead_frac": (win["data"] + win["overhead"]) / wall if wall > 0 else 0.0,
             "perf/mfu": mfu(flops_per_token, tokens_per_s, peak, info.world_size),
         })
+        if info.device.type == "cuda":
+            # what this process holds on the card (the allocator's reserve, not only live tensors): what decides how
+            # many studies' jobs share one GPU (offline_gpu_study.sh's ROM_GPU_JOB_GIB)
+            row["perf/gpu_reserved_gib"] = torch.cuda.max_memory_reserved(info.device) / 2**30
         if router_buffer:
             row.update(router_metrics(router_buffer))
             router_buffer.clear()
