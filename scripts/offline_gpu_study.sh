@@ -84,14 +84,31 @@ restamp_runs() {  # pipeline order of modification times for run files that arri
     now=$(date +%s)
     t=$(( ${newest_data:-0} + 10 ))
     (( t + 3 <= now )) || t=$(( now - 3 ))
+    # Snakemake counts a rule's benchmark file and log among its outputs, and judges the rule by the oldest of them:
+    # a Snakemake benchmark file left older than config.yaml re-trains a recorded run (sitting 10 of the miniature
+    # study re-trained 34 runs this way), so each part's benchmark and log take its time too
+    local run id part
     for run in "results/$study"/runs/*/; do
         [[ -e "$run/config.yaml" ]] || continue
+        id=$(basename "$run")
         touch -d "@$t" "$run/config.yaml"
-        [[ -e "$run/train.json" ]] && touch -d "@$(( t + 1 ))" "$run/train.json"
-        for part in eval flops downstream; do
-            [[ -e "$run/$part.json" ]] && touch -d "@$(( t + 2 ))" "$run/$part.json"
+        [[ -e "results/$study/logs/run_config/$id.log" ]] && touch -d "@$t" "results/$study/logs/run_config/$id.log"
+        for part in train eval flops downstream; do
+            [[ -e "$run/$part.json" ]] || continue
+            if [[ $part == train ]]; then stamp_part "$study" "$id" train $(( t + 1 ))
+            else stamp_part "$study" "$id" "$part" $(( t + 2 )); fi
         done
         [[ -e "$run/final.json" ]] && touch -d "@$(( t + 3 ))" "$run/final.json"
+        [[ -e "results/$study/logs/record/$id.log" ]] && touch -d "@$(( t + 3 ))" "results/$study/logs/record/$id.log"
+    done
+    return 0
+}
+
+stamp_part() {  # a run's part (train, eval, flops, downstream): its JSON, Snakemake benchmark file and log at one time
+    local study=$1 id=$2 part=$3 time=$4 f
+    for f in "results/$study/runs/$id/$part.json" "results/$study/benchmarks/$part/$id.tsv" \
+             "results/$study/logs/$part/$id.log"; do
+        [[ -e "$f" ]] && touch -d "@$time" "$f"
     done
     return 0
 }
