@@ -85,7 +85,7 @@ restamp_runs() {  # pipeline order of modification times for run files that arri
     t=$(( ${newest_data:-0} + 10 ))
     (( t + 3 <= now )) || t=$(( now - 3 ))
     # Snakemake counts a rule's benchmark file and log among its outputs, and judges the rule by the oldest of them:
-    # a Snakemake benchmark file left older than config.yaml re-trains a recorded run (sitting 10 of the miniature
+    # a Snakemake benchmark file left older than config.yaml re-trains a recorded run (sitting 9 of the miniature
     # study re-trained 34 runs this way), so each part's benchmark and log take its time too
     local run id part
     for run in "results/$study"/runs/*/; do
