@@ -53,6 +53,17 @@ def test_bench_mamba2_time_budget_ends_by_itself_with_every_row_accounted_for(tm
     assert {r["layer"] for r in rows} >= {"mamba2 dense, ours (reference)", "scan only: ssd_scan ours (reference)"}
 
 
+def test_bench_mamba2_parity_check_yields_to_the_timing_rows_after_half_the_budget(tmp_path):
+    """The untimed parity check starts no variant once half of --time-budget is spent, and says so per variant."""
+    bench = _load()
+    payload = bench.main(["--device", "cpu", "--smoke", "--time-budget", "1e-9", "--out", str(tmp_path / "b.json")])
+    variants = {k: v for k, v in payload["parity"].items() if k.startswith("ours (") and ", " in k}  # name, mode
+    assert set(variants) == {"ours (reference), fp32"}, sorted(payload["parity"])  # on CPU: fp32 reference only
+    assert all(isinstance(v, str) and "half of the --time-budget of 1e-09 s was spent" in v
+               for v in variants.values()), variants
+    assert payload["results"] and all("--time-budget of 1e-09 s was spent" in r["note"] for r in payload["results"])
+
+
 def test_bench_mamba2_rejects_a_negative_time_budget():
     bench = _load()
     try:
