@@ -50,3 +50,17 @@ def format_table(info: dict[str, Any]) -> str:
     for op in info["auto"][devices[0]]:
         lines.append(f"  {op:<16}" + "".join(f"{info['auto'][d][op]:<12}" for d in devices))
     return "\n".join(lines)
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of the packages a run's numbers depend on (those present): a record's provenance,
+    for the host that trained it and, in the eval part, the host that scored it."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("torch", "numpy", "tokenizers", "rom-toolkit", "triton", "mamba-ssm", "fla-core"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -42,7 +42,9 @@ Final record layout (schema version 1)::
                                             # run's time to the branch + the branch (a run of that budget);
                                             # several points of one run: bootstrap by run, not by point
     eval: {tokenizer_bytes_per_token: float,
-           results: [{context_length, loss, ppl, bpb, tokens}]}
+           results: [{context_length, loss, ppl, bpb, tokens}],
+           max_tokens, device, packages: {name: version}}   # where it was scored (device, packages: since
+                                                              # 2026-12-07; provenance is the training host's)
     downstream: {task: {metric: value}} | null          # e.g. {"hellaswag": {"acc": .., "acc_norm": ..}}
     provenance: {git_sha, config_hash, packages: {name: version}, device, python, created}
     metrics_file: str                       # name of the step metrics JSONL beside final.json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 from pathlib import Path
@@ -84,6 +85,9 @@ def test_rom_eval_three_lengths(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert [r["context_length"] for r in rows] == [32, 64, 128]
     assert all(math.isfinite(r["loss"]) and r["tokens"] == 1024 for r in rows)
     assert part["eval"]["tokenizer_bytes_per_token"] == pytest.approx(3.0)
+    # the scoring host's device and packages, beside the training host's provenance
+    assert part["eval"]["device"] == "cpu"
+    assert part["eval"]["packages"]["torch"] == importlib.metadata.version("torch")
     assert "L=128" in capsys.readouterr().err
 
     assert rom_main(["eval", "--run", str(run), "--data", str(data), "--out", str(out), "--set",

@@ -15,6 +15,7 @@ import torch
 
 from rom.config import ConfigError, run_config_from_dict, to_dict
 from rom.data.shards import open_shard
+from rom.env import package_versions
 from rom.eval.perplexity import bytes_per_token, evaluate
 from rom.eval import scorer as scorer_lib  # looked up at call time: tests substitute load_scorer
 from rom.eval.tasks import TaskDataError, load_manifest, parse_task_list
@@ -45,7 +46,10 @@ def eval_part(run_dir: str | Path, data_dir: str | Path, overrides: Sequence[str
     rows = evaluate(model, cfg, shard, lengths, cfg.eval.max_tokens, progress=progress)
     return make_part("eval", run_id, {
         "eval": {"tokenizer_bytes_per_token": bytes_per_token(shard), "results": rows,
-                 "max_tokens": cfg.eval.max_tokens, "device": str(device)},
+                 "max_tokens": cfg.eval.max_tokens, "device": str(device),
+                 # the scoring host's packages: a run may be scored elsewhere than it trained (provenance is the
+                 # training host's)
+                 "packages": package_versions()},
     })
 
 

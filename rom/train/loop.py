@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rom.config import ConfigError, Parallelism, RunConfig, TrainConfig, to_dict
+from rom.env import package_versions
 from rom.data.identity import TOKENIZER_KEY, check_tokenizer, shard_identity, tokenizer_identity
 from rom.eval.perplexity import score_windows, spread_window_ids
 from rom.io import atomic_write_json
@@ -91,18 +92,6 @@ def _git_sha() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {}
-    for name in ("torch", "numpy", "tokenizers", "rom-toolkit", "triton", "mamba-ssm"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def device_name(device: torch.device) -> str:
