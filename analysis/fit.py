@@ -681,9 +681,17 @@ def profile_E(
         else:
             rss.append(float(sum(p.log_residual ** 2 for p in f.points)))
             params.append(f.params)
-    accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
-    return Profile(key, "E", tuple(float(e) for e in grid), tuple(rss), tuple(params), accepted, level, criterion,
-                   len(loss))
+    return _profile(key, "E", grid, rss, params, len(loss), level, sigma_log)
+
+
+def _profile(key: str, name: str, grid: Sequence[float], rss: Sequence[float],
+             params: Sequence[dict[str, float] | None], n_points: int, level: float, sigma_log: float | None
+             ) -> Profile:
+    """A profile over ``grid`` from its refits' residual sums of squares, with what the likelihood-ratio test
+    accepts."""
+    accepted, criterion = _likelihood_ratio_accepts(rss, n_points, level, sigma_log)
+    return Profile(key, name, tuple(float(v) for v in grid), tuple(rss), tuple(params), accepted, level, criterion,
+                   n_points)
 
 
 def _likelihood_ratio_accepts(rss: Sequence[float], n_points: int, level: float, sigma_log: float | None
@@ -757,9 +765,7 @@ def profile_exponent(
             continue
         rss.append(float(2.0 * best.cost))  # cost = half the sum of squares
         params.append({e_name: float(best.x[0]), coef_name: math.exp(log_coef), exp_name: float(q)})
-    accepted, criterion = _likelihood_ratio_accepts(rss, len(loss), level, sigma_log)
-    return Profile(base.key, exp_name, tuple(float(q) for q in grid), tuple(rss), tuple(params), accepted,
-                   level, criterion, len(loss))
+    return _profile(base.key, exp_name, grid, rss, params, len(loss), level, sigma_log)
 
 
 FITS_SCHEMA = "analysis.fits/1"

@@ -91,23 +91,22 @@ restamp_runs() {  # pipeline order of modification times for run files that arri
     for run in "results/$study"/runs/*/; do
         [[ -e "$run/config.yaml" ]] || continue
         id=$(basename "$run")
-        touch -d "@$t" "$run/config.yaml"
-        [[ -e "results/$study/logs/run_config/$id.log" ]] && touch -d "@$t" "results/$study/logs/run_config/$id.log"
-        for part in train eval flops downstream; do
-            [[ -e "$run/$part.json" ]] || continue
-            if [[ $part == train ]]; then stamp_part "$study" "$id" train $(( t + 1 ))
-            else stamp_part "$study" "$id" "$part" $(( t + 2 )); fi
+        stamp_rule "$study" "$id" run_config "$t" config.yaml
+        stamp_rule "$study" "$id" train $(( t + 1 )) train.json
+        for part in eval flops downstream; do
+            stamp_rule "$study" "$id" "$part" $(( t + 2 )) "$part.json"
         done
-        [[ -e "$run/final.json" ]] && touch -d "@$(( t + 3 ))" "$run/final.json"
-        [[ -e "results/$study/logs/record/$id.log" ]] && touch -d "@$(( t + 3 ))" "results/$study/logs/record/$id.log"
+        stamp_rule "$study" "$id" record $(( t + 3 )) final.json
     done
     return 0
 }
 
-stamp_part() {  # a run's part (train, eval, flops, downstream): its JSON, Snakemake benchmark file and log at one time
-    local study=$1 id=$2 part=$3 time=$4 f
-    for f in "results/$study/runs/$id/$part.json" "results/$study/benchmarks/$part/$id.tsv" \
-             "results/$study/logs/$part/$id.log"; do
+stamp_rule() {  # one run's output of a rule (run_config, train, eval, ...), with its Snakemake benchmark file and
+    # log, at one time; nothing where the run has no such output
+    local study=$1 id=$2 rule=$3 time=$4 output=$5 f
+    [[ -e "results/$study/runs/$id/$output" ]] || return 0
+    for f in "results/$study/runs/$id/$output" "results/$study/benchmarks/$rule/$id.tsv" \
+             "results/$study/logs/$rule/$id.log"; do
         [[ -e "$f" ]] && touch -d "@$time" "$f"
     done
     return 0

@@ -26,7 +26,7 @@ from rom.io import as_float, restore_floats
 from analysis.collect import runs_at_train_length
 from analysis.families import Family, families_in
 from analysis.fit import (FIT_ROLES, FitKind, FitResult, FitStatus, FlopConvention, ParamConvention, fit_key,
-                          inverse, power_law_inverse, profile_E, profile_exponent)
+                          Profile, inverse, power_law_inverse, profile_E, profile_exponent)
 from analysis.noise import estimate_noise, seed_groups
 from analysis.pooled import PooledFit, PooledX, pooled_key
 from analysis.prediction import choose_prediction
@@ -231,13 +231,16 @@ def dense_fit(inputs: ClaimInputs, kind: FitKind, family: Family) -> FitResult |
 LOSS_NOISE_SEED = 0  # the draws that add a read-off loss's own seed noise to its bootstrap (fixed: reproducible)
 
 
+def _value_of(x_dense: float, x_run: float, kind: str) -> float:
+    """A read-off's value from the dense x that reaches its loss: the ratio x_dense / x_run, or the saving
+    1 - x_run / x_dense."""
+    return x_dense / x_run if kind == "ratio" else 1.0 - x_run / x_dense
+
+
 def _read_off(fit: FitResult, run_id: str, family: str, x_run: float, loss: float, kind: str,
               loss_sd: float = 0.0) -> ReadOff:
     """``loss_sd``: the standard deviation of ``loss`` itself (its seed noise); each bootstrap replicate of the
     dense fit is then read at ``loss`` plus one normal draw of it, so the interval carries both."""
-    def value_of(x_dense: float) -> float:
-        return x_dense / x_run if kind == "ratio" else 1.0 - x_run / x_dense
-
     x_dense = inverse(fit, loss)
     lo, hi = fit.x_range[fit.x_names[0]]
     if math.isinf(x_dense):
@@ -245,7 +248,7 @@ def _read_off(fit: FitResult, run_id: str, family: str, x_run: float, loss: floa
         note = (f"loss {loss:.4f} is at or below the dense fit's asymptote E={fit.params['E']:.4f}: no inverse "
                 f"(no dense model on this curve reaches it)")
     else:
-        value, extrapolated = value_of(x_dense), not (lo <= x_dense <= hi)
+        value, extrapolated = _value_of(x_dense, x_run, kind), not (lo <= x_dense <= hi)
         note = f"read-off {x_dense:.4g} outside the fitted range [{lo:.4g}, {hi:.4g}]" if extrapolated else ""
     ci, n_inf = None, 0
     if fit.ci is not None and fit.bootstrap.samples:
@@ -253,7 +256,7 @@ def _read_off(fit: FitResult, run_id: str, family: str, x_run: float, loss: floa
         shifts = loss_sd * np.random.default_rng(LOSS_NOISE_SEED).standard_normal(len(samples))
         xs = [inverse(fit, loss + float(dl), p) for p, dl in zip(samples, shifts)]
         n_inf = sum(math.isinf(x) for x in xs)
-        ci = percentile_ci([value_of(x) for x in xs], fit.ci_level)
+        ci = percentile_ci([_value_of(x, x_run, kind) for x in xs], fit.ci_level)
     return ReadOff(run_id, family, fit.key, float(x_run), float(loss), float(x_dense), value, ci, n_inf,
                    extrapolated, note)
 
@@ -296,15 +299,21 @@ def _seed_sigma_log(inputs: ClaimInputs, family: str) -> float | None:
     return noise.sigma_log if noise is not None and noise.dof > 0 else None
 
 
+def _dense_profile(profile: Callable[..., Profile], fit: FitResult, inputs: ClaimInputs, kind: FitKind) -> Profile:
+    """``profile`` (profile_E or profile_exponent) of the dense fit's family, tested against its seed noise."""
+    return profile(inputs.df, fit.family, kind, inputs.params, inputs.flops, level=fit.ci_level,
+                   sigma_log=_seed_sigma_log(inputs, fit.family))
+
+
+def _inverses_over(prof: Profile, fit: FitResult, loss: float) -> list[float]:
+    """The dense x that reaches ``loss`` under each parameter set the profile accepts."""
+    return [inverse(fit, loss, p) for p in prof.accepted_params()]
+
+
 def _profiled(head: ReadOff, fit: FitResult, inputs: ClaimInputs, kind: FitKind, value_kind: str) -> ReadOff:
     """The read-off's interval joined with its values over every E the profile accepts (see profile_E)."""
-    dense = fit.family
-    prof = profile_E(inputs.df, dense, kind, inputs.params, inputs.flops, level=fit.ci_level,
-                     sigma_log=_seed_sigma_log(inputs, dense))
-    vals = []
-    for p in prof.accepted_params():
-        x = inverse(fit, head.loss, p)
-        vals.append(x / head.x_run if value_kind == "ratio" else 1.0 - head.x_run / x)
+    prof = _dense_profile(profile_E, fit, inputs, kind)
+    vals = [_value_of(x, head.x_run, value_kind) for x in _inverses_over(prof, fit, head.loss)]
     if not vals:
         return head
     pool = vals + ([head.value] if head.value is not None else []) + (list(head.ci) if head.ci else [])
@@ -329,14 +338,9 @@ def _exponent_profile_note(head: ReadOff, fit: FitResult, inputs: ClaimInputs, k
     """How far the read-off moves over every exponent a likelihood-ratio profile accepts, the bound's far side
     included (profile_exponent). Reported beside the verdict; it changes neither the interval nor the verdict:
     a fit at a bound still leaves the claim inconclusive, and more range in x is the remedy."""
-    dense = fit.family
-    prof = profile_exponent(inputs.df, dense, kind, inputs.params, inputs.flops, level=fit.ci_level,
-                            sigma_log=_seed_sigma_log(inputs, dense))
-    vals = []
-    for p in prof.accepted_params():
-        x = inverse(fit, head.loss, p)
-        if math.isfinite(x) and x > 0:
-            vals.append(x / head.x_run if value_kind == "ratio" else 1.0 - head.x_run / x)
+    prof = _dense_profile(profile_exponent, fit, inputs, kind)
+    vals = [_value_of(x, head.x_run, value_kind) for x in _inverses_over(prof, fit, head.loss)
+            if math.isfinite(x) and x > 0]
     if not vals:
         return ""
     lo, hi = prof.accepted_range
