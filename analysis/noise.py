@@ -113,10 +113,12 @@ def _pooled(groups: Sequence[pd.DataFrame]) -> tuple[float, float, int]:
     return math.sqrt(ss_log / dof), math.sqrt(ss_nats / dof), dof
 
 
-def estimate_noise(df: pd.DataFrame, families: Sequence[str] | None = None) -> dict[str, NoiseEstimate]:
+def estimate_noise(df: pd.DataFrame, families: Sequence[str] | None = None,
+                   groups: dict[str, list[pd.DataFrame]] | None = None) -> dict[str, NoiseEstimate]:
     """Per family (default: every family in the table) the seed noise, borrowed from other families when a
-    family has no seed runs, or ``NoiseEstimate.none`` when no family has any."""
-    groups = seed_groups(df)
+    family has no seed runs, or ``NoiseEstimate.none`` when no family has any. ``groups``: ``seed_groups(df)``
+    where the caller has it already."""
+    groups = seed_groups(df) if groups is None else groups
     families = sorted(df["family"].unique()) if families is None else list(families)
     own = {}
     for fam, gs in groups.items():

@@ -267,10 +267,10 @@ def _seed_aware(head: ReadOff, fit: FitResult, inputs: ClaimInputs, value_kind: 
     (sigma: the family's seed noise, ``analysis.noise``). A single run's loss is one draw: read alone, one seed's
     spread (about 0.011 nats in the miniature hybrids) moves a FLOPs saving by about 0.06, which an interval
     from the dense fit alone leaves out. Unchanged where no seed noise is known."""
-    mates = next((g for gs in seed_groups(inputs.df).values() for g in gs
-                  if head.run_id in set(g["run_id"].astype(str))), None)
+    groups = seed_groups(inputs.df)
+    mates = next((g for gs in groups.values() for g in gs if head.run_id in set(g["run_id"].astype(str))), None)
     losses = [head.loss] if mates is None else [float(v) for v in mates["loss_nats"]]
-    noise = estimate_noise(inputs.df, [head.family]).get(head.family)
+    noise = estimate_noise(inputs.df, [head.family], groups).get(head.family)
     sigma = noise.sigma_nats if noise is not None and noise.dof > 0 and math.isfinite(noise.sigma_nats) else None
     if sigma is None:
         return head
