@@ -132,9 +132,10 @@ gpu_jobs_for() {  # GPU_JOBS as given, or for "auto" the jobs the first GPU's fr
     # (sitting 8 of the mamba2 study ran 4 jobs beside 4 parity-test workers of 2-17 GiB each: 5 of its
     # training jobs died of CUDA out-of-memory).
     per_job_mib=$(( ${ROM_GPU_JOB_GIB:-17} * 1024 ))
-    mib=$( (nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits 2>/dev/null || true) | head -n 1 | tr -d ' ')
+    # one query, "free, total" of the first GPU
+    IFS=, read -r mib total < <( (nvidia-smi --query-gpu=memory.free,memory.total --format=csv,noheader,nounits \
+        2>/dev/null || true) | head -n 1 | tr -d ' ') || true  # no line: EOF, judged just below
     [[ "$mib" =~ ^[0-9]+$ ]] || { echo "GPU_JOBS auto: nvidia-smi gave no GPU memory ('$mib')" >&2; return 1; }
-    total=$( (nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null || true) | head -n 1 | tr -d ' ')
     if [[ "$total" =~ ^[0-9]+$ ]] && (( total - mib > per_job_mib / 2 )); then
         echo "GPU_JOBS auto: $mib of $total MiB free (other processes hold the rest)" >&2
     fi

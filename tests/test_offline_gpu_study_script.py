@@ -157,10 +157,10 @@ def _fake_nvidia_smi(tmp_path, total_mib: str) -> dict:
 
 
 def _fake_nvidia_smi_memory(tmp_path, total_mib: int, free_mib: int) -> dict:
-    """An nvidia-smi that answers memory.total and memory.free queries apart, as the real one does."""
+    """An nvidia-smi that answers a memory.free,memory.total query as the real one does: "free, total"."""
     env = _fake_nvidia_smi(tmp_path, "")
     (tmp_path / "bin" / "nvidia-smi").write_text(
-        f'#!/bin/sh\ncase "$*" in *memory.free*) echo {free_mib};; *memory.total*) echo {total_mib};; esac\n')
+        f'#!/bin/sh\ncase "$*" in *memory.free,memory.total*) echo "{free_mib}, {total_mib}";; esac\n')
     return env
 
 
