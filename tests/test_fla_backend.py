@@ -113,15 +113,56 @@ def test_fla_ops_check_shapes_first():
 
 @pytest.mark.parametrize("bug", [False, True])
 def test_padded_dims(bug, monkeypatch):
-    """Dims round up to 16; on a Hopper + Triton [3.4, 3.7.1) machine keys of 33..64 go to 128 (fla #640)."""
+    """Dims round up to 16. On a Hopper + Triton [3.4, 3.7.1) machine, where fla's guard is lifted, every dim fills
+    whole blocks of fla's (a power of two up to 128, a multiple of 128 above), and keys of 33..64 go to 128 (fla
+    #640)."""
     monkeypatch.setattr(fla_ops, "_hopper_bk64_bug", lambda index: bug)
     cuda = torch.device("cuda", 0)
-    assert fla_ops._padded_dim(8, True, cuda) == 16
-    assert fla_ops._padded_dim(32, True, cuda) == 32
-    assert fla_ops._padded_dim(64, True, cuda) == (128 if bug else 64)
-    assert fla_ops._padded_dim(48, True, cuda) == (128 if bug else 48)
-    assert fla_ops._padded_dim(64, False, cuda) == 64  # values are not affected
-    assert fla_ops._padded_dim(130, True, cuda) == 144
+    cases = [  # (dim, key?, padded elsewhere, padded on the affected Hopper machine)
+        (8, True, 16, 16), (16, False, 16, 16), (24, True, 32, 32), (32, True, 32, 32),
+        (40, False, 48, 64),     # the value dim of the bf16 case that hit an illegal address (48 in a 64 block)
+        (48, True, 48, 128), (64, True, 64, 128), (64, False, 64, 64),  # values have no 64-wide-key bug
+        (96, True, 96, 128), (192, False, 192, 256),  # gated-deltanet-130m's heads (96 keys, 192 values)
+        (130, True, 144, 256), (256, True, 256, 256), (200, False, 208, 256), (384, False, 384, 384),
+    ]
+    for dim, key, elsewhere, hopper in cases:
+        assert fla_ops._padded_dim(dim, key, cuda) == (hopper if bug else elsewhere), (dim, key)
+
+
+
+def _value_and_grads(fn, inputs):
+    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+    out = fn(*leaves)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+    return out.detach(), [x.grad for x in leaves]
+
+
+def test_zero_padding_the_head_dims_leaves_both_recurrences_unchanged():
+    """What the fla path relies on when it pads (``_padded_dim``, ``_pad_last``), as far as the Hopper padding goes
+    (keys 24 -> 128, values 40 -> 64): zero key / query columns and zero value columns change neither the kept
+    outputs nor any gradient, in float64 on the references."""
+    pad = fla_ops._pad_last
+    q, k, v, g, beta = (t.double() for t in _gdn_inputs(K=24, V=40))
+    x, dt, A, B, C, D, dt_bias = (t.double() for t in _ssd_inputs(P=24, N=20))
+
+    def gdn(q, k, v, g, beta):
+        return gated_delta_rule_reference(q, k, v, g, beta, 24**-0.5, chunk=4)
+
+    def gdn_padded(q, k, v, g, beta):
+        return gdn(pad(q, 128), pad(k, 128), pad(v, 64), g, beta)[..., :40]
+
+    def ssd(x, B, C):
+        return ssd_scan_reference(x, dt, A, B, C, D, dt_bias, 4)
+
+    def ssd_padded(x, B, C):
+        return ssd(pad(x, 32), pad(B, 128), pad(C, 128))[..., :24]
+
+    for plain, padded, inputs in ((gdn, gdn_padded, [q, k, v, g, beta]), (ssd, ssd_padded, [x, B, C])):
+        out, grads = _value_and_grads(plain, inputs)
+        out_p, grads_p = _value_and_grads(padded, inputs)
+        torch.testing.assert_close(out_p, out, rtol=1e-12, atol=1e-12)
+        for grad, grad_p in zip(grads, grads_p):
+            torch.testing.assert_close(grad_p, grad, rtol=1e-12, atol=1e-12)
 
 
 FP32_DOTS_CASE = """

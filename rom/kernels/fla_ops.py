@@ -26,7 +26,11 @@ Hopper with Triton in [3.4.0, 3.7.1) (fla issue #640): fla's gated ``chunk_bwd_d
 key block is 64 wide (key dims 33..64; 32 and 128 are right) and fla 0.6.0 refuses to run it there at all.
 On such a machine the key dim is padded from 33..64 up to 128 (so the block is 128 wide), and fla's guard is
 lifted only inside our own backward calls (``_fla_guard_lifted``), never for other users of fla in the
-process. tests/gpu/test_fla_parity_gpu.py checks every gradient against the float64 reference, K = 64 included.
+process. There, too, every head dim is padded to a whole number of fla's blocks (a power of two up to 128, a
+multiple of 128 above): on an H100 (2026-12-08) the one bf16 case with a partly filled block (value dim 40,
+padded to 48 in a 64-wide block) stopped with an illegal memory access inside ``chunk_bwd_kernel_dqkwg``, twice,
+while the five bf16 cases whose dims filled their blocks passed (docs/gated_deltanet.md).
+tests/gpu/test_fla_parity_gpu.py checks every gradient against the float64 reference, K = 64 included.
 """
 
 from __future__ import annotations
@@ -83,8 +87,12 @@ def _hopper_bk64_bug(device_index: int) -> bool:
 
 def _padded_dim(n: int, key: bool, device: torch.device) -> int:
     p = -(-n // 16) * 16
-    if key and 32 < p <= 64 and _hopper_bk64_bug(device.index if device.index is not None else 0):
-        p = 128  # key block 128 wide instead of the miscompiled 64 (module docstring)
+    if _hopper_bk64_bug(device.index if device.index is not None else 0):
+        # fla's guard is lifted here (_fla_guard_lifted): keep every dim a whole number of fla's blocks
+        # (min(next_power_of_2(d), 128) wide), the only dims seen to run right on such a machine (module docstring)
+        p = 1 << (p - 1).bit_length() if p <= 128 else -(-p // 128) * 128
+        if key and p == 64:
+            p = 128  # key block 128 wide instead of the miscompiled 64 (fla #640)
     return p
 
 
