@@ -406,6 +406,11 @@ def layer_rows(d_model: int, args: argparse.Namespace, device: str, mamba_ssm: t
             continue
         torch.manual_seed(0)
         layer = None
+        # a line as each row starts: its first call compiles and autotunes (minutes on a cold Triton cache), so a
+        # run cut by a hard limit still shows which row took the time
+        row_start = time.perf_counter()
+        print(f"[d_model {d_model}, {row_start - getattr(args, 't_start', row_start):.0f} s] {label}: started",
+              flush=True)
         try:
             if kind == "ours":
                 layer = build_layer(arch, d_model, args, backend, expertization).to(device)
@@ -422,6 +427,7 @@ def layer_rows(d_model: int, args: argparse.Namespace, device: str, mamba_ssm: t
             row["params_M"] = sum(p.numel() for p in layer.parameters()) / 1e6
         except Exception as err:  # noqa: BLE001 - keep the other rows (e.g. OOM on a reference path)
             row["note"] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+        row["row_wall_s"] = time.perf_counter() - row_start  # build, compile, autotune and timing together
         print(f"[d_model {d_model}] {label}: " + ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
             if k not in ("d_model", "layer", "arch")), flush=True)
@@ -623,6 +629,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     if args.time_budget < 0:
         raise SystemExit(f"gpu_mamba2.py: --time-budget must be >= 0 seconds, got {args.time_budget}")
+    args.t_start = t_start
     args.deadline = t_start + args.time_budget if args.time_budget > 0 else math.inf
     # the untimed parity check starts no variant after half the budget: the timing rows are what this script is
     # for (sitting 3 of the mamba2 study spent a whole 200 s budget compiling the check's fp32 kernels)

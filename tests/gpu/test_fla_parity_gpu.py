@@ -34,6 +34,15 @@ def _needs_fla():
         pytest.skip(f"fla unavailable: {probe_fla().reason}")
 
 
+@pytest.fixture(autouse=True)
+def _report_peak_memory():
+    """Print the case's peak of memory torch reserved (shown with -rA): 12-14 workers of this file on one 80 GB H100
+    ran out of CUDA memory in 7 cases on 2026-12-08, and what one worker holds decides how many fit."""
+    torch.cuda.reset_peak_memory_stats()
+    yield
+    print(f"peak memory reserved by torch: {torch.cuda.max_memory_reserved() / 2**30:.2f} GiB")
+
+
 def _check(name, out, ref, tol, failures):
     err = rel_err(out, ref)
     print(f"{name}: rel err {err:.3g} (tolerance {tol})")  # shown with -s: the measured accuracy, not only pass
