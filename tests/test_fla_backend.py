@@ -129,7 +129,6 @@ def test_padded_dims(bug, monkeypatch):
         assert fla_ops._padded_dim(dim, key, cuda) == (hopper if bug else elsewhere), (dim, key)
 
 
-
 def _value_and_grads(fn, inputs):
     leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
     out = fn(*leaves)
