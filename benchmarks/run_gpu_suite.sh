@@ -11,6 +11,13 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 parts="${*:-tests scan conv}"
 log="$OUT/suite.log"
 has() { [[ " $parts " == *" $1 "* ]]; }
+# Triton's autotuning results (a few kB per kernel shape) travel between leases: restored from the carried
+# TRITON_AUTOTUNE_CARRY folder (default .triton-autotune; carry it) and saved to $OUT/triton-autotune after the
+# long parts and at the end, so a fresh machine compiles one config per kernel instead of every config.
+# To tune afresh instead (timings to publish, from a quiet card): FLA_CACHE_RESULTS=0 TRITON_CACHE_AUTOTUNING=0.
+export TRITON_CACHE_AUTOTUNING="${TRITON_CACHE_AUTOTUNING:-1}"
+autotune_carry="${TRITON_AUTOTUNE_CARRY:-.triton-autotune}"
+keep_autotune() { python3 scripts/triton_autotune_cache.py save --to "$OUT/triton-autotune"; }
 install_wheels27() {  # fla-core and the pure-python mamba-ssm wheel from the carried .gpuwhl27 (parts fla, mamba2)
   if ls .gpuwhl27/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site27/fla ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site27 .gpuwhl27/*.whl
@@ -20,6 +27,7 @@ install_wheels27() {  # fla-core and the pure-python mamba-ssm wheel from the ca
   echo "== $(date -u) parts: $parts"
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+  python3 scripts/triton_autotune_cache.py restore --from "$autotune_carry"
   if has mamba_ssm; then
     # optional side-by-side anchor: build mamba-ssm 2.3.1 for sm_90 only from the carried sdist (~210 s) with
     # its import-time needs (einops, transformers) from carried wheels; carry .gpuwhl/mamba (see README).
@@ -100,7 +108,7 @@ PATCH
     passed="${FLA_PASSED:-/tmp/fla_passed.txt}"; touch "$passed"
     deselect=(); while read -r id; do [ -n "$id" ] && deselect+=(--deselect "$id"); done < "$passed"
     echo "fla parity: $(( ${#deselect[@]} / 2 )) passed cases left out, ${FLA_WORKERS:-6} workers"
-    PYTHONPATH="$PYTHONPATH:/tmp/site27" TRITON_CACHE_AUTOTUNING=1 timeout -s INT -k 30 "${FLA_LIMIT:-540}" \
+    PYTHONPATH="$PYTHONPATH:/tmp/site27" timeout -s INT -k 30 "${FLA_LIMIT:-540}" \
       python3 -m pytest -v tests/gpu/test_fla_parity_gpu.py -n "${FLA_WORKERS:-6}" -p no:cacheprovider -rA \
       --tb=short -o junit_logging=system-out --junitxml="$OUT/fla_parity.xml" "${deselect[@]}" \
       > "$OUT/fla_parity.log" 2>&1
@@ -108,6 +116,8 @@ PATCH
     sort -u -o "$passed" "$passed"
     grep -E "^\[gw[0-9]+\] \[ *[0-9]+%\] (PASSED|FAILED|ERROR)" "$OUT/fla_parity.log"
     echo "fla parity: $(wc -l < "$passed") cases passed in this lease so far"
+    cp "$passed" "$OUT/fla_passed.txt"  # back home too: a later machine may go on from it (FLA_PASSED=that copy)
+    keep_autotune
   fi
   if has mamba2; then
     # Mamba-2 / Gated DeltaNet layers beside mamba-ssm's Mamba2 (issue 27): the pure-python mamba-ssm wheel and
@@ -119,6 +129,8 @@ PATCH
     # shellcheck disable=SC2086
     PYTHONPATH="$PYTHONPATH:/tmp/site27" python3 benchmarks/gpu_mamba2.py --out-dir "$OUT" \
       --time-budget "${MAMBA2_BENCH_BUDGET:-0}" ${MAMBA2_ARGS:-}
+    keep_autotune
   fi
+  keep_autotune
   echo "== done $(date -u)"
 } 2>&1 | tee "$log"
