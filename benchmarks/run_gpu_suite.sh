@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 parts="${*:-tests scan conv}"
 log="$OUT/suite.log"
 has() { [[ " $parts " == *" $1 "* ]]; }
-# Triton's autotuning results (a few kB per kernel shape) travel between leases: restored from the carried
+# Triton's autotuning results (one small JSON file per kernel shape) travel between leases: restored from the carried
 # TRITON_AUTOTUNE_CARRY folder (default .triton-autotune; carry it) and saved to $OUT/triton-autotune after the
 # long parts and at the end, so a fresh machine compiles one config per kernel instead of every config.
 # To tune afresh instead (timings to publish, from a quiet card): FLA_CACHE_RESULTS=0 TRITON_CACHE_AUTOTUNING=0.

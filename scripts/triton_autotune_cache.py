@@ -6,8 +6,9 @@ the winner of each tuning on disk when asked (``TRITON_CACHE_AUTOTUNING=1``, or 
 ``<cache dir>/<sha256 key>/<kernel>.autotune.json``. The key hashes the Triton build, the GPU target, the
 kernel's source and the tuning key (shapes, dtypes), so a file made on one H100 is found again on any machine
 with the same Triton wheel and GPU architecture, and a stale one (other source, other Triton) is never read.
-Those files are a few kB each, while the compiled binaries beside them were 173 MB: this copies the tuning
-results only, so a later machine compiles one config per kernel instead of every config.
+Each file is a short JSON list (one timing per config tried), while the compiled binaries beside them were
+173 MB compressed: this copies the tuning results only, so a later machine compiles one config per kernel
+instead of every config.
 
     python scripts/triton_autotune_cache.py save    --to OUT/triton-autotune     # cache dir -> folder
     python scripts/triton_autotune_cache.py restore --from .triton-autotune      # folder -> cache dir
