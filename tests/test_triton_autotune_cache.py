@@ -90,3 +90,36 @@ def test_gpu_suite_restores_the_carry_and_saves_the_union(tmp_path):
     back = sorted(p.name for p in (tmp_path / "out" / "triton-autotune").rglob("*.autotune.json"))
     assert back == ["chunk_bwd_kernel_dqkwg.autotune.json", "chunk_fwd_kernel.autotune.json"]
     assert (tmp_path / "out" / "suite.log").read_text().count("triton autotune save: 2 records copied") == 1
+
+
+KERNEL_KEY = """
+from fla.ops.common import chunk_o
+kernel = chunk_o.chunk_bwd_kernel_dqkwg
+while type(kernel).__name__ != "JITFunction":  # under fla's autotune / heuristics wrappers
+    kernel = kernel.fn
+print(chunk_o.__file__)
+print(kernel.cache_key)
+"""
+
+
+def test_the_kernel_part_of_the_key_does_not_depend_on_where_fla_is_installed(tmp_path):
+    """A carried record is found again only if its key is the same on the next machine. The key's kernel part
+    (``JITFunction.cache_key``, of fla's ``chunk_bwd_kernel_dqkwg`` here) hashes the kernel's source and globals,
+    not its file's path: the same from fla as installed and from a copy elsewhere (the GPU host installs fla into
+    a scratch folder). Needs triton (ROM_TRITON_INTERPRETER_PATH) and fla-core; no GPU."""
+    import shutil
+
+    paths = [p for p in (os.environ.get("ROM_TRITON_INTERPRETER_PATH"), os.environ.get("PYTHONPATH")) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    probe = subprocess.run([sys.executable, "-c", "import triton, fla"], env=env, capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip(f"triton and fla-core not both importable: {probe.stderr.strip().splitlines()[-1:]}")
+    installed = subprocess.run([sys.executable, "-c", KERNEL_KEY], env=env, capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    fla_dir = Path(installed.stdout.splitlines()[-2]).parents[2]
+    shutil.copytree(fla_dir, tmp_path / "elsewhere" / "fla", ignore=shutil.ignore_patterns("__pycache__"))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "elsewhere"), *paths])
+    copied = subprocess.run([sys.executable, "-c", KERNEL_KEY], env=env, capture_output=True, text=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+    assert copied.stdout.splitlines()[-2].startswith(str(tmp_path / "elsewhere"))
+    assert copied.stdout.splitlines()[-1] == installed.stdout.splitlines()[-1]
