@@ -80,7 +80,10 @@ PATCH
     # GPU_TESTS: test paths to run instead of all of tests/gpu (e.g. the files a change touched). -v names each
     # case as it lands and -rA keeps the passed cases' printed errors: a run cut by the command's limit still
     # says which cases passed (with -q it printed dots only, and the JUnit XML is written at the end).
-    python3 -m pytest -v -m gpu ${GPU_TESTS:-tests/gpu} -n 4 -p no:cacheprovider -rA --tb=short > "$OUT/pytest.log" 2>&1
+    # With the part fla in the same call, its parity file runs there only (it has workers and a limit of its own).
+    fla_here=(); has fla && fla_here=(--ignore tests/gpu/test_fla_parity_gpu.py)
+    python3 -m pytest -v -m gpu ${GPU_TESTS:-tests/gpu} "${fla_here[@]}" -n 4 -p no:cacheprovider -rA --tb=short \
+      > "$OUT/pytest.log" 2>&1
     grep -E "Error|error:|^E " "$OUT/pytest.log" | sort | uniq -c | sort -rn | head -15
     grep -E "^(\[gw[0-9]+\] )?\[ *[0-9]+%\] (PASSED|FAILED|ERROR|SKIPPED)" "$OUT/pytest.log" | grep -v PASSED | head -20
     tail -5 "$OUT/pytest.log"
