@@ -16,6 +16,9 @@
 #       first). Unpack RECORDS_TAR into results/STUDY/ of the clone you carry (tar -C results/STUDY -xzf
 #       RECORDS_TAR) before the next slice: a slice trains every run whose record did not travel with it. Finished runs are then kept, and an interrupted one
 #       resumes from its checkpoint if the host kept it.
+#       Triton's autotuning results (scripts/triton_autotune_cache.py) carried in ROM_AUTOTUNE_CARRY (default
+#       .triton-autotune, git-ignored) go into Triton's cache dir first, so kernels tuned in an earlier lease
+#       are not tuned again.
 #   scripts/offline_gpu_study.sh start STUDY BUNDLE_DIR WHEEL_DIR TIME_LIMIT_S [GPU_JOBS]
 #       (GPU side) the same as `run`, in the background, on a snapshot of this tree: installs the wheels now
 #       (so several studies started one after another never install at the same time), copies the tree to
@@ -30,7 +33,9 @@
 #       sitting's own log as sitting.log; no checkpoints, weights or data) into OUT_TAR, and a progress table:
 #       each run finished, trained (waiting for eval/flops), at step N, or not started, and whether the
 #       background run is still going. Copy OUT_TAR back after every call: a host that is taken back
-#       mid-sitting keeps nothing.
+#       mid-sitting keeps nothing. Triton's autotune records go beside it, to OUT_TAR's folder/triton-autotune;
+#       merge them into .triton-autotune (`python scripts/triton_autotune_cache.py save --cache-dir THAT --to
+#       .triton-autotune`) and carry it.
 #   scripts/offline_gpu_study.sh unscored STUDY OUT_DIR
 #       (GPU side, any time; typically in a lease's last command) for every run of a started study that has
 #       finished training but has no record yet: its weights and training parts (model.safetensors, train.json,
@@ -152,12 +157,28 @@ offline_env() {  # the wheels installed into /tmp/site and this tree importable;
     export TRITON_CACHE_AUTOTUNING="${TRITON_CACHE_AUTOTUNING:-1}"
 }
 
+carry_autotune() {  # save|restore FOLDER: Triton's autotune records to/from FOLDER (scripts/triton_autotune_cache.py)
+    local tool="" f
+    # beside this script when run from the tree; in the snapshot's scripts/ when `start` runs a copy of it
+    for f in "$(dirname "${BASH_SOURCE[0]}")/triton_autotune_cache.py" scripts/triton_autotune_cache.py; do
+        [[ -f "$f" ]] && { tool=$f; break; }
+    done
+    if [[ -z "$tool" ]]; then
+        echo "triton autotune $1: scripts/triton_autotune_cache.py not found; skipped" >&2
+        return 0
+    fi
+    local flag=--from; [[ "$1" == save ]] && flag=--to
+    # a speed-up only: a sitting goes on without it
+    python3 "$tool" "$1" "$flag" "$2" || echo "triton autotune $1 failed; the sitting goes on without it" >&2
+}
+
 run() {
     local study=$1 bundle=$2 wheels=$3 records=$4 limit=$5 gpu_jobs rc=0
     gpu_jobs=$(gpu_jobs_for "${6:-1}")
     echo "GPU jobs: $gpu_jobs"
     install_wheels "$wheels"
     offline_env
+    carry_autotune restore "${ROM_AUTOTUNE_CARRY:-.triton-autotune}"
     if [[ ! -e "results/$study/data/tokens/train.bin" ]]; then
         python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='fully_trusted')" \
             "$bundle/data.tar.xz" "results/$study"
@@ -342,6 +363,7 @@ collect() {
         --exclude='*.safetensors' "${parts[@]}"
     mv "$out.tmp" "$out"
     echo "collected $(tar -tzf "$out" | grep -c 'final.json$' || true) finished runs into $out"
+    carry_autotune save "$(dirname "$out")/triton-autotune"
 }
 
 unscored() {

@@ -42,9 +42,9 @@ def _site(tmp: Path, name: str) -> Path:
     return work
 
 
-def _sh(cwd: Path, *args: str, timeout: int = 600) -> str:
+def _sh(cwd: Path, *args: str, timeout: int = 600, env: dict[str, str] | None = None) -> str:
     res = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
 
@@ -82,9 +82,15 @@ def test_pack_run_and_continue_without_training_twice(tmp_path):
     for path in stale:
         os.utime(path, (1_000_000_000, 1_000_000_000))
     before = {p: p.read_text() for p in (study_dir / "runs").glob("*/final.json")}
+    # autotune records carried from the first lease go into this host's Triton cache before anything runs
+    carried = host2 / ".triton-autotune" / ("c" * 64) / "chunk_fwd_kernel.autotune.json"
+    carried.parent.mkdir(parents=True)
+    carried.write_text('{"key": [64], "configs_timings": [[{"num_warps": 4}, [0.1]]]}')
     out2 = _sh(host2, "bash", str(SCRIPT), "run", "micro", str(tmp_path / "bundle"), str(wheels),
-               str(tmp_path / "records2.tgz"), "500", "1")
+               str(tmp_path / "records2.tgz"), "500", "1", env={"TRITON_CACHE_DIR": str(tmp_path / "cache2")})
     assert "snakemake exit status: 0" in out2
+    assert "triton autotune restore: 1 records copied" in out2
+    assert (tmp_path / "cache2" / ("c" * 64) / "chunk_fwd_kernel.autotune.json").read_text() == carried.read_text()
     assert "rule train:" not in out2 and "rule eval:" not in out2, out2[-3000:]
     assert {p: p.read_text() for p in before} == before
     record = json.loads(next(iter(before.values())))

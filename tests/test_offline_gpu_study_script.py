@@ -59,8 +59,13 @@ def test_collect_reports_progress_and_packs_no_checkpoints(tmp_path):
     (runs / "b" / "metrics.jsonl").write_text('{"step": 2, "train/loss": 5.0}\n{"step": 448, "train/loss": 3.2}\n')
     (runs / "b" / "model.safetensors").write_bytes(b"weights")
     (sit / "s.pid").write_text("999999999\n")  # no such process: the background has ended
+    tuned = tmp_path / "triton-cache" / ("ab" * 32) / "chunk_fwd_kernel.autotune.json"  # what the sitting tuned
+    tuned.parent.mkdir(parents=True)
+    tuned.write_text('{"key": [64], "configs_timings": [[{"num_warps": 4}, [0.1]]]}')
+    (tuned.parent / "chunk_fwd_kernel.cubin").write_bytes(b"binary")
     res = subprocess.run(["bash", str(SCRIPT), "collect", "s", str(tmp_path / "out.tgz")], cwd=tmp_path,
-                         capture_output=True, text=True, env={**os.environ, "ROM_SITTING_DIR": str(sit)})
+                         capture_output=True, text=True,
+                         env={**os.environ, "ROM_SITTING_DIR": str(sit), "TRITON_CACHE_DIR": str(tuned.parents[1])})
     assert res.returncode == 0, res.stderr
     assert "background run ended" in res.stdout
     assert "a: finished" in res.stdout and "b: at step 448" in res.stdout and "c: not started" in res.stdout
@@ -70,6 +75,9 @@ def test_collect_reports_progress_and_packs_no_checkpoints(tmp_path):
     assert "runs/a/final.json" in names and "runs/b/metrics.jsonl" in names
     assert not [n for n in names if n.endswith((".pt", ".safetensors"))]
     assert not (tmp_path / "out.tgz.tmp").exists()
+    # Triton's autotune records come back beside the tarball, its compiled kernels do not
+    back = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "triton-autotune").rglob("*") if p.is_file()]
+    assert back == [f"triton-autotune/{'ab' * 32}/chunk_fwd_kernel.autotune.json"]
 
 
 def test_start_refuses_a_bundle_without_data(tmp_path):
