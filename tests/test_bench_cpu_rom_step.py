@@ -2,21 +2,17 @@
 against it, the JSON is written whole, and a wrong model name is refused by name. Claims no timing."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_rom_step.py"
+from script_loader import load_script
+
 TINY = ["--steps", "1", "--warmup", "0", "--batch", "1", "--length", "16"]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_cpu_rom_step", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/cpu_rom_step.py")
 
 
 def test_each_rom_model_is_read_against_its_dense_twin(tmp_path):

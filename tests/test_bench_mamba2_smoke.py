@@ -3,18 +3,13 @@ weight map to mamba-ssm's Mamba2 and the JSON keep running where CI has no GPU. 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_mamba2.py"
+from script_loader import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_gpu_mamba2", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_mamba2.py")
 
 
 def test_bench_mamba2_cpu_smoke(tmp_path):

@@ -2,7 +2,6 @@
 nothing else of its cache) travel from one lent machine to the next, whole, without overwriting fresher ones."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,18 +10,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "triton_autotune_cache.py"
+from script_loader import ROOT, load_script
+
 KEY_A, KEY_B, KEY_C = "a" * 64, "0123456789abcdef" * 4, "f" * 64
 RECORD = {"key": [128, 64, "torch.bfloat16"], "configs_timings": [[{"kwargs": {"BK": 64}, "num_warps": 4,
                                                                       "num_stages": 2}, [0.11, 0.1, 0.12]]]}
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("triton_autotune_cache", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/triton_autotune_cache.py")
 
 
 def _write(path: Path, text: str) -> Path:
