@@ -13,7 +13,8 @@ log="$OUT/suite.log"
 has() { [[ " $parts " == *" $1 "* ]]; }
 # Triton's autotuning results (one small JSON file per kernel shape) travel between leases: restored from the carried
 # TRITON_AUTOTUNE_CARRY folder (default .triton-autotune; carry it) and saved to $OUT/triton-autotune after the
-# long parts and at the end, so a fresh machine compiles one config per kernel instead of every config.
+# part fla (a later part may be cut by the command's limit) and at the end, so a fresh machine compiles one config
+# per kernel instead of every config.
 # To tune afresh instead (timings to publish, from a quiet card): FLA_CACHE_RESULTS=0 TRITON_CACHE_AUTOTUNING=0.
 export TRITON_CACHE_AUTOTUNING="${TRITON_CACHE_AUTOTUNING:-1}"
 autotune_carry="${TRITON_AUTOTUNE_CARRY:-.triton-autotune}"
@@ -132,7 +133,6 @@ PATCH
     # shellcheck disable=SC2086
     PYTHONPATH="$PYTHONPATH:/tmp/site27" python3 benchmarks/gpu_mamba2.py --out-dir "$OUT" \
       --time-budget "${MAMBA2_BENCH_BUDGET:-0}" ${MAMBA2_ARGS:-}
-    keep_autotune
   fi
   keep_autotune
   echo "== done $(date -u)"
