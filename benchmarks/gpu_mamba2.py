@@ -409,7 +409,7 @@ def layer_rows(d_model: int, args: argparse.Namespace, device: str, mamba_ssm: t
         # a line as each row starts: its first call compiles and autotunes (minutes on a cold Triton cache), so a
         # run cut by a hard limit still shows which row took the time
         row_start = time.perf_counter()
-        print(f"[d_model {d_model}, {row_start - getattr(args, 't_start', row_start):.0f} s] {label}: started",
+        print(f"[d_model {d_model}, {row_start - args.t_start:.0f} s] {label}: started",
               flush=True)
         try:
             if kind == "ours":
